@@ -1,0 +1,143 @@
+"""Small helpers the tests share: settings, tokens, real Socket.IO and SSE clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import socketio
+
+from tiffin_rt.auth import mint_token
+from tiffin_rt.config import Settings
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def make_settings(dsn: str, **sections: dict[str, Any]) -> Settings:
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "database": {
+            "dsn": dsn,
+            "heartbeat_interval": 1.0,
+            "heartbeat_timeout": 2.0,
+            "reconnect_min_delay": 0.05,
+            "reconnect_max_delay": 0.5,
+        },
+        "auth": {"jwt_secret": TEST_SECRET},
+        "logging": {"level": "DEBUG"},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return Settings.model_validate(raw)
+
+
+def token(
+    settings: Settings,
+    sub: str,
+    role: str = "customer",
+    *,
+    vendor_id: str | None = None,
+    ttl: int = 600,
+) -> str:
+    return mint_token(settings.auth, sub=sub, role=role, vendor_id=vendor_id, ttl=ttl)
+
+
+@dataclass
+class Received:
+    """Everything a Socket.IO client received, by event name, in arrival order."""
+
+    events: dict[str, list[Any]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, name: str, data: Any) -> None:
+        self.events.setdefault(name, []).append(data)
+        self.changed.set()
+
+    def of(self, name: str) -> list[Any]:
+        return self.events.get(name, [])
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        async def enough() -> None:
+            while len(self.of(name)) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.of(name)
+
+
+async def sio_client(
+    url: str,
+    tok: str | None,
+    namespace: str = "/notifications",
+    events: tuple[str, ...] = ("orderStatusUpdate", "notification"),
+    auth: dict[str, Any] | None = None,
+) -> tuple[socketio.AsyncClient, Received]:
+    """A connected python-socketio client recording the named events."""
+    client = socketio.AsyncClient(reconnection=False)
+    received = Received()
+    for name in events:
+        client.on(
+            name, (lambda n: lambda data=None: received.add(n, data))(name), namespace=namespace
+        )
+    payload = dict(auth or {})
+    if tok is not None:
+        payload["token"] = tok
+    await client.connect(
+        url, namespaces=[namespace], auth=payload, transports=["websocket"], wait_timeout=5
+    )
+    return client, received
+
+
+@dataclass
+class SseEvent:
+    id: str | None
+    event: str | None
+    data: str
+    retry: int | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
+    """Parse a text/event-stream body as a browser's EventSource does."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\r\n")
+        if line == "":
+            if data:
+                retry = fields.get("retry")
+                yield SseEvent(
+                    fields.get("id"),
+                    fields.get("event"),
+                    "\n".join(data),
+                    int(retry) if retry else None,
+                )
+            fields, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll until check() returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,87 @@
+"""Configuration: one YAML file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiffin_rt.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_config_is_valid_and_uses_the_embedded_database() -> None:
+    settings = load_settings(REPO / "config.yaml", environ={})
+    assert settings.database.dsn == ""
+    assert settings.server.port == 8080
+    assert settings.orders.table == "public.orders"
+
+
+def test_environment_overrides_nested_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "auth: {jwt_secret: s}\nserver: {port: 8080}\n")
+    settings = load_settings(
+        path,
+        environ={
+            "TIFFIN_RT__SERVER__PORT": "9090",
+            "TIFFIN_RT__DATABASE__DSN": "postgresql://u@db/x",
+            "TIFFIN_RT__SERVER__CORS_ORIGINS": "[https://a.example]",
+        },
+    )
+    assert settings.server.port == 9090
+    assert settings.database.dsn == "postgresql://u@db/x"
+    assert settings.server.cors_origins == ["https://a.example"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("auth: {jwt_secret: s}\nserver: {prot: 1}\n", "server.prot: unknown key"),
+        (
+            "auth: {jwt_secret: s}\nserver: {port: abc}\n",
+            "server.port: Input should be a valid integer",
+        ),
+        (
+            "auth: {jwt_secret: s}\ndatabase: {dsn: 'mysql://x'}\n",
+            "database.dsn: not a PostgreSQL URL",
+        ),
+        ("auth: {jwt_secret: s, jwt_algorithms: [none]}\n", "auth.jwt_algorithms: 'none' is never"),
+        ("auth: {jwt_secret: ''}\n", "auth.jwt_secret: set a secret"),
+        ("auth: {jwt_secret: s}\norders: {table: 'a b'}\n", "orders.table: not a table name"),
+        ("server: [1, 2\n", "not valid YAML at line"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert str(info.value).startswith(str(path) + ": ")
+    assert message in str(info.value)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml", environ={})
+
+
+def test_cli_reports_one_line_and_exits_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "auth: {jwt_secret: s}\nserver: {port: nope}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tiffin_rt", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "server.port" in result.stderr
+    assert "Traceback" not in result.stderr

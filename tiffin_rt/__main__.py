@@ -1,0 +1,3 @@
+from tiffin_rt.cli import main
+
+raise SystemExit(main())

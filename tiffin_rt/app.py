@@ -1,0 +1,173 @@
+"""create_app(settings): the one place that wires resources, transports and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from tiffin_rt.access import RoomAccess
+from tiffin_rt.auth import TokenVerifier
+from tiffin_rt.config import Settings
+from tiffin_rt.core.router import Router
+from tiffin_rt.core.streams import OrderStreams
+from tiffin_rt.db import migrate
+from tiffin_rt.db.embedded import EmbeddedPostgres
+from tiffin_rt.db.listener import EventListener, ListenerOptions
+from tiffin_rt.db.orders import OrderQueries
+from tiffin_rt.db.pruner import prune_forever
+from tiffin_rt.keys import (
+    DSN,
+    LISTENER,
+    ORDER_QUERIES,
+    ORDER_STREAMS,
+    POOL,
+    ROOM_ACCESS,
+    ROUTER,
+    SETTINGS,
+    SOCKETIO,
+    VERIFIER,
+)
+from tiffin_rt.transports.health import setup_health
+from tiffin_rt.transports.http_auth import auth_middlewares
+from tiffin_rt.transports.socketio.notifications import (
+    NotificationGateway,
+    NotificationsNamespace,
+    NotificationsSink,
+)
+from tiffin_rt.transports.socketio.server import attach, create_socketio_server
+from tiffin_rt.transports.sse import SseSink, setup_sse
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why in one line."""
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    embedded: EmbeddedPostgres | None = None
+    dsn = settings.database.dsn
+    if not dsn:
+        embedded = EmbeddedPostgres(data_dir=settings.database.embedded_dir)
+        try:
+            dsn = await asyncio.to_thread(embedded.start)
+        except Exception as exc:
+            raise StartupError(f"cannot start the embedded PostgreSQL: {exc}") from exc
+    app[DSN] = dsn
+    try:
+        yield
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _migrate(dsn: str, settings: Settings) -> None:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        if settings.database.auto_migrate:
+            await migrate.upgrade(conn, settings.orders)
+        installed = await conn.fetchval("SELECT to_regclass('tiffin_rt.events') IS NOT NULL")
+    except migrate.SchemaError as exc:
+        raise StartupError(str(exc)) from exc
+    finally:
+        await conn.close()
+    if not installed:
+        raise StartupError(
+            "the tiffin_rt schema is not installed: run `tiffin-rt db upgrade` "
+            "or set database.auto_migrate: true"
+        )
+
+
+async def _pool(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    try:
+        await _migrate(app[DSN], settings)
+        pool = await asyncpg.create_pool(
+            app[DSN],
+            min_size=settings.database.pool_min,
+            max_size=settings.database.pool_max,
+            timeout=10,
+            server_settings={"application_name": "tiffin_rt"},
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StartupError(f"database.dsn: cannot connect: {exc}") from exc
+    try:
+        queries = await OrderQueries.create(pool, settings.orders)
+        app[POOL] = pool
+        app[ORDER_QUERIES] = queries
+        app[ROOM_ACCESS].bind(pool=pool, orders=queries)
+        yield
+    finally:
+        await pool.close()
+
+
+async def _listener(app: web.Application) -> AsyncIterator[None]:
+    db = app[SETTINGS].database
+    listener = EventListener(
+        dsn=app[DSN],
+        deliver=app[ROUTER].deliver,
+        options=ListenerOptions(
+            heartbeat_interval=db.heartbeat_interval,
+            heartbeat_timeout=db.heartbeat_timeout,
+            reconnect_min_delay=db.reconnect_min_delay,
+            reconnect_max_delay=db.reconnect_max_delay,
+            gap_timeout=db.gap_timeout,
+        ),
+    )
+    app[LISTENER] = listener
+    task = asyncio.create_task(listener.run(), name="tiffin_rt-listener")
+    try:
+        await asyncio.wait_for(listener.wait_connected(), timeout=15)
+    except TimeoutError:
+        log.warning("event listener not connected yet; /readyz reports it")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _pruner(app: web.Application) -> AsyncIterator[None]:
+    db = app[SETTINGS].database
+    task = asyncio.create_task(
+        prune_forever(app[POOL], db.retention_days, db.prune_interval), name="tiffin_rt-pruner"
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    verifier = TokenVerifier(settings.auth)
+    app = web.Application(middlewares=auth_middlewares(verifier, settings.auth.cookie_name))
+    app[SETTINGS] = settings
+    app[VERIFIER] = verifier
+    router = Router()
+    app[ROUTER] = router
+    streams = OrderStreams()
+    app[ORDER_STREAMS] = streams
+    access = RoomAccess()
+    app[ROOM_ACCESS] = access
+
+    sio = create_socketio_server(settings)
+    app[SOCKETIO] = sio
+    sio.register_namespace(NotificationsNamespace(verifier=verifier, access=access))
+    attach(sio, app)
+    router.add_sink(NotificationsSink(NotificationGateway(sio)))
+    router.add_sink(SseSink(streams, settings.notifications.terminal_statuses))
+
+    setup_health(app)
+    setup_sse(app)
+
+    app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])
+    return app

@@ -1,0 +1,118 @@
+"""JWT verification shared by HTTP, SSE and Socket.IO."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from tiffin_rt.config import AuthSettings
+
+ROLES = ("customer", "kitchen", "rider", "support", "admin")
+
+
+class AuthError(Exception):
+    """A token that cannot be accepted; `code` and `message` are safe to show the client."""
+
+    def __init__(self, message: str, code: str = "unauthorized") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is on the other end of a connection, from a verified token."""
+
+    user_id: str
+    role: str
+    vendor_id: str | None
+    expires_at: float | None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in ("support", "admin")
+
+
+class TokenVerifier:
+    def __init__(self, settings: AuthSettings) -> None:
+        self._settings = settings
+        self._key = settings.jwt_public_key or settings.jwt_secret
+        self._algorithms = list(settings.jwt_algorithms)
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def algorithms(self) -> list[str]:
+        return self._algorithms
+
+    def decode(self, token: object) -> dict[str, Any]:
+        if not isinstance(token, str) or not token:
+            raise AuthError("a token is required")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._settings.jwt_audience,
+                issuer=self._settings.jwt_issuer,
+                leeway=self._settings.leeway,
+                options={"require": ["sub"], "verify_aud": self._settings.jwt_audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired", "token_expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        return claims
+
+    def verify(self, token: object) -> Identity:
+        return identity_from_claims(self.decode(token))
+
+
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    sub = claims.get("sub")
+    role = claims.get("role", "customer")
+    if not isinstance(sub, str | int) or str(sub) == "":
+        raise AuthError("invalid token: sub must be the user id")
+    if role not in ROLES:
+        raise AuthError(f"invalid token: role must be one of {', '.join(ROLES)}")
+    vendor = claims.get("vendor_id")
+    if role == "kitchen" and vendor in (None, ""):
+        raise AuthError("invalid token: kitchen staff need a vendor_id claim")
+    exp = claims.get("exp")
+    return Identity(
+        user_id=str(sub),
+        role=str(role),
+        vendor_id=None if vendor in (None, "") else str(vendor),
+        expires_at=float(exp) if isinstance(exp, int | float) else None,
+    )
+
+
+def mint_token(
+    settings: AuthSettings,
+    *,
+    sub: str,
+    role: str,
+    vendor_id: str | None = None,
+    ttl: int = 3600,
+) -> str:
+    """Sign a token with the configured HS secret, for local use and the demo page."""
+    if not settings.jwt_secret:
+        raise AuthError("auth.jwt_secret is empty: minting needs the HMAC secret", "config")
+    algorithm = next((a for a in settings.jwt_algorithms if a.startswith("HS")), "HS256")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl}
+    if vendor_id:
+        claims["vendor_id"] = vendor_id
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.jwt_secret, algorithm=algorithm)

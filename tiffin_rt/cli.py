@@ -1,0 +1,214 @@
+"""tiffin-rt: serve, db upgrade|downgrade|status, token, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+
+from tiffin_rt.auth import ROLES, AuthError, mint_token
+from tiffin_rt.config import ConfigError, Settings, load_settings
+from tiffin_rt.db import migrate
+from tiffin_rt.db.embedded import EmbeddedPostgres
+
+EXIT_USAGE = 2
+DEFAULT_CONFIG = Path("config.yaml")
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """Printed as one line on stderr; the command exits with status 2."""
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="PATH",
+        help="YAML configuration file (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiffin-rt",
+        description="Real-time order, notification and chat events from PostgreSQL "
+        "to Socket.IO and Server-Sent Events.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run the server", description="Run the HTTP, SSE and Socket.IO server."
+    )
+    _add_config(serve)
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+
+    db = sub.add_parser(
+        "db",
+        help="install, remove or inspect the schema and triggers",
+        description="Manage the tiffin_rt schema and the orders-table triggers.",
+    )
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("upgrade", "apply pending migrations and install the triggers (idempotent)"),
+        ("downgrade", "remove the triggers and the tiffin_rt schema; orders stay untouched"),
+        ("status", "show the installed version, pending migrations and triggered tables"),
+    ):
+        _add_config(db_sub.add_parser(name, help=text, description=text))
+
+    token = sub.add_parser(
+        "token",
+        help="mint a JWT from the configured secret (local use)",
+        description="Print a signed JWT for local testing.",
+    )
+    _add_config(token)
+    token.add_argument("--sub", required=True, help="user id")
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--vendor-id", help="vendor id (required for --role kitchen)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration file",
+        description="Validate the configuration and print a summary.",
+    )
+    _add_config(check)
+    return parser
+
+
+def _settings(path: Path) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _with_connection(
+    settings: Settings, action: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    embedded = None
+    dsn = settings.database.dsn
+    if not dsn:
+        embedded = EmbeddedPostgres(data_dir=settings.database.embedded_dir)
+        dsn = await asyncio.to_thread(embedded.start)
+    try:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise CliError(f"database.dsn: cannot connect: {exc}") from None
+        try:
+            return await action(conn)
+        finally:
+            await conn.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+
+    async def upgrade(conn: asyncpg.Connection) -> None:
+        applied = await migrate.upgrade(conn, settings.orders)
+        print("applied: " + ", ".join(applied) if applied else "up to date")
+        print(f"triggers installed on {settings.orders.table}")
+
+    async def downgrade(conn: asyncpg.Connection) -> None:
+        removed = await migrate.downgrade(conn)
+        print("removed: " + ", ".join(removed) if removed else "nothing installed")
+
+    async def status(conn: asyncpg.Connection) -> None:
+        state = await migrate.status(conn)
+        print(f"schema version: {state.current_version} (latest {state.latest_version})")
+        print("pending: " + (", ".join(state.pending) or "none"))
+        print("triggers on: " + (", ".join(state.trigger_tables) or "no table"))
+        print(f"events in log: {state.event_count}")
+
+    actions = {"upgrade": upgrade, "downgrade": downgrade, "status": status}
+    try:
+        asyncio.run(_with_connection(settings, actions[args.db_command]))
+    except migrate.SchemaError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if args.role == "kitchen" and not args.vendor_id:
+        raise CliError("--vendor-id is required for --role kitchen")
+    try:
+        print(
+            mint_token(
+                settings.auth, sub=args.sub, role=args.role, vendor_id=args.vendor_id, ttl=args.ttl
+            )
+        )
+    except AuthError as exc:
+        raise CliError(exc.message) from None
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    where = (
+        settings.database.dsn.split("@")[-1]
+        if settings.database.dsn
+        else (f"embedded PostgreSQL in {settings.database.embedded_dir}")
+    )
+    print(f"{args.config}: ok")
+    print(f"  listen on {settings.server.host}:{settings.server.port}")
+    print(f"  database: {where}")
+    print(f"  orders table: {settings.orders.table}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tiffin_rt.server import serve
+
+    settings = _settings(args.config)
+    overrides = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if overrides:
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update=overrides)}
+        )
+    try:
+        serve(settings)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(
+                f"server.port: {settings.server.host}:{settings.server.port} is already in use"
+            ) from None
+        raise CliError(
+            f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}"
+        ) from None
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _cmd_serve,
+    "db": _cmd_db,
+    "token": _cmd_token,
+    "check-config": _cmd_check_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as exc:
+        print(f"tiffin-rt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

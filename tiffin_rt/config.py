@@ -1,0 +1,210 @@
+"""Typed settings from one YAML file, with environment overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "TIFFIN_RT__"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+class ConfigError(Exception):
+    """A configuration problem a person can fix; the message names the file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    cors_origins: list[str] = Field(default_factory=list)
+    shutdown_timeout: float = Field(default=5.0, ge=0)
+    access_log: bool = True
+
+
+class DatabaseSettings(_Section):
+    dsn: str = ""
+    embedded_dir: Path = Path(".tiffin/pg")
+    auto_migrate: bool = True
+    pool_min: int = Field(default=1, ge=0)
+    pool_max: int = Field(default=10, ge=1)
+    listen_channel: str = "tiffin_rt_events"
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_timeout: float = Field(default=3.0, gt=0)
+    reconnect_min_delay: float = Field(default=0.1, gt=0)
+    reconnect_max_delay: float = Field(default=10.0, gt=0)
+    gap_timeout: float = Field(default=2.0, gt=0)
+    retention_days: float = Field(default=7.0, gt=0)
+    prune_interval: float = Field(default=600.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if value and not value.startswith(("postgres://", "postgresql://")):
+            raise ValueError(f"not a PostgreSQL URL ({value.split('@')[-1]!r})")
+        return value
+
+
+class AuthSettings(_Section):
+    jwt_secret: str = ""
+    jwt_public_key: str = ""
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    leeway: float = Field(default=0.0, ge=0)
+    cookie_name: str = "tiffin_rt_token"
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _no_none(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        if any(alg.lower() == "none" for alg in value):
+            raise ValueError("'none' is never an accepted algorithm")
+        return value
+
+
+class OrdersSettings(_Section):
+    table: str = "public.orders"
+    id_column: str = "id"
+    status_column: str = "status"
+    customer_column: str = "user_id"
+    vendor_column: str = "vendor_id"
+    rider_column: str = "rider_id"
+    create_demo_table: bool = True
+
+    @field_validator("table")
+    @classmethod
+    def _qualified_name(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
+            raise ValueError(f"not a table name or schema.table ({value!r})")
+        return value
+
+    @field_validator(
+        "id_column", "status_column", "customer_column", "vendor_column", "rider_column"
+    )
+    @classmethod
+    def _column_name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"not a column name ({value!r})")
+        return value
+
+    @property
+    def schema_name(self) -> str:
+        return self.table.split(".")[0] if "." in self.table else "public"
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".")[-1]
+
+
+class ChannelMapping(_Section):
+    """How an existing NOTIFY channel's JSON maps to an order status event."""
+
+    channel: str
+    order_id_field: str = "orderId"
+    status_field: str = "status"
+    previous_status_field: str | None = "previousStatus"
+    customer_field: str | None = "userId"
+
+
+class NotificationsSettings(_Section):
+    terminal_statuses: list[str] = Field(default_factory=lambda: ["delivered", "cancelled"])
+    sse_ping_interval: float = Field(default=15.0, gt=0)
+    sse_retry_ms: int = Field(default=2000, ge=0)
+    extra_channels: list[ChannelMapping] = Field(default_factory=list)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class DemoSettings(_Section):
+    enabled: bool = False
+    token_ttl: int = Field(default=3600, gt=0)
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    orders: OrdersSettings = Field(default_factory=OrdersSettings)
+    notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+
+def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply TIFFIN_RT__SECTION__KEY=value; values are parsed as YAML scalars or lists."""
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment {name}: {'.'.join(path)}: not a section")
+            node = child
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        node[path[-1]] = "" if value is None and text == "" else value
+    return raw
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"].startswith("value_error"):
+        message = message.removeprefix("Value error, ")
+    else:
+        message = f"{message} (got {first.get('input')!r})"
+    return f"{source}: {key}: {message}"
+
+
+def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, override from the environment and validate; raise ConfigError naming the key."""
+    environ = os.environ if environ is None else environ
+    raw: Any = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{source}: not valid YAML{where}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    raw = _env_overrides(raw, environ)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    if not settings.auth.jwt_secret and not settings.auth.jwt_public_key:
+        raise ConfigError(f"{source}: auth.jwt_secret: set a secret or auth.jwt_public_key")
+    if settings.database.pool_min > settings.database.pool_max:
+        raise ConfigError(f"{source}: database.pool_min: larger than database.pool_max")
+    return settings

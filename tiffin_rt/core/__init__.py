@@ -1,0 +1,1 @@
+"""Pure Python core: events, rooms, routing. Imports no aiohttp, socketio or asyncpg."""

@@ -1,0 +1,65 @@
+"""Events as read from the log, and the client-facing payloads built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+ORDER_STATUS = "order_status"
+NOTIFICATION = "notification"
+
+# Status values from the seed; the backend owns them and others pass through unchanged.
+KNOWN_STATUSES = ("pending", "confirmed", "preparing", "ready", "delivered", "cancelled")
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, millisecond precision, as JavaScript's Date prints it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row of tiffin_rt.events."""
+
+    id: int
+    kind: str
+    created_at: datetime
+    rooms: tuple[str, ...]
+    payload: dict[str, Any]
+    order_id: str | None = None
+    customer_id: str | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def order_status_message(event: Event) -> dict[str, Any]:
+    """The public `orderStatusUpdate` / SSE payload (see README: contract)."""
+    cached = event._cache.get("order_status")
+    if cached is None:
+        p = event.payload
+        cached = {
+            "orderId": str(p.get("orderId")),
+            "status": p.get("status"),
+            "previousStatus": p.get("previousStatus"),
+            "timestamp": iso_utc(event.created_at),
+            "eventId": event.id,
+        }
+        event._cache["order_status"] = cached
+    return dict(cached)
+
+
+def notification_message(event: Event) -> dict[str, Any]:
+    """The public `notification` payload."""
+    p = event.payload
+    message: dict[str, Any] = {
+        "id": event.id,
+        "type": p.get("type"),
+        "title": p.get("title"),
+        "body": p.get("body"),
+        "data": p.get("data") or {},
+        "createdAt": iso_utc(event.created_at),
+        "eventId": event.id,
+    }
+    if "room" in p:
+        message["room"] = p["room"]
+    return message

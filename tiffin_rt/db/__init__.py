@@ -1,0 +1,1 @@
+"""PostgreSQL: the embedded server, schema migrations, triggers and the LISTEN listener."""

@@ -1,0 +1,83 @@
+"""Queries on the backend's orders table, through the configured column names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from tiffin_rt.config import OrdersSettings
+from tiffin_rt.core.policy import OrderParties
+from tiffin_rt.db.triggers import qualified_table, quote_ident
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSnapshot:
+    order_id: str
+    status: str
+    parties: OrderParties
+    last_event_id: int | None
+    changed_at: datetime | None
+
+
+class OrderQueries:
+    """Built once per process: the id column's type is read so lookups use its index."""
+
+    def __init__(self, orders: OrdersSettings, id_type: str = "text") -> None:
+        q = quote_ident
+        key = f"{q(orders.id_column)} = $1::text::{id_type}"
+        self._select = (
+            f"SELECT o.{q(orders.id_column)}::text AS id,"
+            f" o.{q(orders.status_column)}::text AS status,"
+            f" o.{q(orders.customer_column)}::text AS customer_id,"
+            f" o.{q(orders.vendor_column)}::text AS vendor_id,"
+            f" o.{q(orders.rider_column)}::text AS rider_id,"
+            " last.id AS last_event_id, last.created_at AS changed_at"
+            f" FROM {qualified_table(orders)} o LEFT JOIN LATERAL ("
+            "   SELECT e.id, e.created_at FROM tiffin_rt.events e"
+            f"   WHERE e.order_id = o.{q(orders.id_column)}::text AND e.kind = 'order_status'"
+            "   ORDER BY e.id DESC LIMIT 1) last ON true"
+            f" WHERE o.{key}"
+        )
+        self._update_status = (
+            f"UPDATE {qualified_table(orders)} SET {q(orders.status_column)} = $2 WHERE {key}"
+        )
+
+    @classmethod
+    async def create(
+        cls, conn: asyncpg.Pool | asyncpg.Connection, orders: OrdersSettings
+    ) -> OrderQueries:
+        id_type = await conn.fetchval(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+            qualified_table(orders),
+            orders.id_column,
+        )
+        return cls(orders, id_type or "text")
+
+    async def fetch(
+        self, conn: asyncpg.Pool | asyncpg.Connection, order_id: str
+    ) -> OrderSnapshot | None:
+        try:
+            row = await conn.fetchrow(self._select, order_id)
+        except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError):
+            return None  # not a valid id for the column's type, so no such order
+        if row is None:
+            return None
+        return OrderSnapshot(
+            order_id=row["id"],
+            status=row["status"],
+            parties=OrderParties(row["customer_id"], row["vendor_id"], row["rider_id"]),
+            last_event_id=row["last_event_id"],
+            changed_at=row["changed_at"],
+        )
+
+    async def set_status(
+        self, conn: asyncpg.Pool | asyncpg.Connection, order_id: str, status: str
+    ) -> bool:
+        try:
+            result: str = await conn.execute(self._update_status, order_id, status)
+        except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError):
+            return False
+        return result.endswith(" 1")

@@ -1,0 +1,35 @@
+"""Running the app: uvloop, logging, graceful shutdown on SIGTERM and SIGINT."""
+
+from __future__ import annotations
+
+import logging
+
+import uvloop
+from aiohttp import web
+
+from tiffin_rt.app import StartupError, create_app
+from tiffin_rt.config import Settings
+from tiffin_rt.logs import AccessLogger, configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> None:
+    """Block until SIGINT/SIGTERM; raises OSError when the port cannot be bound."""
+    from tiffin_rt.cli import CliError
+
+    configure_logging(settings.logging.level)
+    app = create_app(settings)
+    try:
+        web.run_app(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            shutdown_timeout=settings.server.shutdown_timeout,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("aiohttp.access") if settings.server.access_log else None,
+            print=lambda text: log.info("%s", text.strip()),
+            loop=uvloop.new_event_loop(),
+        )
+    except StartupError as exc:
+        raise CliError(str(exc)) from None

@@ -1,0 +1,1 @@
+"""Socket.IO: one module per namespace."""

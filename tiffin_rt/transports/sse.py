@@ -1,0 +1,96 @@
+"""GET /api/notifications/orders/{id}/status: an order's status as Server-Sent Events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from tiffin_rt.core.events import ORDER_STATUS, Event, iso_utc, order_status_message
+from tiffin_rt.core.policy import may_join, sees_all_orders
+from tiffin_rt.core.rooms import Room
+from tiffin_rt.core.streams import OrderStreams, StreamMessage
+from tiffin_rt.keys import ORDER_QUERIES, ORDER_STREAMS, POOL, SETTINGS, request_identity
+from tiffin_rt.transports.http_auth import json_error
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/api/notifications/orders/{id}/status"
+
+
+class SseSink:
+    """Encodes each order event once and hands it to every stream watching that order."""
+
+    def __init__(self, streams: OrderStreams, terminal_statuses: Sequence[str]) -> None:
+        self._streams = streams
+        self._terminal = frozenset(terminal_statuses)
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.kind != ORDER_STATUS or event.order_id is None:
+                continue
+            if not self._streams.watching(event.order_id):
+                continue
+            message = order_status_message(event)
+            self._streams.publish(
+                event.order_id,
+                StreamMessage(
+                    event_id=event.id,
+                    data=orjson.dumps(message).decode(),
+                    final=message["status"] in self._terminal,
+                ),
+            )
+
+
+async def order_status_stream(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    who = request_identity(request)
+    order_id = request.match_info["id"]
+    queries, pool = app[ORDER_QUERIES], app[POOL]
+    terminal = set(settings.notifications.terminal_statuses)
+
+    with app[ORDER_STREAMS].watch(order_id) as queue:
+        # Subscribed first, then read: anything committed in between is in the queue or the read.
+        snapshot = await queries.fetch(pool, order_id)
+        if snapshot is None:
+            if sees_all_orders(who):
+                return json_error(404, "not_found", f"no order {order_id}")
+            return json_error(403, "forbidden", f"you may not watch order {order_id}")
+        if not may_join(who, Room("order", order_id), snapshot.parties):
+            return json_error(403, "forbidden", f"you may not watch order {order_id}")
+
+        async with sse_response(
+            request, ping_interval=settings.notifications.sse_ping_interval
+        ) as stream:
+            first = {
+                "orderId": snapshot.order_id,
+                "status": snapshot.status,
+                "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
+                "eventId": snapshot.last_event_id,
+            }
+            last_sent = snapshot.last_event_id or 0
+            await stream.send(
+                orjson.dumps(first).decode(),
+                id=str(last_sent) if snapshot.last_event_id else None,
+                retry=settings.notifications.sse_retry_ms,
+            )
+            if snapshot.status in terminal:
+                return stream
+            while stream.is_connected():
+                message = await queue.get()
+                if message.event_id <= last_sent:
+                    continue
+                await stream.send(message.data, id=str(message.event_id))
+                last_sent = message.event_id
+                if message.final:
+                    break
+        return stream
+
+
+def setup_sse(app: web.Application) -> None:
+    app.router.add_get(ROUTE, order_status_stream)
