@@ -119,6 +119,7 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
             reconnect_max_delay=db.reconnect_max_delay,
             gap_timeout=db.gap_timeout,
         ),
+        channels=app[SETTINGS].notifications.extra_channels,
     )
     app[LISTENER] = listener
     task = asyncio.create_task(listener.run(), name="tiffin_rt-listener")

@@ -42,7 +42,7 @@ def order_status_message(event: Event) -> dict[str, Any]:
             "status": p.get("status"),
             "previousStatus": p.get("previousStatus"),
             "timestamp": iso_utc(event.created_at),
-            "eventId": event.id,
+            "eventId": event.id or None,
         }
         event._cache["order_status"] = cached
     return dict(cached)

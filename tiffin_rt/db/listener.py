@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from tiffin_rt.config import ChannelMapping
 from tiffin_rt.core.events import Event
 from tiffin_rt.db import events_query
+from tiffin_rt.db.channels import MalformedPayload, event_from_payload
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,17 @@ class EventListener:
     """Delivers every committed log row exactly once and in id order, across reconnects."""
 
     def __init__(
-        self, *, dsn: str, deliver: Deliver, options: ListenerOptions | None = None
+        self,
+        *,
+        dsn: str,
+        deliver: Deliver,
+        options: ListenerOptions | None = None,
+        channels: Sequence[ChannelMapping] = (),
     ) -> None:
         self._dsn = dsn
+        self._channels = {c.channel: c for c in channels}
+        self._unlogged: list[Event] = []
+        self.malformed_payloads = 0
         self._deliver = deliver
         self._options = options or ListenerOptions()
         self._wake = asyncio.Event()
@@ -123,6 +133,8 @@ class EventListener:
         self._lost.clear()
         conn.add_termination_listener(lambda _c: self._on_lost())
         await conn.add_listener(CHANNEL, self._on_notify)
+        for channel in self._channels:
+            await conn.add_listener(channel, self._on_channel)
         self._conn = conn
         if self._cursor is None:
             self._cursor = await events_query.last_event_id(conn)
@@ -133,6 +145,22 @@ class EventListener:
         self._wake.set()
 
     def _on_notify(self, *_args: object) -> None:
+        self._wake.set()
+
+    def _on_channel(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        """A backend's own NOTIFY: best effort, delivered as it comes, never replayed."""
+        try:
+            event = event_from_payload(self._channels[channel], str(payload))
+        except MalformedPayload as exc:
+            self.malformed_payloads += 1
+            log.warning(
+                "ignored a malformed payload on channel %s: %s (%d so far)",
+                channel,
+                exc,
+                self.malformed_payloads,
+            )
+            return
+        self._unlogged.append(event)
         self._wake.set()
 
     def _on_lost(self) -> None:
@@ -159,6 +187,9 @@ class EventListener:
                 raise ConnectionError("connection terminated")
             self._wake.clear()
             await self._catch_up(conn)
+            if self._unlogged:
+                unlogged, self._unlogged = self._unlogged, []
+                await self._deliver(unlogged)
             now = time.monotonic()
             if now - last_heartbeat >= self._options.heartbeat_interval:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), self._options.heartbeat_timeout)

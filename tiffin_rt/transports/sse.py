@@ -83,10 +83,14 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                 return stream
             while stream.is_connected():
                 message = await queue.get()
-                if message.event_id <= last_sent:
+                if message.event_id == 0:
+                    # from a backend's own NOTIFY channel: no log id, nothing to resume from
+                    await stream.send(message.data)
+                elif message.event_id > last_sent:
+                    await stream.send(message.data, id=str(message.event_id))
+                    last_sent = message.event_id
+                else:
                     continue
-                await stream.send(message.data, id=str(message.event_id))
-                last_sent = message.event_id
                 if message.final:
                     break
         return stream
