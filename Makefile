@@ -21,7 +21,7 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check tiffin_rt tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy --strict tiffin_rt
 
 clean:
