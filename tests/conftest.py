@@ -66,3 +66,10 @@ async def server(start_server: StartServer, settings: Settings) -> TestServer:
 @pytest.fixture
 def url(server: TestServer) -> str:
     return str(server.make_url("")).rstrip("/")
+
+
+def pytest_report_header() -> str:
+    import os
+
+    wanted = os.environ.get("TIFFIN_TEST_DSN") or "127.0.0.1:5432, else embedded"
+    return f"tiffin_rt: PostgreSQL from TIFFIN_TEST_DSN={wanted}"

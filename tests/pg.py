@@ -1,4 +1,7 @@
-"""Where the tests find PostgreSQL: TIFFIN_TEST_DSN, else 127.0.0.1:5432, else embedded."""
+"""Where the tests find PostgreSQL: TIFFIN_TEST_DSN, else 127.0.0.1:5432, else embedded.
+
+TIFFIN_TEST_DSN=embedded forces the embedded server even when one answers on 5432.
+"""
 
 from __future__ import annotations
 
@@ -41,9 +44,9 @@ class PostgresForTests:
 
     def start(self) -> None:
         configured = os.environ.get("TIFFIN_TEST_DSN")
-        if configured:
+        if configured and configured != "embedded":
             self.admin_dsn, self.source = configured, "TIFFIN_TEST_DSN"
-        elif asyncio.run(_answers(LOCAL_DSN)):
+        elif not configured and asyncio.run(_answers(LOCAL_DSN)):
             self.admin_dsn, self.source = LOCAL_DSN, "127.0.0.1:5432"
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="tiffin-test-pg-")
