@@ -14,8 +14,11 @@ import asyncpg
 import jwt
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import TEST_SECRET
+from tests.helpers import TEST_SECRET, make_settings
 from tests.pg import PostgresForTests
+from tiffin_rt.auth import mint_token
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env_dsn: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,7 +84,9 @@ async def test_health_and_readiness(server: TestServer, url: str) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/healthz") as response:
             assert response.status == 200
-            assert (await response.json())["status"] == "ok"
+            health = await response.json()
+            assert health["status"] == "ok"
+            assert health["connections"] == {"socketio": 0, "sse": 0}
         async with http.get(f"{url}/readyz") as response:
             assert response.status == 200
             assert (await response.json())["checks"] == {"database": "ok", "listener": "ok"}
@@ -114,3 +119,55 @@ async def eventually_status(http: aiohttp.ClientSession, url: str, status: int) 
                 return await response.json()
         await asyncio.sleep(0.02)
     raise AssertionError(f"{url} never answered {status}")
+
+
+async def test_sigterm_closes_streams_and_exits_cleanly(dsn: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TIFFIN_RT__AUTH__JWT_SECRET": TEST_SECRET,
+        "TIFFIN_RT__DATABASE__DSN": dsn,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tiffin_rt",
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(f"{base}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+            tok = mint_token(make_settings(dsn).auth, sub="alice", role="customer")
+            async with http.get(
+                f"{base}/api/notifications/orders/1/status", params={"access_token": tok}
+            ) as stream:
+                first = await stream.content.readline()
+                assert first.startswith(b"id:") or first.startswith(b"data:")
+                process.terminate()
+                # the stream ends (EOF) on shutdown instead of hanging until the timeout
+                await asyncio.wait_for(stream.content.read(), 10)
+                assert stream.content.at_eof()
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+        output = (await process.stdout.read()).decode() if process.stdout else ""
+        assert "Traceback" not in output
+        assert tok not in output  # the query-string token never reaches the access log
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -148,6 +148,15 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _close_connections(app: web.Application) -> None:
+    """On SIGTERM/SIGINT: end SSE streams and Socket.IO sessions so clients reconnect elsewhere."""
+    app[ORDER_STREAMS].close_all()
+    sio = app[SOCKETIO]
+    if sio.eio.sockets:  # engine.io raises on an empty set
+        await sio.eio.disconnect()
+    await sio.shutdown()
+
+
 def create_app(settings: Settings) -> web.Application:
     verifier = TokenVerifier(settings.auth)
     app = web.Application(middlewares=auth_middlewares(verifier, settings.auth.cookie_name))
@@ -170,5 +179,6 @@ def create_app(settings: Settings) -> web.Application:
     setup_health(app)
     setup_sse(app)
 
+    app.on_shutdown.append(_close_connections)
     app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])
     return app

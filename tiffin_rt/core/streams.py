@@ -18,6 +18,10 @@ class StreamMessage:
     final: bool = False
 
 
+# Not an event: tells a stream to end at once.
+CLOSE = StreamMessage(event_id=-1, data="", final=True)
+
+
 class OrderStreams:
     """Who is watching which order; each watcher has a queue of pre-encoded messages."""
 
@@ -44,6 +48,12 @@ class OrderStreams:
         for queue in watchers:
             queue.put_nowait(message)
         return len(watchers)
+
+    def close_all(self) -> None:
+        """Ask every stream to end now (server shutdown); clients reconnect and resume."""
+        for watchers in self._watchers.values():
+            for queue in watchers:
+                queue.put_nowait(CLOSE)
 
     def watching(self, order_id: str) -> bool:
         return order_id in self._watchers

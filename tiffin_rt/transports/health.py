@@ -8,11 +8,30 @@ import asyncpg
 from aiohttp import web
 
 from tiffin_rt import __version__
-from tiffin_rt.keys import LISTENER, POOL
+from tiffin_rt.keys import LISTENER, ORDER_STREAMS, POOL, ROUTER, SOCKETIO
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness, plus counters an operator looks at first."""
+    app = request.app
+    listener = app.get(LISTENER)
+    sio = app.get(SOCKETIO)
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "connections": {
+                "socketio": len(getattr(getattr(sio, "eio", None), "sockets", {})),
+                "sse": len(app[ORDER_STREAMS]),
+            },
+            "events": {
+                "delivered": app[ROUTER].delivered,
+                "cursor": listener.cursor if listener is not None else None,
+                "listenerReconnects": listener.reconnects if listener is not None else 0,
+                "malformedPayloads": listener.malformed_payloads if listener is not None else 0,
+            },
+        }
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:

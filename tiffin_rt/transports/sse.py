@@ -13,7 +13,7 @@ from aiohttp_sse import sse_response
 from tiffin_rt.core.events import ORDER_STATUS, Event, iso_utc, order_status_message
 from tiffin_rt.core.policy import may_join, sees_all_orders
 from tiffin_rt.core.rooms import Room
-from tiffin_rt.core.streams import OrderStreams, StreamMessage
+from tiffin_rt.core.streams import CLOSE, OrderStreams, StreamMessage
 from tiffin_rt.keys import ORDER_QUERIES, ORDER_STREAMS, POOL, SETTINGS, request_identity
 from tiffin_rt.transports.http_auth import json_error
 
@@ -83,6 +83,8 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                 return stream
             while stream.is_connected():
                 message = await queue.get()
+                if message is CLOSE:
+                    break
                 if message.event_id == 0:
                     # from a backend's own NOTIFY channel: no log id, nothing to resume from
                     await stream.send(message.data)
