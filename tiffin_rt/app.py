@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -151,7 +152,7 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
 async def _close_connections(app: web.Application) -> None:
     """On SIGTERM/SIGINT: end SSE streams and Socket.IO sessions so clients reconnect elsewhere."""
     app[ORDER_STREAMS].close_all()
-    sio = app[SOCKETIO]
+    sio: Any = app[SOCKETIO]
     if sio.eio.sockets:  # engine.io raises on an empty set
         await sio.eio.disconnect()
     await sio.shutdown()
