@@ -13,6 +13,8 @@ from aiohttp.test_utils import TestServer
 from tests.conftest import StartServer
 from tests.helpers import make_settings, sio_client, token
 from tiffin_rt.config import Settings
+from tiffin_rt.db.pruner import prune_once
+from tiffin_rt.keys import POOL
 
 
 async def test_notify_user_reaches_every_device_of_that_user_only(
@@ -119,3 +121,42 @@ async def test_malformed_channel_payload_does_not_stop_the_next_good_one(
         assert "(4 so far)" in warnings[-1]
     finally:
         await client.disconnect()
+
+
+async def test_two_server_processes_each_deliver_once_to_their_own_clients(
+    start_server: StartServer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    first = await start_server(settings)
+    second = await start_server(settings)
+    on_first, got_first = await sio_client(
+        str(first.make_url("")).rstrip("/"), token(settings, "alice")
+    )
+    on_second, got_second = await sio_client(
+        str(second.make_url("")).rstrip("/"), token(settings, "alice")
+    )
+    try:
+        await db.execute("UPDATE orders SET status = 'ready' WHERE id = 1")
+        await db.execute("SELECT tiffin_rt.notify_user('alice', 'promo', 'T', 'B')")
+        for received in (got_first, got_second):
+            await received.wait_for("orderStatusUpdate")
+            await received.wait_for("notification")
+        await asyncio.sleep(0.3)
+        for received in (got_first, got_second):
+            assert len(received.of("orderStatusUpdate")) == 1
+            assert len(received.of("notification")) == 1
+    finally:
+        await on_first.disconnect()
+        await on_second.disconnect()
+
+
+async def test_retention_prunes_only_old_events(server: TestServer, db: asyncpg.Connection) -> None:
+    await db.execute("SELECT tiffin_rt.notify_user('alice', 'old', 'T', 'B')")
+    await db.execute("SELECT tiffin_rt.notify_user('alice', 'new', 'T', 'B')")
+    await db.execute(
+        "UPDATE tiffin_rt.events SET created_at = now() - interval '8 days'"
+        " WHERE payload->>'type' = 'old'"
+    )
+    removed = await prune_once(server.app[POOL], retention_days=7)
+    assert removed == 1
+    kinds = await db.fetch("SELECT payload->>'type' AS t FROM tiffin_rt.events")
+    assert [r["t"] for r in kinds] == ["new"]
