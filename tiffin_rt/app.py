@@ -33,6 +33,7 @@ from tiffin_rt.keys import (
     SOCKETIO,
     VERIFIER,
 )
+from tiffin_rt.support import setup_support
 from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
 from tiffin_rt.transports.socketio.notifications import (
@@ -182,4 +183,5 @@ def create_app(settings: Settings) -> web.Application:
 
     app.on_shutdown.append(_close_connections)
     app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])
+    setup_support(app, sio)
     return app

@@ -125,6 +125,17 @@ class NotificationsSettings(_Section):
     extra_channels: list[ChannelMapping] = Field(default_factory=list)
 
 
+class SupportSettings(_Section):
+    """Live support chat on /support."""
+
+    max_message_length: int = Field(default=4000, ge=1, le=100_000)
+    max_subject_length: int = Field(default=200, ge=1, le=10_000)
+    typing_timeout: float = Field(default=5.0, gt=0)
+    typing_throttle: float = Field(default=2.0, ge=0)
+    history_page_size: int = Field(default=50, ge=1)
+    history_max_page_size: int = Field(default=200, ge=1)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -140,6 +151,7 @@ class Settings(_Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     orders: OrdersSettings = Field(default_factory=OrdersSettings)
     notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
+    support: SupportSettings = Field(default_factory=SupportSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 

@@ -1,0 +1,353 @@
+"""The /support namespace (live support chat) and the sink that delivers its log events."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import socketio
+
+from tiffin_rt.access import AccessDenied, RoomAccess
+from tiffin_rt.auth import AuthError, Identity, TokenVerifier
+from tiffin_rt.config import SupportSettings
+from tiffin_rt.core.chat import (
+    AGENTS_ROOM,
+    SUPPORT_CLOSED,
+    SUPPORT_KINDS,
+    SUPPORT_MESSAGE,
+    SUPPORT_OPENED,
+    SUPPORT_PRESENCE,
+    SUPPORT_READ,
+    SUPPORT_TYPING,
+    AgentPresence,
+    ChatError,
+    Limits,
+    TypingTracker,
+    conversation_id_of,
+    is_agent,
+    parse_history,
+    parse_message,
+    parse_read,
+    parse_start,
+    parse_typing,
+    room_for_conversation,
+)
+from tiffin_rt.core.events import Event, iso_utc
+from tiffin_rt.core.rooms import room_for_order, room_for_user
+from tiffin_rt.db.support import AgentsOnline, SupportStore, Who
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/support"
+
+# Events python-socketio dispatches itself; they are not client events.
+_LIFECYCLE = frozenset({"connect", "disconnect"})
+_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def chat_limits(settings: SupportSettings) -> Limits:
+    return Limits(
+        max_text=settings.max_message_length,
+        max_subject=settings.max_subject_length,
+        page_size=min(settings.history_page_size, settings.history_max_page_size),
+        max_page_size=settings.history_max_page_size,
+    )
+
+
+class Presence:
+    """How many support agents are online across every node, and telling /support about it."""
+
+    def __init__(self, sio: socketio.AsyncServer, online: AgentsOnline) -> None:
+        self._sio = sio
+        self._online = online
+        self._local = AgentPresence()
+        self.agents_online = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {"agentsOnline": self.agents_online, "online": self.agents_online > 0}
+
+    async def arrived(self, user_id: str) -> None:
+        if self._local.add(user_id):
+            await self._online.set_online(user_id, True)
+
+    async def left(self, user_id: str) -> None:
+        if self._local.remove(user_id):
+            await self._online.set_online(user_id, False)
+
+    async def recount(self) -> None:
+        """Read the shared count; every /support connection hears about a change."""
+        count = await self._online.count()
+        if count != self.agents_online:
+            self.agents_online = count
+            await self._sio.emit("presence", self.payload(), namespace=NAMESPACE)
+
+    async def heartbeat(self) -> None:
+        await self._online.refresh(self._local.users())
+        await self.recount()
+
+    async def stop(self) -> None:
+        await self._online.leave()
+
+
+class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Authenticates on connect; every client event passes through `trigger_event`."""
+
+    def __init__(
+        self,
+        *,
+        verifier: TokenVerifier,
+        store: SupportStore,
+        access: RoomAccess,
+        presence: Presence,
+        settings: SupportSettings,
+    ) -> None:
+        super().__init__(NAMESPACE)
+        self._verifier = verifier
+        self._store = store
+        self._access = access
+        self._presence = presence
+        self._limits = chat_limits(settings)
+        self._typing = TypingTracker(
+            throttle=settings.typing_throttle, timeout=settings.typing_timeout
+        )
+        self._identities: dict[str, Identity] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- connection lifecycle ------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            identity = self._verifier.verify(token)
+        except AuthError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
+        self._identities[sid] = identity
+        await self.connected(sid, identity)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        identity = self._identities.pop(sid, None)
+        if identity is not None:
+            await self.disconnected(sid, identity)
+
+    async def connected(self, sid: str, identity: Identity) -> None:
+        await self.enter_room(sid, room_for_user(identity.user_id))
+        if is_agent(identity.role):
+            await self.enter_room(sid, AGENTS_ROOM)
+            self._spawn(self._presence.arrived(identity.user_id))
+        # Sent once the connection is established, so the client can show it at once.
+        self._spawn(self.emit("presence", self._presence.payload(), to=sid))
+
+    async def disconnected(self, sid: str, identity: Identity) -> None:
+        who = Who(identity.user_id, identity.role, sid)
+        for conversation_id in self._typing.forget_connection(sid):
+            self._spawn(self._store.typing_event(self._store.pool, who, conversation_id, False))
+        if is_agent(identity.role):
+            self._spawn(self._presence.left(identity.user_id))
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("support background work failed: %s", task.exception())
+
+    def identity(self, sid: str) -> Identity | None:
+        return self._identities.get(sid)
+
+    def _who(self, sid: str) -> Who:
+        identity = self._identities[sid]
+        return Who(identity.user_id, identity.role, sid)
+
+    # -- dispatch: the one place every client event passes --------------------------------
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in _LIFECYCLE:
+            return await super().trigger_event(event, *args)
+        sid = args[0]
+        if sid not in self._identities:
+            return error("unauthorized", "not connected")
+        handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
+        if handler is None or not inspect.iscoroutinefunction(handler):
+            return error("unknown_event", f"no such event {event[:40]!r}")
+        if len(args) > 2:
+            return error("invalid_payload", f"{event!r} takes one argument")
+        try:
+            result: dict[str, Any] = await handler(sid, args[1] if len(args) > 1 else None)
+        except ChatError as exc:
+            return error(exc.code, exc.message)
+        except AccessDenied as exc:
+            return error(exc.code, exc.message)
+        except _DATABASE_ERRORS as exc:
+            log.warning("/support %s failed on the database: %s", event, exc)
+            return error("unavailable", "the database is unavailable; try again")
+        except Exception:
+            # The arguments may hold anything the client sent: they are not logged.
+            log.exception("handler for %r on %s failed", event, NAMESPACE)
+            return error("internal", "the server could not handle this event")
+        return result
+
+    # -- client events ---------------------------------------------------------------------
+
+    async def on_startConversation(self, sid: str, data: Any) -> dict[str, Any]:
+        identity = self._identities[sid]
+        if is_agent(identity.role):
+            raise ChatError("forbidden", "support agents join conversations; customers start them")
+        request = parse_start(data, self._limits)
+        if request.order_id is not None:
+            await self._access.check(identity, room_for_order(request.order_id))
+        conversation = await self._store.start(self._who(sid), request)
+        await self.enter_room(sid, room_for_conversation(conversation.id))
+        return ok(conversation=conversation.payload())
+
+    async def on_joinConversation(self, sid: str, data: Any) -> dict[str, Any]:
+        conversation, unread = await self._store.join(self._who(sid), conversation_id_of(data))
+        await self.enter_room(sid, room_for_conversation(conversation.id))
+        return ok(conversation=conversation.payload(), unreadCount=unread)
+
+    async def on_leaveConversation(self, sid: str, data: Any) -> dict[str, Any]:
+        conversation_id = conversation_id_of(data)
+        await self.leave_room(sid, room_for_conversation(conversation_id))
+        return ok(conversationId=conversation_id)
+
+    async def on_closeConversation(self, sid: str, data: Any) -> dict[str, Any]:
+        conversation, _changed = await self._store.close(self._who(sid), conversation_id_of(data))
+        return ok(conversation=conversation.payload())
+
+    async def on_message(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse_message(data, self._limits)
+        message, duplicate = await self._store.post(self._who(sid), request)
+        if self._typing.update((sid, request.conversation_id), False, time.monotonic()):
+            await self._store.typing_event(
+                self._store.pool, self._who(sid), request.conversation_id, False
+            )
+        return ok(message=message.payload(), duplicate=duplicate)
+
+    async def on_typing(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse_typing(data)
+        key = (sid, request.conversation_id)
+        if self._typing.update(key, request.is_typing, time.monotonic()):
+            try:
+                await self._store.typing(self._who(sid), request.conversation_id, request.is_typing)
+            except ChatError:
+                self._typing.update(key, False, time.monotonic())
+                raise
+        return ok()
+
+    async def on_read(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse_read(data)
+        position = await self._store.read(self._who(sid), request)
+        return ok(
+            conversationId=request.conversation_id,
+            messageId=position.message_id,
+            readAt=iso_utc(position.read_at),
+            unreadCount=position.unread,
+        )
+
+    async def on_history(self, sid: str, data: Any) -> dict[str, Any]:
+        request = parse_history(data, self._limits)
+        messages, has_more = await self._store.history(self._who(sid), request)
+        return ok(
+            conversationId=request.conversation_id,
+            messages=[m.payload() for m in messages],
+            hasMore=has_more,
+        )
+
+    async def on_listConversations(self, sid: str, data: Any) -> dict[str, Any]:
+        status = data.get("status", "open") if isinstance(data, dict) else "open"
+        if status not in ("open", "closed", "all"):
+            raise ChatError("invalid_payload", "status must be open, closed or all")
+        summaries = await self._store.summaries(self._who(sid), status)
+        return ok(conversations=[s.payload() for s in summaries])
+
+    async def on_presence(self, sid: str, data: Any) -> dict[str, Any]:
+        return ok(**self._presence.payload())
+
+    # -- background work -------------------------------------------------------------------
+
+    async def expire_typing(self) -> None:
+        """Clear typing indicators of everyone silent for longer than the timeout."""
+        for sid, conversation_id in self._typing.expired(time.monotonic()):
+            identity = self._identities.get(sid)
+            if identity is None:
+                continue
+            who = Who(identity.user_id, identity.role, sid)
+            await self._store.typing_event(self._store.pool, who, conversation_id, False)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class SupportSink:
+    """Sends support events from the log to the connections of this process."""
+
+    def __init__(
+        self, sio: socketio.AsyncServer, presence: Presence, settings: SupportSettings
+    ) -> None:
+        self._sio = sio
+        self._presence = presence
+        self._typing_timeout = settings.typing_timeout
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        presence_changed = False
+        for event in events:
+            if event.kind not in SUPPORT_KINDS:
+                continue
+            if event.kind == SUPPORT_PRESENCE:
+                presence_changed = True
+                continue
+            name, data = self._message(event)
+            if data is None:
+                continue
+            await self._sio.emit(
+                name,
+                data,
+                to=list(event.rooms),
+                skip_sid=event.payload.get("origin"),
+                namespace=NAMESPACE,
+            )
+        if presence_changed:
+            await self._presence.recount()
+
+    def _message(self, event: Event) -> tuple[str, dict[str, Any] | None]:
+        p = event.payload
+        if event.kind == SUPPORT_MESSAGE:
+            return "message", p.get("message")
+        if event.kind == SUPPORT_READ:
+            return "read", p.get("read")
+        if event.kind == SUPPORT_TYPING:
+            # A typing event read late (a listener catching up) is stale: drop it.
+            age = (datetime.now(UTC) - event.created_at).total_seconds()
+            return "typing", p.get("typing") if age < self._typing_timeout else None
+        conversation = p.get("conversation")
+        if not isinstance(conversation, dict):
+            return "", None
+        if event.kind == SUPPORT_OPENED:
+            return "conversationOpened", conversation
+        if event.kind == SUPPORT_CLOSED:
+            return "conversationClosed", {
+                "conversationId": conversation.get("id"),
+                "closedBy": conversation.get("closedBy"),
+                "closedAt": conversation.get("closedAt"),
+                "conversation": conversation,
+            }
+        return "", None

@@ -1,0 +1,77 @@
+"""REST for the support chat: conversation lists, history pages and presence."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tiffin_rt.core.chat import ChatError, Limits, history_request
+from tiffin_rt.db.support import SupportStore, Who
+from tiffin_rt.keys import request_identity
+from tiffin_rt.transports.http_auth import json_error
+from tiffin_rt.transports.socketio.support import Presence
+
+_STATUS = {"forbidden": 403, "not_found": 404, "unavailable": 503}
+
+SUPPORT_STORE = web.AppKey("support_store", SupportStore)
+SUPPORT_LIMITS = web.AppKey("support_limits", Limits)
+SUPPORT_PRESENCE = web.AppKey("support_presence", Presence)
+
+
+def _who(request: web.Request) -> Who:
+    identity = request_identity(request)
+    return Who(identity.user_id, identity.role)
+
+
+def _refused(exc: ChatError) -> web.Response:
+    return json_error(_STATUS.get(exc.code, 400), exc.code, exc.message)
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    status = request.query.get("status", "open")
+    if status not in ("open", "closed", "all"):
+        return json_error(400, "invalid_payload", "status must be open, closed or all")
+    try:
+        summaries = await request.app[SUPPORT_STORE].summaries(_who(request), status)
+    except ChatError as exc:
+        return _refused(exc)
+    return web.json_response({"conversations": [s.payload() for s in summaries]})
+
+
+async def conversation_messages(request: web.Request) -> web.Response:
+    raw_id = request.match_info["id"]
+    if not raw_id.isdigit() or len(raw_id) > 18:
+        return json_error(400, "invalid_payload", "a conversation id is a positive integer")
+    query = request.query
+    try:
+        page = history_request(
+            int(raw_id),
+            query.get("before"),
+            query.get("after"),
+            query.get("limit"),
+            request.app[SUPPORT_LIMITS],
+        )
+        messages, has_more = await request.app[SUPPORT_STORE].history(_who(request), page)
+    except ChatError as exc:
+        return _refused(exc)
+    return web.json_response(
+        {
+            "conversationId": page.conversation_id,
+            "messages": [m.payload() for m in messages],
+            "hasMore": has_more,
+        }
+    )
+
+
+async def presence(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SUPPORT_PRESENCE].payload())
+
+
+def setup_support_http(
+    app: web.Application, store: SupportStore, limits: Limits, agents: Presence
+) -> None:
+    app[SUPPORT_STORE] = store
+    app[SUPPORT_LIMITS] = limits
+    app[SUPPORT_PRESENCE] = agents
+    app.router.add_get("/api/support/presence", presence)
+    app.router.add_get("/api/support/conversations", list_conversations)
+    app.router.add_get("/api/support/conversations/{id}/messages", conversation_messages)
