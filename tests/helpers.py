@@ -141,3 +141,27 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def connect_refusal(
+    url: str, auth: dict[str, Any] | None, namespace: str = "/notifications"
+) -> Any:
+    """Try to connect; return the connect_error data the server refused with."""
+    client = socketio.AsyncClient(reconnection=False)
+    refusals: list[Any] = []
+    client.on("connect_error", lambda data=None: refusals.append(data), namespace=namespace)
+    try:
+        await client.connect(
+            url, namespaces=[namespace], auth=auth, transports=["websocket"], wait_timeout=5
+        )
+    except socketio.exceptions.ConnectionError:
+        pass
+    else:
+        await client.disconnect()
+        raise AssertionError("the server accepted the connection")
+    await client.disconnect()
+    assert refusals, "no connect_error received"
+    # The JavaScript client's connect_error Error carries these as err.message and err.data.
+    error = refusals[0]
+    assert error["message"] == error["data"]["message"]
+    return error["data"]

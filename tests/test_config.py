@@ -27,7 +27,7 @@ def test_repository_config_is_valid_and_uses_the_embedded_database() -> None:
 
 
 def test_environment_overrides_nested_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, "auth: {jwt_secret: s}\nserver: {port: 8080}\n")
+    path = write(tmp_path, f"auth: {{jwt_secret: {'s' * 32}}}\nserver: {{port: 8080}}\n")
     settings = load_settings(
         path,
         environ={
@@ -57,6 +57,16 @@ def test_environment_overrides_nested_keys(tmp_path: Path) -> None:
         ("auth: {jwt_secret: ''}\n", "auth.jwt_secret: set a secret"),
         ("auth: {jwt_secret: s}\norders: {table: 'a b'}\n", "orders.table: not a table name"),
         ("server: [1, 2\n", "not valid YAML at line"),
+        ("auth: {jwt_secret: short}\n", "auth.jwt_secret: at least 32 bytes for HS256"),
+        (
+            "auth: {jwt_public_key: k, jwt_algorithms: [RS256, HS256]}\n",
+            "auth.jwt_algorithms: with jwt_public_key only",
+        ),
+        (
+            f"auth: {{jwt_secret: {'s' * 32}}}\nserver: {{cors_origins: ['*']}}\n",
+            "server.cors_origins: '*' is refused",
+        ),
+        ("auth: {jwt_secret: s}\nlimits: {connect_per_ip: lots}\n", "limits.connect_per_ip: not a"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

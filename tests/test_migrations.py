@@ -59,9 +59,16 @@ async def test_triggers_on_table_with_custom_columns(db: asyncpg.Connection) -> 
     await db.execute("UPDATE shop.purchases SET courier = 'r9' WHERE purchase_no = 'P-1'")
     await db.execute("INSERT INTO shop.purchases VALUES ('P-2', 'pending', 'u2', 'v1', NULL, '')")
     rows = await db.fetch(
-        "SELECT order_id, customer_id, rooms, payload FROM tiffin_rt.events ORDER BY id"
+        "SELECT order_id, customer_id, rooms, payload FROM tiffin_rt.events"
+        " WHERE kind = 'order_status' ORDER BY id"
     )
     assert [r["order_id"] for r in rows] == ["P-1", "P-2"]
+    # The courier change is no status change: logged as 'order_parties' for room membership.
+    moved = await db.fetchrow(
+        "SELECT order_id, payload FROM tiffin_rt.events WHERE kind = 'order_parties'"
+    )
+    assert moved["order_id"] == "P-1"
+    assert '"riderId": "r9"' in moved["payload"]
     assert rows[0]["rooms"] == ["order-P-1", "user-u1", "vendor-v1"]
     assert '"previousStatus": "pending"' in rows[0]["payload"]
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 
 from tiffin_rt.auth import Identity
-from tiffin_rt.core.policy import may_join
+from tiffin_rt.core.policy import OrderParties, may_join
 from tiffin_rt.core.rooms import InvalidRoom, Room, parse_room
 from tiffin_rt.db.orders import OrderQueries
 
@@ -21,15 +23,43 @@ class AccessDenied(Exception):
 
 
 class RoomAccess:
-    """Created with the app; bound to the pool once the database is up."""
+    """Created with the app; bound to the pool once the database is up.
 
-    def __init__(self) -> None:
+    An order's parties are cached for `cache_ttl` seconds; the order's own events replace the
+    cached entry (see `remember`), so a reassigned rider gains or loses the room at once.
+    """
+
+    MAX_CACHED_ORDERS = 10_000
+
+    def __init__(self, cache_ttl: float = 5.0) -> None:
         self._pool: asyncpg.Pool | None = None
         self._orders: OrderQueries | None = None
+        self._ttl = cache_ttl
+        self._cache: dict[str, tuple[float, OrderParties | None]] = {}
 
     def bind(self, *, pool: asyncpg.Pool, orders: OrderQueries) -> None:
         self._pool = pool
         self._orders = orders
+
+    def remember(self, order_id: str, parties: OrderParties | None) -> None:
+        """Store what an order event says about the order's parties."""
+        self._cache.pop(order_id, None)
+        if self._ttl <= 0:
+            return
+        if len(self._cache) >= self.MAX_CACHED_ORDERS:
+            del self._cache[next(iter(self._cache))]  # the oldest entry
+        self._cache[order_id] = (time.monotonic() + self._ttl, parties)
+
+    async def order_parties(self, order_id: str) -> OrderParties | None:
+        entry = self._cache.get(order_id)
+        if entry is not None and entry[0] >= time.monotonic():
+            return entry[1]
+        if self._pool is None or self._orders is None:
+            raise AccessDenied("unavailable", "the database is not ready yet")
+        snapshot = await self._orders.fetch(self._pool, order_id)
+        parties = snapshot.parties if snapshot is not None else None
+        self.remember(order_id, parties)
+        return parties
 
     async def check(self, who: Identity, room_name: object) -> Room:
         """Return the parsed room, or raise AccessDenied (never revealing whether it exists)."""
@@ -39,10 +69,7 @@ class RoomAccess:
             raise AccessDenied("invalid_room", str(exc)) from None
         order = None
         if room.kind == "order":
-            if self._pool is None or self._orders is None:
-                raise AccessDenied("unavailable", "the database is not ready yet")
-            snapshot = await self._orders.fetch(self._pool, room.key)
-            order = snapshot.parties if snapshot is not None else None
+            order = await self.order_parties(room.key)
             if order is None and who.is_staff:
                 raise AccessDenied("not_found", f"no order {room.key}")
         if not may_join(who, room, order):

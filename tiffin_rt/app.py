@@ -33,6 +33,7 @@ from tiffin_rt.keys import (
     SOCKETIO,
     VERIFIER,
 )
+from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.support import setup_support
 from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
@@ -41,6 +42,7 @@ from tiffin_rt.transports.socketio.notifications import (
     NotificationsNamespace,
     NotificationsSink,
 )
+from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
 from tiffin_rt.transports.sse import SseSink, setup_sse
 
@@ -161,20 +163,27 @@ async def _close_connections(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     verifier = TokenVerifier(settings.auth)
-    app = web.Application(middlewares=auth_middlewares(verifier, settings.auth.cookie_name))
+    limits = RateLimits(settings.limits)
+    app = web.Application(
+        middlewares=auth_middlewares(verifier, settings.auth.cookie_name, limits),
+        client_max_size=settings.limits.max_message_bytes,
+    )
     app[SETTINGS] = settings
     app[VERIFIER] = verifier
     router = Router()
     app[ROUTER] = router
     streams = OrderStreams()
     app[ORDER_STREAMS] = streams
-    access = RoomAccess()
+    access = RoomAccess(cache_ttl=settings.limits.order_cache_ttl)
     app[ROOM_ACCESS] = access
 
     sio = create_socketio_server(settings)
     app[SOCKETIO] = sio
-    sio.register_namespace(NotificationsNamespace(verifier=verifier, access=access))
+    notifications = NotificationsNamespace(verifier=verifier, access=access, limits=limits)
+    sio.register_namespace(notifications)
     attach(sio, app)
+    router.add_sink(OrderRoomsSink(access, [notifications]))  # before the delivering sinks
+    app.on_cleanup.append(lambda _: notifications.close())
     router.add_sink(NotificationsSink(NotificationGateway(sio)))
     router.add_sink(SseSink(streams, settings.notifications.terminal_statuses))
 

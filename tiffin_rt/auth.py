@@ -46,6 +46,10 @@ class TokenVerifier:
         self._algorithms = list(settings.jwt_algorithms)
 
     @property
+    def settings(self) -> AuthSettings:
+        return self._settings
+
+    @property
     def key(self) -> str:
         return self._key
 
@@ -64,10 +68,12 @@ class TokenVerifier:
                 audience=self._settings.jwt_audience,
                 issuer=self._settings.jwt_issuer,
                 leeway=self._settings.leeway,
-                options={"require": ["sub"], "verify_aud": self._settings.jwt_audience is not None},
+                # A token naming an audience is refused unless that audience is configured
+                # (PyJWT's default), the same rule aiohttp-jwt applies on HTTP.
+                options={"require": ["sub", "exp"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError("token expired", "token_expired") from None
+            raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         return claims

@@ -62,6 +62,7 @@ class AuthSettings(_Section):
     jwt_issuer: str | None = None
     leeway: float = Field(default=0.0, ge=0)
     cookie_name: str = "tiffin_rt_token"
+    expiry_warning: float = Field(default=60.0, ge=0)
 
     @field_validator("jwt_algorithms")
     @classmethod
@@ -71,6 +72,38 @@ class AuthSettings(_Section):
         if any(alg.lower() == "none" for alg in value):
             raise ValueError("'none' is never an accepted algorithm")
         return value
+
+
+class LimitsSettings(_Section):
+    """Rate limits are `limits` strings ("10/second", "30 per minute"); sizes in bytes."""
+
+    connect_per_ip: str = "30/minute"
+    events_per_connection: str = "20/second"
+    event_overrides: dict[str, str] = Field(default_factory=dict)
+    abuse_strikes: str = "50/minute"
+    connections_per_user: int = Field(default=20, ge=1)
+    max_message_bytes: int = Field(default=65536, ge=1024)
+    order_cache_ttl: float = Field(default=5.0, ge=0)
+
+    @field_validator("connect_per_ip", "events_per_connection", "abuse_strikes")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return _rate_string(value)
+
+    @field_validator("event_overrides")
+    @classmethod
+    def _rates(cls, value: dict[str, str]) -> dict[str, str]:
+        return {event: _rate_string(rate) for event, rate in value.items()}
+
+
+def _rate_string(value: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"not a rate such as '10/second' or '30 per minute' ({value!r})") from None
+    return value
 
 
 class OrdersSettings(_Section):
@@ -152,8 +185,29 @@ class Settings(_Section):
     orders: OrdersSettings = Field(default_factory=OrdersSettings)
     notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
     support: SupportSettings = Field(default_factory=SupportSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+
+
+# RFC 7518 3.2: an HMAC key at least as long as the hash output.
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def auth_key_problem(auth: AuthSettings) -> str | None:
+    """Key/algorithm combinations that would weaken verification, described for the user."""
+    hmac = [a for a in auth.jwt_algorithms if a.upper().startswith("HS")]
+    if auth.jwt_public_key:
+        if hmac:
+            # An HMAC algorithm next to a public key lets anyone sign with the public key.
+            return "auth.jwt_algorithms: with jwt_public_key only RS/PS/ES/EdDSA algorithms"
+        return None
+    if len(hmac) != len(auth.jwt_algorithms):
+        return "auth.jwt_algorithms: RS/PS/ES/EdDSA algorithms need auth.jwt_public_key"
+    need = max(_HMAC_MIN_BYTES.get(a.upper(), 32) for a in hmac)
+    if len(auth.jwt_secret.encode()) < need:
+        return f"auth.jwt_secret: at least {need} bytes for {'/'.join(hmac)} (RFC 7518)"
+    return None
 
 
 def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -217,6 +271,13 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
         raise ConfigError(_describe(exc, source)) from None
     if not settings.auth.jwt_secret and not settings.auth.jwt_public_key:
         raise ConfigError(f"{source}: auth.jwt_secret: set a secret or auth.jwt_public_key")
+    problem = auth_key_problem(settings.auth)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
+    if "*" in settings.server.cors_origins:
+        raise ConfigError(
+            f"{source}: server.cors_origins: '*' is refused (credentials are sent); list origins"
+        )
     if settings.database.pool_min > settings.database.pool_max:
         raise ConfigError(f"{source}: database.pool_min: larger than database.pool_max")
     return settings

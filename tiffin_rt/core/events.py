@@ -8,6 +8,9 @@ from typing import Any
 
 ORDER_STATUS = "order_status"
 NOTIFICATION = "notification"
+# An order's customer, vendor or rider changed without a status change: moves room
+# membership, never sent to clients as an orderStatusUpdate.
+ORDER_PARTIES = "order_parties"
 
 # Status values from the seed; the backend owns them and others pass through unchanged.
 KNOWN_STATUSES = ("pending", "confirmed", "preparing", "ready", "delivered", "cancelled")

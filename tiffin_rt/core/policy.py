@@ -26,11 +26,11 @@ class OrderParties:
     rider_id: str | None
 
 
-# room kind -> role -> rule
-#   order-<id>:  customer: own orders | kitchen: its vendor's orders | rider: assigned orders
-#                support, admin: any order
-#   user-<id>:   that user only (admin: any)
-#   vendor-<id>: kitchen staff of that vendor, support, admin
+# | room        | customer   | kitchen               | rider          | support | admin |
+# | order-<id>  | own orders | its vendor's orders   | assigned to it | any     | any   |
+# | user-<id>   | own id     | own id                | own id         | own id  | any   |
+# | vendor-<id> | no         | own vendor            | no             | any     | any   |
+# An order that does not exist admits nobody but admin (the caller tells staff `not_found`).
 def may_join(who: Principal, room: Room, order: OrderParties | None) -> bool:
     if who.role == "admin":
         return True

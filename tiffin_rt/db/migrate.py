@@ -9,7 +9,12 @@ from importlib import resources
 import asyncpg
 
 from tiffin_rt.config import OrdersSettings
-from tiffin_rt.db.triggers import demo_table_sql, install_triggers_sql, quote_ident
+from tiffin_rt.db.triggers import (
+    TRIGGER_NAMES,
+    demo_table_sql,
+    install_triggers_sql,
+    quote_ident,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +151,7 @@ async def downgrade(conn: asyncpg.Connection) -> list[str]:
             schema, _, name = table.rpartition(".")
             qualified = f"{quote_ident(schema or 'public')}.{quote_ident(name)}"
             if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", qualified):
-                for trigger in ("tiffin_rt_order_insert", "tiffin_rt_order_status"):
+                for trigger in TRIGGER_NAMES:
                     await conn.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {qualified}")
                 removed.append(f"triggers on {table}")
         await conn.execute("DROP SCHEMA tiffin_rt CASCADE")

@@ -50,18 +50,54 @@ $fn$;
 """
 
 
+def parties_function_sql(orders: OrdersSettings) -> str:
+    """order_parties_event(): an order's customer, vendor or rider changed, its status did not.
+
+    Logged as kind 'order_parties' so room membership follows the change; it is not an
+    order status update and no transport sends it to clients.
+    """
+    q = quote_ident
+    return f"""
+CREATE OR REPLACE FUNCTION tiffin_rt.order_parties_event() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM tiffin_rt.append_event(
+        'order_parties', ARRAY['order-' || NEW.{q(orders.id_column)}::text],
+        jsonb_build_object(
+            'orderId', NEW.{q(orders.id_column)}::text,
+            'status', NEW.{q(orders.status_column)}::text,
+            'customerId', NEW.{q(orders.customer_column)}::text,
+            'vendorId', NEW.{q(orders.vendor_column)}::text,
+            'riderId', NEW.{q(orders.rider_column)}::text),
+        NEW.{q(orders.id_column)}::text, NEW.{q(orders.customer_column)}::text);
+    RETURN NULL;
+END;
+$fn$;
+"""
+
+
+TRIGGER_NAMES = ("tiffin_rt_order_insert", "tiffin_rt_order_status", "tiffin_rt_order_parties")
+
+
 def install_triggers_sql(orders: OrdersSettings) -> list[str]:
     table = qualified_table(orders)
     status = quote_ident(orders.status_column)
+    parties = [
+        quote_ident(c) for c in (orders.customer_column, orders.vendor_column, orders.rider_column)
+    ]
+    parties_changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in parties)
     return [
         trigger_function_sql(orders),
-        f"DROP TRIGGER IF EXISTS tiffin_rt_order_insert ON {table}",
-        f"DROP TRIGGER IF EXISTS tiffin_rt_order_status ON {table}",
+        parties_function_sql(orders),
+        *(f"DROP TRIGGER IF EXISTS {name} ON {table}" for name in TRIGGER_NAMES),
         f"CREATE TRIGGER tiffin_rt_order_insert AFTER INSERT ON {table} "
         "FOR EACH ROW EXECUTE FUNCTION tiffin_rt.order_event()",
         f"CREATE TRIGGER tiffin_rt_order_status AFTER UPDATE OF {status} ON {table} "
         f"FOR EACH ROW WHEN (OLD.{status} IS DISTINCT FROM NEW.{status}) "
         "EXECUTE FUNCTION tiffin_rt.order_event()",
+        f"CREATE TRIGGER tiffin_rt_order_parties AFTER UPDATE OF {', '.join(parties)} ON {table} "
+        f"FOR EACH ROW WHEN (OLD.{status} IS NOT DISTINCT FROM NEW.{status} "
+        f"AND ({parties_changed})) EXECUTE FUNCTION tiffin_rt.order_parties_event()",
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Awaitable, Callable
 
@@ -13,6 +14,7 @@ from aiohttp_jwt import JWTMiddleware
 
 from tiffin_rt.auth import AuthError, TokenVerifier
 from tiffin_rt.keys import IDENTITY_KEY
+from tiffin_rt.ratelimit import RateLimits
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -21,11 +23,16 @@ _CLAIMS_KEY = "tiffin_rt.claims"
 # Routes that need no token: health, the Socket.IO endpoint (it authenticates on connect),
 # the demo page and its static files.
 PUBLIC_PATHS = (r"^/healthz$", r"^/readyz$", r"^/socket\.io/", r"^/$", r"^/static/", r"^/favicon")
+_PUBLIC = re.compile("|".join(f"(?:{p})" for p in PUBLIC_PATHS))
 
 # aiohttp-jwt logs every bad token with a traceback; a flood of them must not flood the logs.
 logging.getLogger("aiohttp_jwt").setLevel(logging.CRITICAL)
 # aiohttp-jwt stores the claims under a string key, which aiohttp 3.14 warns about.
 warnings.filterwarnings("ignore", category=NotAppKeyWarning, module="aiohttp_jwt")
+
+
+def is_public(request: web.Request) -> bool:
+    return request.method == "OPTIONS" or _PUBLIC.match(request.path) is not None
 
 
 def bearer_token(request: web.Request, cookie_name: str) -> str | None:
@@ -39,16 +46,32 @@ def bearer_token(request: web.Request, cookie_name: str) -> str | None:
     return request.cookies.get(cookie_name) or None
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def json_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
 
 
-def auth_middlewares(verifier: TokenVerifier, cookie_name: str) -> list[Middleware]:
-    """Errors as JSON, then aiohttp-jwt's verification, then the claims as an Identity."""
+def unauthorized(code: str, message: str) -> web.Response:
+    description = message.replace('"', "'")
+    challenge = f'Bearer error="invalid_token", error_description="{description}"'
+    if code == "unauthorized" and message == "a token is required":
+        challenge = "Bearer"
+    return json_error(401, code, message, {"WWW-Authenticate": challenge})
+
+
+def auth_middlewares(
+    verifier: TokenVerifier, cookie_name: str, limits: RateLimits | None = None
+) -> list[Middleware]:
+    """Connection rate limit, then our verification (precise reasons, audience, issuer, leeway,
+    role rules shared with Socket.IO), then aiohttp-jwt as the guard no route can skip."""
 
     async def token_getter(request: web.Request) -> str | None:
         return bearer_token(request, cookie_name)
 
+    settings = verifier.settings
     jwt_middleware = JWTMiddleware(
         verifier.key,
         request_property=_CLAIMS_KEY,
@@ -56,28 +79,34 @@ def auth_middlewares(verifier: TokenVerifier, cookie_name: str) -> list[Middlewa
         whitelist=PUBLIC_PATHS,
         token_getter=token_getter,
         algorithms=verifier.algorithms,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
     )
 
     @web.middleware
     async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPUnauthorized as exc:
-            reason = exc.reason or "unauthorized"
-            code = "token_expired" if "expired" in reason.lower() else "unauthorized"
-            return json_error(401, code, reason)
+        except (web.HTTPUnauthorized, web.HTTPForbidden) as exc:
+            if exc.content_type == "application/json":
+                raise  # a handler's own JSON answer
+            return unauthorized("unauthorized", exc.reason or "unauthorized")
+
+    @web.middleware
+    async def connection_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        address = request.remote or "-"
+        if limits is not None and not is_public(request) and not limits.allow_connect(address):
+            return json_error(429, "rate_limited", "too many connection attempts; slow down")
+        return await handler(request)
 
     @web.middleware
     async def identity(request: web.Request, handler: Handler) -> web.StreamResponse:
-        claims = request.get(_CLAIMS_KEY)
-        if claims is not None:
-            token = bearer_token(request, cookie_name)
-            try:
-                # aiohttp-jwt checked signature and expiry; this adds audience, issuer,
-                # leeway and the role rules shared with Socket.IO.
-                request[IDENTITY_KEY] = verifier.verify(token)
-            except AuthError as exc:
-                return json_error(401, exc.code, exc.message)
+        if is_public(request):
+            return await handler(request)
+        try:
+            request[IDENTITY_KEY] = verifier.verify(bearer_token(request, cookie_name))
+        except AuthError as exc:
+            return unauthorized(exc.code, exc.message)
         return await handler(request)
 
-    return [errors_as_json, jwt_middleware, identity]
+    return [errors_as_json, connection_limit, identity, jwt_middleware]

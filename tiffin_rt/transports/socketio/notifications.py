@@ -9,7 +9,7 @@ from typing import Any
 import socketio
 
 from tiffin_rt.access import AccessDenied, RoomAccess
-from tiffin_rt.auth import AuthError, Identity, TokenVerifier
+from tiffin_rt.auth import Identity, TokenVerifier
 from tiffin_rt.core.events import (
     NOTIFICATION,
     ORDER_STATUS,
@@ -17,68 +17,51 @@ from tiffin_rt.core.events import (
     notification_message,
     order_status_message,
 )
-from tiffin_rt.core.rooms import room_for_order, room_for_user, room_for_vendor
+from tiffin_rt.core.rooms import (
+    InvalidRoom,
+    parse_room,
+    room_for_order,
+    room_for_user,
+    room_for_vendor,
+)
+from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/notifications"
 
 
-def ok(**fields: Any) -> dict[str, Any]:
-    return {"ok": True, **fields}
+class NotificationsNamespace(SecureNamespace):
+    """Joins each connection's own rooms, and checks every joinRoom against the room policy."""
 
-
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message}}
-
-
-class NotificationsNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    """Authenticates on connect, joins the user's own rooms, and checks every joinRoom."""
-
-    def __init__(self, *, verifier: TokenVerifier, access: RoomAccess) -> None:
-        super().__init__(NAMESPACE)
-        self._verifier = verifier
+    def __init__(self, *, verifier: TokenVerifier, access: RoomAccess, limits: RateLimits) -> None:
+        super().__init__(NAMESPACE, verifier=verifier, limits=limits)
         self._access = access
-        self._identities: dict[str, Identity] = {}
 
-    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
-        try:
-            identity = self._verifier.verify(token)
-        except AuthError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
-        self._identities[sid] = identity
+    async def connected(self, sid: str, identity: Identity) -> None:
         await self.enter_room(sid, room_for_user(identity.user_id))
         if identity.role == "kitchen" and identity.vendor_id:
             await self.enter_room(sid, room_for_vendor(identity.vendor_id))
 
-    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self._identities.pop(sid, None)
-
-    def identity(self, sid: str) -> Identity | None:
-        return self._identities.get(sid)
-
     async def on_joinRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
-        identity = self._identities.get(sid)
-        if identity is None:
-            return error("unauthorized", "not connected")
         try:
-            room = await self._access.check(identity, room_name)
+            room = await self._access.check(self._identities[sid], room_name)
         except AccessDenied as exc:
             return error(exc.code, exc.message)
         await self.enter_room(sid, room.name)
         return ok(room=room.name)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
-        identity = self._identities.get(sid)
-        if identity is None:
-            return error("unauthorized", "not connected")
-        if not isinstance(room_name, str):
-            return error("invalid_room", "a room is a string such as 'order-42'")
-        if room_name == room_for_user(identity.user_id):
+        identity = self._identities[sid]
+        try:
+            room = parse_room(room_name)
+        except InvalidRoom as exc:
+            return error("invalid_room", str(exc))
+        if room.name == room_for_user(identity.user_id):
             return error("forbidden", "a connection always stays in its own user room")
-        await self.leave_room(sid, room_name)
-        return ok(room=room_name)
+        await self.leave_room(sid, room.name)
+        return ok(room=room.name)
 
 
 class NotificationGateway:

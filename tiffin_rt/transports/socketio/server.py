@@ -24,10 +24,13 @@ class _OrjsonCodec:
 
 
 def create_socketio_server(settings: Settings) -> socketio.AsyncServer:
-    origins: list[str] | str = list(settings.server.cors_origins) or []
+    # None makes Engine.IO accept only the server's own origin; [] would turn the check off.
+    origins: list[str] | None = list(settings.server.cors_origins) or None
     return socketio.AsyncServer(
         async_mode="aiohttp",
         cors_allowed_origins=origins,
+        cors_credentials=True,
+        max_http_buffer_size=settings.limits.max_message_bytes,
         json=_OrjsonCodec,
         logger=False,
         engineio_logger=False,

@@ -1,0 +1,204 @@
+"""A Socket.IO namespace base that every namespace (/notifications, /support) builds on.
+
+It authenticates the connection from the auth payload's token, enforces the connection and
+event rate limits, answers malformed or unknown events with an error acknowledgement, and
+tracks token expiry: `tokenExpiring` before, `refreshToken` to extend, a disconnect at expiry.
+Subclasses write `on_<event>(sid, ...)` handlers and the `connected`/`disconnected` hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import socketio
+
+from tiffin_rt.auth import AuthError, Identity, TokenVerifier
+from tiffin_rt.ratelimit import RateLimits
+
+log = logging.getLogger(__name__)
+
+# Events python-socketio dispatches itself; they are not client events.
+_LIFECYCLE = frozenset({"connect", "disconnect"})
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def refused(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
+    """Reaches the client as connect_error with data {"code", "message"}."""
+    return socketio.exceptions.ConnectionRefusedError(message, {"code": code, "message": message})
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote or environ.get("REMOTE_ADDR") or "unknown")
+
+
+class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Authenticated, rate-limited namespace with token expiry and refresh."""
+
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        verifier: TokenVerifier,
+        limits: RateLimits,
+    ) -> None:
+        super().__init__(namespace)
+        self._verifier = verifier
+        self._limits = limits
+        self._warning = verifier.settings.expiry_warning
+        self._leeway = verifier.settings.leeway
+        self._identities: dict[str, Identity] = {}
+        self._expiry_tasks: dict[str, asyncio.Task[None]] = {}
+
+    # -- hooks for subclasses ------------------------------------------------------------
+
+    async def connected(self, sid: str, identity: Identity) -> None:
+        """Called once the connection is authenticated (join the user's own rooms here)."""
+
+    async def disconnected(self, sid: str, identity: Identity) -> None:
+        """Called when an authenticated connection ends."""
+
+    # -- state ---------------------------------------------------------------------------
+
+    def identity(self, sid: str) -> Identity | None:
+        return self._identities.get(sid)
+
+    async def close(self) -> None:
+        """Stop the expiry timers (at application shutdown)."""
+        tasks = list(self._expiry_tasks.values())
+        self._expiry_tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- connection lifecycle ------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not self._limits.allow_connect(client_address(environ)):
+            raise refused("rate_limited", "too many connection attempts; slow down")
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            identity = self._verifier.verify(token)
+        except AuthError as exc:
+            raise refused(exc.code, exc.message) from None
+        if not self._limits.open_user_connection(identity.user_id):
+            raise refused("rate_limited", "too many open connections for this user")
+        self._identities[sid] = identity
+        self._watch_expiry(sid, identity)
+        await self.connected(sid, identity)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        identity = self._identities.pop(sid, None)
+        task = self._expiry_tasks.pop(sid, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        if identity is not None:
+            self._limits.close_user_connection(identity.user_id)
+            await self.disconnected(sid, identity)
+
+    async def on_refreshToken(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Accepts {"token": "<jwt>"} (or the bare token) for the same user."""
+        current = self._identities[sid]
+        token = data.get("token") if isinstance(data, dict) else data
+        if not isinstance(token, str) or not token:
+            return error("invalid_payload", 'refreshToken takes {"token": "<jwt>"}')
+        try:
+            fresh = self._verifier.verify(token)
+        except AuthError as exc:
+            return error(exc.code, exc.message)
+        if (fresh.user_id, fresh.role, fresh.vendor_id) != (
+            current.user_id,
+            current.role,
+            current.vendor_id,
+        ):
+            return error("forbidden", "the new token is for another user or role")
+        self._identities[sid] = fresh
+        self._watch_expiry(sid, fresh)
+        return ok(expiresAt=_iso(fresh.expires_at) if fresh.expires_at else None)
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in _LIFECYCLE:
+            return await super().trigger_event(event, *args)
+        sid = args[0]
+        if sid not in self._identities:
+            return error("unauthorized", "not connected")
+        if not self._limits.allow_event(sid, event):
+            if self._limits.strike(sid):
+                self._end(sid, "rate_limited", "too many refused events; disconnecting")
+            return error("rate_limited", f"too many {event!r} events; slow down")
+        handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
+        if handler is None or not inspect.iscoroutinefunction(handler):
+            self._limits.strike(sid)
+            return error("unknown_event", f"no such event {event[:40]!r}")
+        try:
+            inspect.signature(handler).bind(*args)
+        except TypeError:
+            self._limits.strike(sid)
+            return error("invalid_payload", f"wrong number of arguments for {event!r}")
+        try:
+            return await handler(*args)
+        except Exception:
+            # The arguments may hold anything the client sent, tokens included: not logged.
+            log.exception("handler for %r on %s failed", event, self.namespace)
+            return error("internal", "the server could not handle this event")
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    def _watch_expiry(self, sid: str, identity: Identity) -> None:
+        previous = self._expiry_tasks.pop(sid, None)
+        if previous is not None:
+            previous.cancel()
+        if identity.expires_at is None:
+            return
+        self._expiry_tasks[sid] = asyncio.create_task(
+            self._expire(sid, identity.expires_at), name=f"tiffin_rt-expiry-{sid}"
+        )
+
+    async def _expire(self, sid: str, expires_at: float) -> None:
+        warn_in = expires_at - self._warning - time.time()
+        if warn_in > 0:
+            await asyncio.sleep(warn_in)
+        await self.emit(
+            "tokenExpiring",
+            {"expiresAt": _iso(expires_at), "expiresIn": max(0, round(expires_at - time.time()))},
+            to=sid,
+        )
+        end_in = expires_at + self._leeway - time.time()
+        if end_in > 0:
+            await asyncio.sleep(end_in)
+        self._expiry_tasks.pop(sid, None)
+        await self._disconnect(sid, "token_expired", "the token expired; reconnect with a new one")
+
+    def _end(self, sid: str, code: str, message: str) -> None:
+        task = asyncio.create_task(self._disconnect(sid, code, message))
+        self._expiry_tasks.setdefault(f"end-{sid}", task)
+        task.add_done_callback(lambda _: self._expiry_tasks.pop(f"end-{sid}", None))
+
+    async def _disconnect(self, sid: str, code: str, message: str) -> None:
+        """Say why, then close: the client sees an `error` event and then `disconnect`."""
+        if sid not in self._identities:
+            return
+        await self.emit("error", {"code": code, "message": message}, to=sid)
+        await self.disconnect(sid)
