@@ -26,9 +26,7 @@ class Person:
     received: Received
 
     async def call(self, event: str, data: Any = None) -> dict[str, Any]:
-        ack: dict[str, Any] = await self.client.call(
-            event, data, namespace=NAMESPACE, timeout=10
-        )
+        ack: dict[str, Any] = await self.client.call(event, data, namespace=NAMESPACE, timeout=10)
         return ack
 
     async def send(self, conversation_id: int, text: str, client_id: str | None = None) -> Any:

@@ -156,6 +156,7 @@ async def test_bad_input_is_refused_clearly_and_nothing_is_stored(
     try:
         conversation = await alice.start()
         cid = conversation["id"]
+
         def msg(**fields: object) -> dict[str, object]:
             return {"conversationId": cid, "text": "hi", "clientMessageId": "a", **fields}
 
