@@ -3,10 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The page's Socket.IO client, from the npm registry (git-ignored; no CDN at run time).
+SOCKETIO_CLIENT := 4.8.1
+VENDOR_JS := tiffin_rt/web/static/vendor/socket.io.min.js
+# The browser test drives Debian's chromium; installed where missing (CI runs as root).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install run test lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(VENDOR_JS)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +20,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(VENDOR_JS):
+	npm install --prefix build/npm --no-audit --no-fund --silent socket.io-client@$(SOCKETIO_CLIENT)
+	mkdir -p $(@D)
+	cp build/npm/node_modules/socket.io-client/dist/socket.io.min.js* $(@D)/
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium
+
 run: install
 	$(BIN)/tiffin-rt serve --config config.yaml
 
-test: install
+test: install $(CHROMIUM)
 	$(BIN)/pytest
 
 lint: install

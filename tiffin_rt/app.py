@@ -45,6 +45,7 @@ from tiffin_rt.transports.socketio.notifications import (
 from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
 from tiffin_rt.transports.sse import SseSink, setup_sse
+from tiffin_rt.web import setup_web
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def create_app(settings: Settings) -> web.Application:
 
     setup_health(app)
     setup_sse(app)
+    setup_web(app, settings)
 
     app.on_shutdown.append(_close_connections)
     app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])

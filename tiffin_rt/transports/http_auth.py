@@ -21,8 +21,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CLAIMS_KEY = "tiffin_rt.claims"
 
 # Routes that need no token: health, the Socket.IO endpoint (it authenticates on connect),
-# the demo page and its static files.
-PUBLIC_PATHS = (r"^/healthz$", r"^/readyz$", r"^/socket\.io/", r"^/$", r"^/static/", r"^/favicon")
+# the demo page, its static files and its token minting (which exists only with demo.enabled).
+PUBLIC_PATHS = (
+    r"^/healthz$",
+    r"^/readyz$",
+    r"^/socket\.io/",
+    r"^/$",
+    r"^/static/",
+    r"^/favicon",
+    r"^/api/demo/(users|token)$",
+)
 _PUBLIC = re.compile("|".join(f"(?:{p})" for p in PUBLIC_PATHS))
 
 # aiohttp-jwt logs every bad token with a traceback; a flood of them must not flood the logs.

@@ -1,0 +1,121 @@
+"""The page at `/` in a real headless Chromium: a customer watches the kitchen move an order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.conftest import StartServer
+from tiffin_rt.web import VENDOR_SCRIPT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture
+async def demo_server(start_server: StartServer) -> TestServer:
+    return await start_server(demo={"enabled": True})
+
+
+def check_installed() -> None:
+    # `make test` installs Debian's chromium and `make install` the Socket.IO client.
+    assert CHROMIUM.exists(), "chromium is missing: run `make test` (it installs it)"
+    assert VENDOR_SCRIPT.exists(), "the Socket.IO client is missing: run `make install`"
+
+
+@pytest.fixture
+async def browser(demo_server: TestServer) -> AsyncIterator[Browser]:
+    """Closed before the server, so no open page holds the server's shutdown up."""
+    check_installed()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
+        )
+        yield browser
+        await browser.close()
+
+
+async def open_as(browser: Browser, base: str, user: str) -> Page:
+    context = await browser.new_context(viewport={"width": 1360, "height": 860})
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{base}/#as={user}")
+    await expect(page.locator("#conn-socket")).to_have_attribute("data-state", "live")
+    assert errors == []
+    return page
+
+
+async def test_kitchen_moves_an_order_and_the_customer_sees_it_live(
+    browser: Browser, demo_server: TestServer, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    base = str(demo_server.make_url("")).rstrip("/")
+    customer = await open_as(browser, base, "alice")
+    kitchen = await open_as(browser, base, "kitchen-spice-garden")
+
+    card = customer.locator('#customer-orders [data-order-id="1"]')
+    await expect(card).to_have_attribute("data-status", "pending")
+    await expect(card.locator(".stream-tag")).to_have_text("SSE live")
+    await expect(customer.locator("#conn-sse")).to_have_attribute("data-state", "live")
+    # bob's orders are not on alice's page
+    await expect(customer.locator('[data-order-id="3"]')).to_have_count(0)
+
+    ticket = kitchen.locator('#kitchen-board [data-order-id="1"]')
+    async with kitchen.expect_response(lambda r: r.url.endswith("/orders/1/status")) as moved:
+        await ticket.locator('[data-action="advance"]').click()
+    assert (await moved.value).status == 200
+
+    # The click UPDATEd the table: the row changed and the trigger logged it.
+    assert await db.fetchval("SELECT status FROM orders WHERE id = 1") == "confirmed"
+    await expect(card).to_have_attribute("data-status", "confirmed")
+    await expect(card.locator('.step[data-status="confirmed"]')).to_have_class("step current")
+    await expect(card.locator('.step[data-status="confirmed"] time')).not_to_have_text("")
+    await expect(customer.locator(".toast").filter(has_text="Order confirmed")).to_be_visible()
+    await expect(customer.locator("#badge")).to_have_text("1")
+    # The kitchen's own board moved the ticket too (through its vendor room).
+    await expect(ticket).to_have_attribute("data-status", "confirmed")
+
+    await ticket.locator('[data-action="advance"]').click()
+    await expect(card.locator('.step[data-status="preparing"]')).to_have_class("step current")
+    await expect(card.locator('.step[data-status="confirmed"]')).to_have_class("step done")
+    await expect(customer.locator("#badge")).to_have_text("2")
+
+    await customer.screenshot(path=str(tmp_path / "customer.png"))
+    await kitchen.screenshot(path=str(tmp_path / "kitchen.png"))
+    assert (tmp_path / "customer.png").stat().st_size > 10_000
+
+
+async def test_text_from_the_backend_is_shown_as_text_never_as_html(
+    browser: Browser, demo_server: TestServer, db: asyncpg.Connection
+) -> None:
+    base = str(demo_server.make_url("")).rstrip("/")
+    customer = await open_as(browser, base, "alice")
+    hostile = '<img src=x onerror="window.__pwned=1">Deal'
+    await db.execute(
+        "SELECT tiffin_rt.notify_user('alice', 'promo', $1, $2)", hostile, "<b>50% off</b>"
+    )
+    toast = customer.locator(".toast").filter(has_text="Deal")
+    await expect(toast).to_be_visible()
+    await expect(toast.locator("strong")).to_have_text(hostile)
+    await expect(toast.locator("span")).to_have_text("<b>50% off</b>")
+    assert await customer.locator(".toast img, .toast b").count() == 0
+    assert await customer.evaluate("window.__pwned === undefined")
+    await customer.locator("#bell").click()
+    await expect(customer.locator("#notification-list li strong")).to_have_text(hostile)
+    await expect(customer.locator("#badge")).to_be_hidden()

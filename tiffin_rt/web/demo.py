@@ -1,0 +1,251 @@
+"""Demo-only HTTP endpoints behind the page: mint a token, list, place and move orders.
+
+Registered only while `demo.enabled` is true. Every endpoint but the token ones needs the
+token it minted, and answers only what that identity may see or do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import asyncpg
+from aiohttp import web
+
+from tiffin_rt.auth import Identity, mint_token
+from tiffin_rt.core.policy import may_join
+from tiffin_rt.core.rooms import Room
+from tiffin_rt.db.demo_orders import DemoOrders, OrderFilter
+from tiffin_rt.keys import ORDER_QUERIES, POOL, SETTINGS, request_identity
+from tiffin_rt.transports.http_auth import json_error
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/demo"
+# Public (no token): listed in transports.http_auth.PUBLIC_PATHS.
+USERS_PATH = f"{PREFIX}/users"
+TOKEN_PATH = f"{PREFIX}/token"
+
+# The path an order takes; `cancelled` may replace any step before `delivered`.
+STATUS_FLOW = ("pending", "confirmed", "preparing", "ready", "delivered")
+CANCELLED = "cancelled"
+MAX_ITEM_LENGTH = 80
+
+_MESSAGES = {
+    "confirmed": ("Order confirmed", "{vendor} accepted your {item}."),
+    "preparing": ("Being prepared", "{vendor} is cooking your {item}."),
+    "ready": ("Ready for pickup", "Your {item} is packed and waiting for the rider."),
+    "delivered": ("Delivered", "Your {item} has arrived. Enjoy!"),
+    "cancelled": ("Order cancelled", "{vendor} cancelled your {item}."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DemoUser:
+    user_id: str
+    role: str
+    name: str
+    vendor_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.user_id,
+            "role": self.role,
+            "name": self.name,
+            "vendorId": self.vendor_id,
+        }
+
+
+# The people in the demo orders table (db.triggers.demo_table_sql), plus a support agent.
+VENDOR_NAMES = {"spice-garden": "Spice Garden", "green-bowl": "Green Bowl"}
+
+DEMO_USERS = (
+    DemoUser("alice", "customer", "Alice"),
+    DemoUser("bob", "customer", "Bob"),
+    DemoUser("kitchen-spice-garden", "kitchen", "Spice Garden kitchen", "spice-garden"),
+    DemoUser("kitchen-green-bowl", "kitchen", "Green Bowl kitchen", "green-bowl"),
+    DemoUser("sam", "support", "Sam from support"),
+)
+_USERS = {u.user_id: u for u in DEMO_USERS}
+
+
+
+class _DemoQueries:
+    """Built on first use, once the pool exists (no dependency on cleanup_ctx order)."""
+
+    def __init__(self) -> None:
+        self._queries: DemoOrders | None = None
+
+    async def get(self, app: web.Application) -> DemoOrders:
+        if self._queries is None:
+            self._queries = await DemoOrders.create(app[POOL], app[SETTINGS].orders)
+        return self._queries
+
+
+DEMO_QUERIES = web.AppKey("demo_queries", _DemoQueries)
+
+
+def next_status(status: str) -> str | None:
+    """The step after `status`, or None at the end of the flow (or off it)."""
+    if status not in STATUS_FLOW or status == STATUS_FLOW[-1]:
+        return None
+    return STATUS_FLOW[STATUS_FLOW.index(status) + 1]
+
+
+def may_move_to(current: str, target: str) -> bool:
+    if target == CANCELLED:
+        return current not in ("delivered", CANCELLED)
+    return target == next_status(current)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _Problem(400, "invalid_json", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _Problem(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _answers_problems(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _Problem as exc:
+            return json_error(exc.status, exc.code, exc.message)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("demo endpoint %s failed: %s", request.path, exc)
+            return json_error(503, "unavailable", "the database is not reachable right now")
+
+    return wrapped
+
+
+async def list_users(_request: web.Request) -> web.Response:
+    return web.json_response({"users": [u.as_json() for u in DEMO_USERS]})
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    user = _USERS.get(str(body.get("user", "")))
+    if user is None:
+        raise _Problem(400, "unknown_user", f"pick one of: {', '.join(_USERS)}")
+    ttl = request.app[SETTINGS].demo.token_ttl
+    token = mint_token(
+        request.app[SETTINGS].auth,
+        sub=user.user_id,
+        role=user.role,
+        vendor_id=user.vendor_id,
+        ttl=ttl,
+    )
+    return web.json_response({"token": token, "expiresIn": ttl, "user": user.as_json()})
+
+
+def _filter_for(who: Identity, demo: DemoOrders) -> OrderFilter:
+    if who.role in ("support", "admin"):
+        return OrderFilter()
+    column = demo.column_for(who.role)
+    value = who.vendor_id if who.role == "kitchen" else who.user_id
+    return OrderFilter(column=column, value=value)
+
+
+async def list_orders(request: web.Request) -> web.Response:
+    who = request_identity(request)
+    demo = await request.app[DEMO_QUERIES].get(request.app)
+    orders = await demo.visible(request.app[POOL], _filter_for(who, demo))
+    return web.json_response({"orders": [o.as_json() for o in orders]})
+
+
+async def change_status(request: web.Request) -> web.Response:
+    """UPDATE the orders table (the trigger logs it) and notify the customer, in one transaction."""
+    who = request_identity(request)
+    order_id = request.match_info["id"]
+    body = await _json_body(request)
+    target = body.get("status")
+    if not isinstance(target, str) or target not in (*STATUS_FLOW, CANCELLED):
+        raise _Problem(
+            400, "invalid_status", f"status must be one of {', '.join((*STATUS_FLOW, CANCELLED))}"
+        )
+    if who.role not in ("kitchen", "support", "admin"):
+        raise _Problem(403, "forbidden", "only kitchen staff and support move orders")
+    app = request.app
+    demo = await app[DEMO_QUERIES].get(app)
+    async with app[POOL].acquire() as proxy, proxy.transaction():
+        conn = cast(asyncpg.Connection, proxy)  # a pooled connection, typed as its proxy
+        snapshot = await app[ORDER_QUERIES].fetch(conn, order_id)
+        if snapshot is None or not may_join(who, Room("order", order_id), snapshot.parties):
+            raise _Problem(403, "forbidden", f"you may not move order {order_id}")
+        if not may_move_to(snapshot.status, target):
+            raise _Problem(
+                409,
+                "invalid_transition",
+                f"order {order_id} is {snapshot.status}; it cannot become {target}",
+            )
+        await app[ORDER_QUERIES].set_status(conn, order_id, target)
+        view = await demo.get(conn, order_id)
+        customer = snapshot.parties.customer_id
+        if customer and target in _MESSAGES:
+            title, text = _MESSAGES[target]
+            item = (view.extra.get("item") if view else None) or f"order #{order_id}"
+            vendor_id = snapshot.parties.vendor_id or ""
+            vendor = VENDOR_NAMES.get(vendor_id, vendor_id or "The kitchen")
+            await conn.execute(
+                "SELECT tiffin_rt.notify_user($1, 'order_status', $2, $3, $4::jsonb)",
+                customer,
+                title,
+                text.format(vendor=vendor, item=item),
+                json.dumps({"orderId": order_id, "status": target}),
+            )
+    return web.json_response({"ok": True, "order": view.as_json() if view else None})
+
+
+async def place_order(request: web.Request) -> web.Response:
+    """A customer places an order for themselves; support may place one for a customer."""
+    who = request_identity(request)
+    body = await _json_body(request)
+    if who.role == "customer":
+        customer = who.user_id
+    elif who.role in ("support", "admin"):
+        customer = str(body.get("customerId") or "")
+        if not customer:
+            raise _Problem(400, "invalid_order", "customerId is required")
+    else:
+        raise _Problem(403, "forbidden", "only customers and support place orders")
+    vendor = body.get("vendorId")
+    item = body.get("item")
+    cents = body.get("totalCents", 0)
+    if vendor not in VENDOR_NAMES:
+        raise _Problem(400, "invalid_order", "vendorId must be spice-garden or green-bowl")
+    if not isinstance(item, str) or not item.strip() or len(item) > MAX_ITEM_LENGTH:
+        raise _Problem(400, "invalid_order", f"item: 1 to {MAX_ITEM_LENGTH} characters")
+    if not isinstance(cents, int) or not 0 <= cents <= 1_000_000:
+        raise _Problem(400, "invalid_order", "totalCents must be a whole number of cents")
+    demo = await request.app[DEMO_QUERIES].get(request.app)
+    async with request.app[POOL].acquire() as conn:
+        order_id = await demo.place(
+            conn, customer_id=customer, vendor_id=str(vendor), item=item.strip(), cents=cents
+        )
+        view = await demo.get(conn, order_id)
+    return web.json_response({"ok": True, "order": view.as_json() if view else None}, status=201)
+
+
+def setup_demo(app: web.Application) -> None:
+    """Add the demo endpoints; call only when demo.enabled is true."""
+    app.router.add_get(USERS_PATH, list_users)
+    app.router.add_post(TOKEN_PATH, _answers_problems(issue_token))
+    app.router.add_get(f"{PREFIX}/orders", _answers_problems(list_orders))
+    app.router.add_post(f"{PREFIX}/orders", _answers_problems(place_order))
+    app.router.add_post(f"{PREFIX}/orders/{{id}}/status", _answers_problems(change_status))
+    app[DEMO_QUERIES] = _DemoQueries()
