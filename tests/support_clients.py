@@ -12,7 +12,16 @@ from tests.helpers import Received, sio_client, token
 from tiffin_rt.config import Settings
 
 NAMESPACE = "/support"
-EVENTS = ("message", "typing", "read", "conversationOpened", "conversationClosed", "presence")
+EVENTS = (
+    "message",
+    "typing",
+    "read",
+    "conversationOpened",
+    "conversationClosed",
+    "presence",
+    "tokenExpiring",
+    "error",
+)
 
 _client_ids = itertools.count(1)
 
@@ -49,8 +58,10 @@ class Person:
         await self.client.disconnect()
 
 
-async def connect(url: str, settings: Settings, user_id: str, role: str = "customer") -> Person:
+async def connect(
+    url: str, settings: Settings, user_id: str, role: str = "customer", *, ttl: int = 600
+) -> Person:
     client, received = await sio_client(
-        url, token(settings, user_id, role), namespace=NAMESPACE, events=EVENTS
+        url, token(settings, user_id, role, ttl=ttl), namespace=NAMESPACE, events=EVENTS
     )
     return Person(user_id, client, received)

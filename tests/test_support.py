@@ -213,3 +213,28 @@ async def test_a_connection_without_a_valid_token_is_refused(url: str) -> None:
     assert isinstance(refusal, dict)
     assert refusal["data"]["code"] == "unauthorized"
     assert "invalid token" in refusal["data"]["message"]
+
+
+async def test_rate_limits_and_token_expiry_apply_on_support(
+    start_server: StartServer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    server = await start_server(
+        limits={"event_overrides": {"message": "3/minute"}}, auth={"expiry_warning": 0.5}
+    )
+    url = str(server.make_url("")).rstrip("/")
+    alice = await connect(url, settings, "alice")
+    short = await connect(url, settings, "sam", "support", ttl=1)
+    try:
+        cid = (await alice.start())["id"]
+        acks = [await alice.send(cid, f"#{i}") for i in range(4)]
+        assert [a["ok"] for a in acks] == [True, True, True, False]
+        assert acks[-1]["error"]["code"] == "rate_limited"
+        assert await count_messages(db) == 3
+
+        [expiring] = await short.received.wait_for("tokenExpiring", timeout=5)
+        assert expiring["expiresIn"] <= 1
+        [ended] = await short.received.wait_for("error", timeout=5)
+        assert ended["code"] == "token_expired"
+    finally:
+        await alice.close()
+        await short.close()

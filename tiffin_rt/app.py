@@ -194,5 +194,5 @@ def create_app(settings: Settings) -> web.Application:
 
     app.on_shutdown.append(_close_connections)
     app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])
-    setup_support(app, sio)
+    setup_support(app, sio, limits)
     return app

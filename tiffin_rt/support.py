@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tiffin_rt.db.support import AgentsOnline, SupportStore
 from tiffin_rt.keys import POOL, ROOM_ACCESS, ROUTER, SETTINGS, VERIFIER
+from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.support import (
     Presence,
     SupportNamespace,
@@ -36,13 +37,14 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]], what: str)
         await asyncio.sleep(seconds)
 
 
-def setup_support(app: web.Application, sio: socketio.AsyncServer) -> None:
+def setup_support(app: web.Application, sio: socketio.AsyncServer, limits: RateLimits) -> None:
     """Call after the core cleanup contexts are registered: it needs the pool and the router."""
     settings = app[SETTINGS].support
     store = SupportStore()
     presence = Presence(sio, AgentsOnline(store, node_id=uuid.uuid4().hex))
     namespace = SupportNamespace(
         verifier=app[VERIFIER],
+        limits=limits,
         store=store,
         access=app[ROOM_ACCESS],
         presence=presence,

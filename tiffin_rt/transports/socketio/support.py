@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ import asyncpg
 import socketio
 
 from tiffin_rt.access import AccessDenied, RoomAccess
-from tiffin_rt.auth import AuthError, Identity, TokenVerifier
+from tiffin_rt.auth import Identity, TokenVerifier
 from tiffin_rt.config import SupportSettings
 from tiffin_rt.core.chat import (
     AGENTS_ROOM,
@@ -41,22 +41,34 @@ from tiffin_rt.core.chat import (
 from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
 from tiffin_rt.db.support import AgentsOnline, SupportStore, Who
+from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/support"
 
-# Events python-socketio dispatches itself; they are not client events.
-_LIFECYCLE = frozenset({"connect", "disconnect"})
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
-
-def ok(**fields: Any) -> dict[str, Any]:
-    return {"ok": True, **fields}
+Handler = Callable[[Any, str, Any], Awaitable[dict[str, Any]]]
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message}}
+def acked(handler: Handler) -> Handler:
+    """Turns a refused chat request into its error acknowledgement."""
+
+    @functools.wraps(handler)
+    async def answer(self: Any, sid: str, data: Any = None) -> dict[str, Any]:
+        try:
+            return await handler(self, sid, data)
+        except ChatError as exc:
+            return error(exc.code, exc.message)
+        except AccessDenied as exc:
+            return error(exc.code, exc.message)
+        except _DATABASE_ERRORS as exc:
+            log.warning("/support %s failed on the database: %s", handler.__name__, exc)
+            return error("unavailable", "the database is unavailable; try again")
+
+    return answer
 
 
 def chat_limits(settings: SupportSettings) -> Limits:
@@ -75,18 +87,22 @@ class Presence:
         self._sio = sio
         self._online = online
         self._local = AgentPresence()
+        # Arrivals and departures are written in the order they happened.
+        self._writes = asyncio.Lock()
         self.agents_online = 0
 
     def payload(self) -> dict[str, Any]:
         return {"agentsOnline": self.agents_online, "online": self.agents_online > 0}
 
     async def arrived(self, user_id: str) -> None:
-        if self._local.add(user_id):
-            await self._online.set_online(user_id, True)
+        async with self._writes:
+            if self._local.add(user_id):
+                await self._online.set_online(user_id, True)
 
     async def left(self, user_id: str) -> None:
-        if self._local.remove(user_id):
-            await self._online.set_online(user_id, False)
+        async with self._writes:
+            if self._local.remove(user_id):
+                await self._online.set_online(user_id, False)
 
     async def recount(self) -> None:
         """Read the shared count; every /support connection hears about a change."""
@@ -103,24 +119,24 @@ class Presence:
         await self._online.leave()
 
 
-class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    """Authenticates on connect; every client event passes through `trigger_event`."""
+class SupportNamespace(SecureNamespace):
+    """The chat events; authentication, rate limits and token expiry come from SecureNamespace."""
 
     def __init__(
         self,
         *,
         verifier: TokenVerifier,
+        limits: RateLimits,
         store: SupportStore,
         access: RoomAccess,
         presence: Presence,
         settings: SupportSettings,
     ) -> None:
-        super().__init__(NAMESPACE)
-        self._verifier = verifier
+        super().__init__(NAMESPACE, verifier=verifier, limits=limits)
         self._store = store
         self._access = access
         self._presence = presence
-        self._limits = chat_limits(settings)
+        self._chat = chat_limits(settings)
         self._typing = TypingTracker(
             throttle=settings.typing_throttle, timeout=settings.typing_timeout
         )
@@ -128,20 +144,6 @@ class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connection lifecycle ------------------------------------------------------------
-
-    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
-        try:
-            identity = self._verifier.verify(token)
-        except AuthError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
-        self._identities[sid] = identity
-        await self.connected(sid, identity)
-
-    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        identity = self._identities.pop(sid, None)
-        if identity is not None:
-            await self.disconnected(sid, identity)
 
     async def connected(self, sid: str, identity: Identity) -> None:
         await self.enter_room(sid, room_for_user(identity.user_id))
@@ -168,70 +170,44 @@ class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not task.cancelled() and task.exception() is not None:
             log.warning("support background work failed: %s", task.exception())
 
-    def identity(self, sid: str) -> Identity | None:
-        return self._identities.get(sid)
-
     def _who(self, sid: str) -> Who:
         identity = self._identities[sid]
         return Who(identity.user_id, identity.role, sid)
 
-    # -- dispatch: the one place every client event passes --------------------------------
-
-    async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event in _LIFECYCLE:
-            return await super().trigger_event(event, *args)
-        sid = args[0]
-        if sid not in self._identities:
-            return error("unauthorized", "not connected")
-        handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
-        if handler is None or not inspect.iscoroutinefunction(handler):
-            return error("unknown_event", f"no such event {event[:40]!r}")
-        if len(args) > 2:
-            return error("invalid_payload", f"{event!r} takes one argument")
-        try:
-            result: dict[str, Any] = await handler(sid, args[1] if len(args) > 1 else None)
-        except ChatError as exc:
-            return error(exc.code, exc.message)
-        except AccessDenied as exc:
-            return error(exc.code, exc.message)
-        except _DATABASE_ERRORS as exc:
-            log.warning("/support %s failed on the database: %s", event, exc)
-            return error("unavailable", "the database is unavailable; try again")
-        except Exception:
-            # The arguments may hold anything the client sent: they are not logged.
-            log.exception("handler for %r on %s failed", event, NAMESPACE)
-            return error("internal", "the server could not handle this event")
-        return result
-
     # -- client events ---------------------------------------------------------------------
 
-    async def on_startConversation(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_startConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         identity = self._identities[sid]
         if is_agent(identity.role):
             raise ChatError("forbidden", "support agents join conversations; customers start them")
-        request = parse_start(data, self._limits)
+        request = parse_start(data, self._chat)
         if request.order_id is not None:
             await self._access.check(identity, room_for_order(request.order_id))
         conversation = await self._store.start(self._who(sid), request)
         await self.enter_room(sid, room_for_conversation(conversation.id))
         return ok(conversation=conversation.payload())
 
-    async def on_joinConversation(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_joinConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         conversation, unread = await self._store.join(self._who(sid), conversation_id_of(data))
         await self.enter_room(sid, room_for_conversation(conversation.id))
         return ok(conversation=conversation.payload(), unreadCount=unread)
 
-    async def on_leaveConversation(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_leaveConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         conversation_id = conversation_id_of(data)
         await self.leave_room(sid, room_for_conversation(conversation_id))
         return ok(conversationId=conversation_id)
 
-    async def on_closeConversation(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_closeConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         conversation, _changed = await self._store.close(self._who(sid), conversation_id_of(data))
         return ok(conversation=conversation.payload())
 
-    async def on_message(self, sid: str, data: Any) -> dict[str, Any]:
-        request = parse_message(data, self._limits)
+    @acked
+    async def on_message(self, sid: str, data: Any = None) -> dict[str, Any]:
+        request = parse_message(data, self._chat)
         message, duplicate = await self._store.post(self._who(sid), request)
         if self._typing.update((sid, request.conversation_id), False, time.monotonic()):
             await self._store.typing_event(
@@ -239,7 +215,8 @@ class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
         return ok(message=message.payload(), duplicate=duplicate)
 
-    async def on_typing(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_typing(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_typing(data)
         key = (sid, request.conversation_id)
         if self._typing.update(key, request.is_typing, time.monotonic()):
@@ -250,7 +227,8 @@ class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 raise
         return ok()
 
-    async def on_read(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_read(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_read(data)
         position = await self._store.read(self._who(sid), request)
         return ok(
@@ -260,8 +238,9 @@ class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             unreadCount=position.unread,
         )
 
-    async def on_history(self, sid: str, data: Any) -> dict[str, Any]:
-        request = parse_history(data, self._limits)
+    @acked
+    async def on_history(self, sid: str, data: Any = None) -> dict[str, Any]:
+        request = parse_history(data, self._chat)
         messages, has_more = await self._store.history(self._who(sid), request)
         return ok(
             conversationId=request.conversation_id,
@@ -269,14 +248,16 @@ class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             hasMore=has_more,
         )
 
-    async def on_listConversations(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_listConversations(self, sid: str, data: Any = None) -> dict[str, Any]:
         status = data.get("status", "open") if isinstance(data, dict) else "open"
         if status not in ("open", "closed", "all"):
             raise ChatError("invalid_payload", "status must be open, closed or all")
         summaries = await self._store.summaries(self._who(sid), status)
         return ok(conversations=[s.payload() for s in summaries])
 
-    async def on_presence(self, sid: str, data: Any) -> dict[str, Any]:
+    @acked
+    async def on_presence(self, sid: str, data: Any = None) -> dict[str, Any]:
         return ok(**self._presence.payload())
 
     # -- background work -------------------------------------------------------------------
@@ -291,6 +272,7 @@ class SupportNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self._store.typing_event(self._store.pool, who, conversation_id, False)
 
     async def close(self) -> None:
+        await super().close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
