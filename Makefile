@@ -39,5 +39,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict tiffin_rt
 
+# `make bench` runs every scenario against tiffin_rt and both peers (about 6 minutes);
+# `make bench BENCH_ARGS="--scenario fanout --servers tiffin,node"` runs a part of it.
+BENCH_ARGS ?=
+bench: install bench/node_modules/.installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench/node_modules/.installed: bench/package.json
+	cd bench && npm install --no-audit --no-fund --silent
+	touch $@
+
 clean:
 	rm -rf $(VENV) .tiffin build *.egg-info

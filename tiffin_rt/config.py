@@ -169,6 +169,13 @@ class SupportSettings(_Section):
     history_max_page_size: int = Field(default=200, ge=1)
 
 
+class DeliverySettings(_Section):
+    """How events are written to connections: pings, compression, slow-client limits."""
+
+    ping_interval: float = Field(default=25.0, gt=0)
+    ping_timeout: float = Field(default=20.0, gt=0)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -186,6 +193,7 @@ class Settings(_Section):
     notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
     support: SupportSettings = Field(default_factory=SupportSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 

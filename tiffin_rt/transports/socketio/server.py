@@ -35,6 +35,8 @@ def create_socketio_server(settings: Settings) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
         transports=["websocket", "polling"],
+        ping_interval=settings.delivery.ping_interval,
+        ping_timeout=settings.delivery.ping_timeout,
     )
 
 
