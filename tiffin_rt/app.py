@@ -37,10 +37,12 @@ from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.support import setup_support
 from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
-from tiffin_rt.transports.socketio.notifications import (
-    NotificationGateway,
-    NotificationsNamespace,
-    NotificationsSink,
+from tiffin_rt.transports.inbox_http import setup_inbox_http
+from tiffin_rt.transports.socketio.notifications import NotificationGateway, NotificationsSink
+from tiffin_rt.transports.socketio.resume import (
+    InboxSink,
+    ResumableNotificationsNamespace,
+    SocketResume,
 )
 from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
@@ -180,17 +182,24 @@ def create_app(settings: Settings) -> web.Application:
 
     sio = create_socketio_server(settings)
     app[SOCKETIO] = sio
-    notifications = NotificationsNamespace(verifier=verifier, access=access, limits=limits)
+    resume = SocketResume(app, sio, settings)
+    notifications = ResumableNotificationsNamespace(
+        resume=resume, verifier=verifier, access=access, limits=limits
+    )
     sio.register_namespace(notifications)
     attach(sio, app)
     router.add_sink(OrderRoomsSink(access, [notifications]))  # before the delivering sinks
     app.on_cleanup.append(lambda _: notifications.close())
-    router.add_sink(NotificationsSink(NotificationGateway(sio)))
+    router.add_sink(NotificationsSink(NotificationGateway(sio), hold=resume.handoffs.hold))
     router.add_sink(SseSink(streams, settings.notifications.terminal_statuses))
+    router.add_sink(InboxSink(sio, resume.handoffs))
+    router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
+    app.on_shutdown.append(lambda _app: resume.close())
 
     setup_health(app)
     setup_sse(app)
     setup_web(app, settings)
+    setup_inbox_http(app)
 
     app.on_shutdown.append(_close_connections)
     app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])

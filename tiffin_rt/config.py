@@ -169,6 +169,19 @@ class SupportSettings(_Section):
     history_max_page_size: int = Field(default=200, ge=1)
 
 
+class InboxSettings(_Section):
+    on_connect: Literal["unread", "latest", "off"] = "unread"
+    on_connect_limit: int = Field(default=50, ge=1, le=1000)
+    page_size: int = Field(default=20, ge=1)
+    max_page_size: int = Field(default=100, ge=1)
+    retention_days: float = Field(default=90.0, gt=0)
+    prune_interval: float = Field(default=3600.0, gt=0)
+
+
+class ReplaySettings(_Section):
+    max_events: int = Field(default=1000, ge=1)
+
+
 class DeliverySettings(_Section):
     """How events are written to connections: pings, compression, slow-client limits."""
 
@@ -194,6 +207,8 @@ class Settings(_Section):
     support: SupportSettings = Field(default_factory=SupportSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    inbox: InboxSettings = Field(default_factory=InboxSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 

@@ -12,10 +12,12 @@ from aiohttp_sse import sse_response
 
 from tiffin_rt.core.events import ORDER_STATUS, Event, iso_utc, order_status_message
 from tiffin_rt.core.policy import may_join, sees_all_orders
+from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.core.rooms import Room
 from tiffin_rt.core.streams import CLOSE, OrderStreams, StreamMessage
 from tiffin_rt.keys import ORDER_QUERIES, ORDER_STREAMS, POOL, SETTINGS, request_identity
 from tiffin_rt.transports.http_auth import json_error
+from tiffin_rt.transports.sse_replay import nothing_left, requested_resume, send_missed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
     order_id = request.match_info["id"]
     queries, pool = app[ORDER_QUERIES], app[POOL]
     terminal = set(settings.notifications.terminal_statuses)
+    try:
+        resume_from = requested_resume(request)
+    except InvalidEventId as exc:
+        return json_error(400, "bad_request", str(exc))
 
     with app[ORDER_STREAMS].watch(order_id) as queue:
         # Subscribed first, then read: anything committed in between is in the queue or the read.
@@ -63,24 +69,42 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
             return json_error(403, "forbidden", f"you may not watch order {order_id}")
         if not may_join(who, Room("order", order_id), snapshot.parties):
             return json_error(403, "forbidden", f"you may not watch order {order_id}")
+        if resume_from is not None and nothing_left(snapshot, resume_from, terminal):
+            return web.Response(status=204)
 
         async with sse_response(
             request, ping_interval=settings.notifications.sse_ping_interval
         ) as stream:
-            first = {
-                "orderId": snapshot.order_id,
-                "status": snapshot.status,
-                "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
-                "eventId": snapshot.last_event_id,
-            }
-            last_sent = snapshot.last_event_id or 0
-            await stream.send(
-                orjson.dumps(first).decode(),
-                id=str(last_sent) if snapshot.last_event_id else None,
-                retry=settings.notifications.sse_retry_ms,
-            )
-            if snapshot.status in terminal:
-                return stream
+            replayed = None
+            if resume_from is not None:
+                replayed = await send_missed(
+                    stream,
+                    pool,
+                    order_id=snapshot.order_id,
+                    after=resume_from,
+                    terminal=terminal,
+                    limit=settings.replay.max_events,
+                    retry_ms=settings.notifications.sse_retry_ms,
+                )
+            if replayed is not None:
+                last_sent = replayed.last_sent
+                if replayed.finished:
+                    return stream
+            else:
+                first = {
+                    "orderId": snapshot.order_id,
+                    "status": snapshot.status,
+                    "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
+                    "eventId": snapshot.last_event_id,
+                }
+                last_sent = snapshot.last_event_id or 0
+                await stream.send(
+                    orjson.dumps(first).decode(),
+                    id=str(last_sent) if snapshot.last_event_id else None,
+                    retry=settings.notifications.sse_retry_ms,
+                )
+                if snapshot.status in terminal:
+                    return stream
             while stream.is_connected():
                 message = await queue.get()
                 if message is CLOSE:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import socketio
@@ -30,6 +30,9 @@ from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/notifications"
+
+# Which connections must not get this event live now (see core.replay.Handoffs.hold).
+Hold = Callable[[Event], list[str]]
 
 
 class NotificationsNamespace(SecureNamespace):
@@ -70,33 +73,54 @@ class NotificationGateway:
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self._sio = sio
 
-    async def send_notification(self, room: str | list[str], notification: dict[str, Any]) -> None:
-        await self._sio.emit("notification", notification, to=room, namespace=NAMESPACE)
+    async def send_notification(
+        self, room: str | list[str], notification: dict[str, Any], *, skip: Sequence[str] = ()
+    ) -> None:
+        await self._sio.emit(
+            "notification", notification, to=room, namespace=NAMESPACE, skip_sid=list(skip) or None
+        )
 
     async def send_order_status_update(
-        self, order_id: str, status: str, *, rooms: Sequence[str] = (), **fields: Any
+        self,
+        order_id: str,
+        status: str,
+        *,
+        rooms: Sequence[str] = (),
+        skip: Sequence[str] = (),
+        **fields: Any,
     ) -> None:
         targets = [room_for_order(order_id), *(r for r in rooms if r != room_for_order(order_id))]
         payload = {"orderId": str(order_id), "status": status, **fields}
-        await self._sio.emit("orderStatusUpdate", payload, to=targets, namespace=NAMESPACE)
+        await self._sio.emit(
+            "orderStatusUpdate",
+            payload,
+            to=targets,
+            namespace=NAMESPACE,
+            skip_sid=list(skip) or None,
+        )
 
 
 class NotificationsSink:
     """Routes log events to /notifications: order events and notifications to their rooms."""
 
-    def __init__(self, gateway: NotificationGateway) -> None:
+    def __init__(self, gateway: NotificationGateway, *, hold: Hold | None = None) -> None:
         self._gateway = gateway
+        self._hold = hold
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
+            if event.kind not in (ORDER_STATUS, NOTIFICATION):
+                continue
+            # connections being replayed to get this event from their replay instead
+            skip = self._hold(event) if self._hold is not None else []
             if event.kind == ORDER_STATUS:
                 message = order_status_message(event)
                 order_id = message.pop("orderId")
                 status = message.pop("status")
                 await self._gateway.send_order_status_update(
-                    order_id, status, rooms=event.rooms, **message
+                    order_id, status, rooms=event.rooms, skip=skip, **message
                 )
-            elif event.kind == NOTIFICATION:
+            else:
                 await self._gateway.send_notification(
-                    list(event.rooms), notification_message(event)
+                    list(event.rooms), notification_message(event), skip=skip
                 )

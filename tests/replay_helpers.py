@@ -1,0 +1,84 @@
+"""Helpers for the replay and inbox tests: a Socket.IO client that records every event in one
+ordered log, and status changes committed the way an order backend would."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import socketio
+
+NAMESPACE = "/notifications"
+EVENTS = (
+    "orderStatusUpdate",
+    "notification",
+    "notificationRead",
+    "unreadCount",
+    "inbox",
+    "resync",
+)
+
+
+@dataclass
+class Log:
+    """Every server event a client received, in arrival order."""
+
+    entries: list[tuple[str, Any]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, name: str, data: Any) -> None:
+        self.entries.append((name, data))
+        self.changed.set()
+
+    def of(self, name: str) -> list[Any]:
+        return [data for n, data in self.entries if n == name]
+
+    def event_ids(self) -> list[int]:
+        return [d["eventId"] for n, d in self.entries if isinstance(d, dict) and "eventId" in d]
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        async def enough() -> None:
+            while len(self.of(name)) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.of(name)
+
+    async def quiet(self, seconds: float = 0.3) -> None:
+        """Let anything still in flight arrive (used before asserting nothing more came)."""
+        await asyncio.sleep(seconds)
+
+
+async def connect(
+    url: str, tok: str, *, last_event_id: Any = None, extra_auth: dict[str, Any] | None = None
+) -> tuple[socketio.AsyncClient, Log]:
+    client = socketio.AsyncClient(reconnection=False)
+    log = Log()
+    for name in EVENTS:
+        client.on(name, (lambda n: lambda data=None: log.add(n, data))(name), namespace=NAMESPACE)
+    auth: dict[str, Any] = {"token": tok, **(extra_auth or {})}
+    if last_event_id is not None:
+        auth["lastEventId"] = last_event_id
+    await client.connect(
+        url, namespaces=[NAMESPACE], auth=auth, transports=["websocket"], wait_timeout=5
+    )
+    return client, log
+
+
+async def set_statuses(db: asyncpg.Connection, order_id: int, statuses: list[str]) -> list[int]:
+    """Commit one status change per status; returns their event ids."""
+    ids = []
+    for status in statuses:
+        await db.execute("UPDATE orders SET status = $2 WHERE id = $1", order_id, status)
+        ids.append(
+            await db.fetchval(
+                "SELECT max(id) FROM tiffin_rt.events WHERE order_id = $1", str(order_id)
+            )
+        )
+    return ids
+
+
+FIVE = ["confirmed", "preparing", "ready", "preparing", "ready"]

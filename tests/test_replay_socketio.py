@@ -1,0 +1,256 @@
+"""Socket.IO: a client that reconnects with lastEventId gets what it missed, then live events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.helpers import eventually, token
+from tests.replay_helpers import FIVE, NAMESPACE, connect, set_statuses
+from tiffin_rt.config import Settings
+from tiffin_rt.db import replay
+from tiffin_rt.keys import ROUTER
+
+
+async def _last_seen(url: str, settings: Settings, db: asyncpg.Connection) -> int:
+    """Connect, see one live update of order 1, disconnect: the id a phone would keep."""
+    client, log = await connect(url, token(settings, "alice"))
+    try:
+        await set_statuses(db, 1, ["confirmed"])
+        [update] = await log.wait_for("orderStatusUpdate")
+        return int(update["eventId"])
+    finally:
+        await client.disconnect()
+
+
+async def test_reconnect_gets_exactly_the_five_missed_in_order_then_live(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    last = await _last_seen(url, settings, db)
+    missed = await set_statuses(db, 1, ["preparing", "ready", "preparing", "ready", "preparing"])
+
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
+    try:
+        updates = await log.wait_for("orderStatusUpdate", 5)
+        assert [u["eventId"] for u in updates] == missed
+        assert [u["status"] for u in updates] == ["preparing", "ready", "preparing", "ready",
+                                                  "preparing"]
+        assert all(u["orderId"] == "1" for u in updates)
+        [live] = await set_statuses(db, 1, ["ready"])
+        updates = await log.wait_for("orderStatusUpdate", 6)
+        assert updates[5]["eventId"] == live
+        await log.quiet()
+        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, live]
+        assert log.of("resync") == []
+    finally:
+        await client.disconnect()
+
+
+async def test_missed_notifications_are_replayed_with_status_updates_in_log_order(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    last = await _last_seen(url, settings, db)
+    await set_statuses(db, 1, ["preparing"])
+    await db.execute("SELECT tiffin_rt.notify_user('alice', 'promo', 'Half price', 'Today')")
+    await set_statuses(db, 1, ["ready"])
+    await db.execute("SELECT tiffin_rt.notify_user('bob', 'promo', 'Not for alice', '')")
+
+    client, log = await connect(url, token(settings, "alice"), last_event_id=str(last))
+    try:
+        await log.wait_for("orderStatusUpdate", 2)
+        await log.wait_for("notification", 1)
+        await log.quiet()
+        names = [name for name, _ in log.entries if name != "unreadCount"]
+        assert names == ["orderStatusUpdate", "notification", "orderStatusUpdate"]
+        ids = log.event_ids()
+        assert ids == sorted(ids)
+        assert log.of("notification")[0]["title"] == "Half price"
+    finally:
+        await client.disconnect()
+
+
+async def test_rejoining_an_order_room_replays_what_that_room_missed(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    support = token(settings, "sam", "support")
+    client, log = await connect(url, support)
+    await client.call("joinRoom", "order-3", namespace=NAMESPACE)
+    [first] = await set_statuses(db, 3, ["ready"])
+    await log.wait_for("orderStatusUpdate")
+    await client.disconnect()
+
+    missed = await set_statuses(db, 3, FIVE)
+    await set_statuses(db, 1, ["preparing"])  # another order: not in a room support rejoins
+    client, log = await connect(url, support, last_event_id=first)
+    try:
+        await log.quiet(0.2)
+        assert log.of("orderStatusUpdate") == []  # support's own room had nothing
+        ack = await client.call("joinRoom", "order-3", namespace=NAMESPACE)
+        assert ack == {"ok": True, "room": "order-3"}
+        updates = await log.wait_for("orderStatusUpdate", 5)
+        assert [u["eventId"] for u in updates] == missed
+        [live] = await set_statuses(db, 3, ["delivered"])
+        updates = await log.wait_for("orderStatusUpdate", 6)
+        await log.quiet()
+        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, live]
+    finally:
+        await client.disconnect()
+
+
+async def test_rejoining_a_room_sends_nothing_already_received_through_the_user_room(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    last = await _last_seen(url, settings, db)
+    missed = await set_statuses(db, 1, FIVE[1:])
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
+    try:
+        await log.wait_for("orderStatusUpdate", 4)
+        ack = await client.call("joinRoom", "order-1", namespace=NAMESPACE)
+        assert ack["ok"] is True
+        await log.quiet()
+        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == missed
+    finally:
+        await client.disconnect()
+
+
+def _around_replay_query(
+    monkeypatch: pytest.MonkeyPatch, before: Callable[[], Awaitable[None]] | None = None,
+    after: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run `before`/`after` inside the replay's read of the log, to commit in the middle of it."""
+    real = replay.events_for_rooms
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if before is not None:
+            await before()
+        result = await real(*args, **kwargs)
+        if after is not None:
+            await after()
+        return result
+
+    monkeypatch.setattr(replay, "events_for_rooms", wrapped)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_event_committed_while_the_replay_query_runs_arrives_once_and_in_order(
+    when: str,
+    monkeypatch: pytest.MonkeyPatch,
+    server: TestServer,
+    url: str,
+    settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    last = await _last_seen(url, settings, db)
+    missed = await set_statuses(db, 1, FIVE[1:])
+    router = server.app[ROUTER]
+    committed: list[int] = []
+
+    async def commit_and_wait_for_live_delivery() -> None:
+        before = router.delivered
+        committed.extend(await set_statuses(db, 1, ["delivered"]))
+        await eventually(lambda: router.delivered > before)
+
+    _around_replay_query(monkeypatch, **{when: commit_and_wait_for_live_delivery})
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
+    try:
+        await log.wait_for("orderStatusUpdate", 5)
+        await log.quiet()
+        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, *committed]
+    finally:
+        await client.disconnect()
+
+
+async def test_an_id_older_than_retention_gets_resync_then_live(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    last = await _last_seen(url, settings, db)
+    await set_statuses(db, 1, ["preparing", "ready"])
+    await db.execute("DELETE FROM tiffin_rt.events WHERE id <= $1 + 1", last)  # as pruning does
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
+    try:
+        [resync] = await log.wait_for("resync")
+        assert resync["reason"] == "expired"
+        assert resync["lastEventId"] == last
+        assert log.of("orderStatusUpdate") == []
+        [live] = await set_statuses(db, 1, ["delivered"])
+        [update] = await log.wait_for("orderStatusUpdate")
+        assert update["eventId"] == live
+    finally:
+        await client.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "reason"), [(10**9, "expired"), ("abc", "invalid"), (-3, "invalid")]
+)
+async def test_an_unknown_or_malformed_id_gets_resync_and_the_connection_stays(
+    last_event_id: Any,
+    reason: str,
+    server: TestServer,
+    url: str,
+    settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last_event_id)
+    try:
+        [resync] = await log.wait_for("resync")
+        assert resync["reason"] == reason
+        assert resync["message"]
+        [live] = await set_statuses(db, 1, ["confirmed"])
+        [update] = await log.wait_for("orderStatusUpdate")
+        assert update["eventId"] == live
+    finally:
+        await client.disconnect()
+
+
+async def test_too_many_missed_events_get_resync_instead_of_a_flood(
+    start_server: Callable[..., Awaitable[TestServer]],
+    settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    server = await start_server(replay={"max_events": 3})
+    url = str(server.make_url("")).rstrip("/")
+    last = await _last_seen(url, settings, db)
+    await set_statuses(db, 1, FIVE[1:])
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
+    try:
+        [resync] = await log.wait_for("resync")
+        assert resync["reason"] == "too_many"
+        await log.quiet(0.2)
+        assert log.of("orderStatusUpdate") == []
+    finally:
+        await client.disconnect()
+
+
+async def test_connections_without_last_event_id_replay_nothing(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await set_statuses(db, 1, FIVE)
+    client, log = await connect(url, token(settings, "alice"))
+    try:
+        await client.call("joinRoom", "order-1", namespace=NAMESPACE)
+        await log.quiet(0.3)
+        assert log.of("orderStatusUpdate") == []
+        assert log.of("resync") == []
+    finally:
+        await client.disconnect()
+
+
+async def test_a_disconnect_during_replay_leaves_the_server_serving(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    last = await _last_seen(url, settings, db)
+    await set_statuses(db, 1, FIVE[1:])
+    for _ in range(5):
+        client, _log = await connect(url, token(settings, "alice"), last_event_id=last)
+        await client.disconnect()
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
+    try:
+        await log.wait_for("orderStatusUpdate", 4)
+    finally:
+        await client.disconnect()
+    await asyncio.sleep(0.1)

@@ -1,0 +1,117 @@
+"""REST for the inbox: GET /api/notifications, POST .../{id}/read, POST .../read-all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from tiffin_rt.core.inbox import inbox_message
+from tiffin_rt.db import inbox
+from tiffin_rt.keys import POOL, SETTINGS, request_identity
+from tiffin_rt.transports.http_auth import json_error
+
+LIST_ROUTE = "/api/notifications"
+READ_ROUTE = r"/api/notifications/{id:\d+}/read"
+READ_ALL_ROUTE = "/api/notifications/read-all"
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no", "")
+
+
+class BadQuery(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadQuery(f"{name}: an integer from {low} to {high} (got {raw[:20]!r})")
+    return int(raw)
+
+
+def _bool_param(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "").lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise BadQuery(f"{name}: true or false (got {raw[:20]!r})")
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    """Newest first; pass the answer's nextBefore as `before` for the next page."""
+    who = request_identity(request)
+    settings = request.app[SETTINGS].inbox
+    try:
+        limit = _int_param(request, "limit", 1, settings.max_page_size) or settings.page_size
+        before = _int_param(request, "before", 1, 2**63 - 1)
+        unread_only = _bool_param(request, "unread")
+    except BadQuery as exc:
+        return json_error(400, "bad_request", exc.message)
+    pool = request.app[POOL]
+    items = await inbox.page(
+        pool, who.user_id, limit=limit + 1, before=before, unread_only=unread_only
+    )
+    more = len(items) > limit
+    items = items[:limit]
+    return web.json_response(
+        {
+            "notifications": [inbox_message(i) for i in items],
+            "unread": await inbox.unread_count(pool, who.user_id),
+            "nextBefore": items[-1].id if more else None,
+        }
+    )
+
+
+async def read_one(request: web.Request) -> web.Response:
+    who = request_identity(request)
+    event_id = int(request.match_info["id"])
+    pool = request.app[POOL]
+    if event_id >= 2**63 or not await inbox.exists(pool, who.user_id, event_id):
+        return json_error(404, "not_found", f"no notification {event_id} in your inbox")
+    result = await inbox.mark_read(pool, who.user_id, [event_id])
+    return web.json_response(
+        {"id": event_id, "read": True, "marked": len(result.marked), "unread": result.unread}
+    )
+
+
+async def read_all(request: web.Request) -> web.Response:
+    who = request_identity(request)
+    result = await inbox.mark_read(request.app[POOL], who.user_id, None)
+    return web.json_response({"marked": len(result.marked), "unread": result.unread})
+
+
+_PRUNER = web.AppKey("inbox_pruner", asyncio.Task[None])
+
+
+async def _start_pruner(app: web.Application) -> None:
+    """on_startup runs after the cleanup contexts, so the pool exists."""
+    settings = app[SETTINGS].inbox
+    app[_PRUNER] = asyncio.create_task(
+        inbox.prune_forever(app[POOL], settings.retention_days, settings.prune_interval),
+        name="tiffin_rt-inbox-pruner",
+    )
+
+
+async def _stop_pruner(app: web.Application) -> None:
+    """on_shutdown runs before the pool closes."""
+    task = app.get(_PRUNER)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def setup_inbox_http(app: web.Application) -> None:
+    """The inbox routes, and pruning of notifications older than inbox.retention_days."""
+    app.on_startup.append(_start_pruner)
+    app.on_shutdown.append(_stop_pruner)
+    app.router.add_get(LIST_ROUTE, list_notifications)
+    app.router.add_post(READ_ALL_ROUTE, read_all)
+    app.router.add_post(READ_ROUTE, read_one)

@@ -1,0 +1,75 @@
+"""SSE resumption: what an order's stream missed, from Last-Event-ID (or ?lastEventId=)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from tiffin_rt.core.events import order_status_message
+from tiffin_rt.core.replay import parse_last_event_id, resumable
+from tiffin_rt.db import replay
+from tiffin_rt.db.orders import OrderSnapshot
+
+# Polyfills that cannot set headers send the id in the query string instead.
+QUERY_PARAMETER = "lastEventId"
+
+
+def requested_resume(request: web.Request) -> int | None:
+    """The id the client saw last (the header wins), or None; InvalidEventId when malformed."""
+    header = request.headers.get("Last-Event-ID")
+    raw = header if header else request.query.get(QUERY_PARAMETER)
+    return parse_last_event_id(raw)
+
+
+def nothing_left(snapshot: OrderSnapshot, after: int, terminal: Collection[str]) -> bool:
+    """The order is finished and the client saw its last event: answer 204 so that
+    EventSource stops reconnecting instead of reopening a stream that would end at once."""
+    return snapshot.status in terminal and (snapshot.last_event_id or 0) <= after
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    last_sent: int
+    finished: bool
+
+
+async def send_missed(
+    stream: EventSourceResponse,
+    pool: asyncpg.Pool,
+    *,
+    order_id: str,
+    after: int,
+    terminal: Collection[str],
+    limit: int,
+    retry_ms: int,
+) -> Replayed | None:
+    """Send the order's events after `after`, in order; None after a `resync` event, when
+    they can no longer all be sent (pruned, or more than `limit`): send the current state."""
+    bounds = await replay.log_bounds(pool)
+    reason = None
+    events = []
+    if not resumable(after, bounds):
+        reason, message = "expired", "events after Last-Event-ID are no longer kept"
+    else:
+        events = await replay.order_events_after(pool, order_id, after, limit + 1)
+        if len(events) > limit:
+            reason, message = "too_many", f"more than {limit} events were missed"
+    if reason is not None:
+        payload = {"reason": reason, "message": message, "lastEventId": after}
+        await stream.send(orjson.dumps(payload).decode(), event="resync", retry=retry_ms)
+        return None
+    last_sent = after
+    for index, event in enumerate(events):
+        data = order_status_message(event)
+        await stream.send(
+            orjson.dumps(data).decode(), id=str(event.id), retry=retry_ms if index == 0 else None
+        )
+        last_sent = event.id
+        if data["status"] in terminal:
+            return Replayed(last_sent, finished=True)
+    return Replayed(last_sent, finished=False)
