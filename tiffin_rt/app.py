@@ -39,12 +39,12 @@ from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
 from tiffin_rt.transports.inbox_http import setup_inbox_http
 from tiffin_rt.transports.socketio.notifications import NotificationGateway, NotificationsSink
+from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.resume import (
     InboxSink,
     ResumableNotificationsNamespace,
     SocketResume,
 )
-from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
 from tiffin_rt.transports.sse import SseSink, setup_sse
 from tiffin_rt.web import setup_web
