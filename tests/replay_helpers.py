@@ -9,6 +9,10 @@ from typing import Any
 
 import asyncpg
 import socketio
+from aiohttp import web
+
+from tests.helpers import eventually
+from tiffin_rt.keys import LISTENER
 
 NAMESPACE = "/notifications"
 EVENTS = (
@@ -82,3 +86,10 @@ async def set_statuses(db: asyncpg.Connection, order_id: int, statuses: list[str
 
 
 FIVE = ["confirmed", "preparing", "ready", "preparing", "ready"]
+
+
+async def delivered_live(app: web.Application, event_id: int) -> None:
+    """Wait until the server's listener has delivered `event_id` to the clients then connected,
+    so that a client connecting afterwards cannot receive it live."""
+    await eventually(lambda: (app[LISTENER].cursor or 0) >= event_id)
+    await asyncio.sleep(0)

@@ -10,9 +10,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import token
-from tests.replay_helpers import NAMESPACE, connect
+from tests.helpers import eventually, token
+from tests.replay_helpers import NAMESPACE, connect, delivered_live
 from tiffin_rt.config import Settings
+from tiffin_rt.db import inbox
+from tiffin_rt.keys import ROUTER
 
 StartServer = Callable[..., Awaitable[TestServer]]
 
@@ -158,9 +160,6 @@ async def test_a_notification_committed_during_the_inbox_read_arrives_once(
     settings: Settings,
     db: asyncpg.Connection,
 ) -> None:
-    from tests.helpers import eventually
-    from tiffin_rt.db import inbox
-    from tiffin_rt.keys import ROUTER
 
     first = await _notify(db, "alice", "before")
     router = server.app[ROUTER]
@@ -273,9 +272,9 @@ async def test_latest_mode_sends_the_unread_count_and_latest_n(
     await _post(url, _auth(settings, "alice"), f"/api/notifications/{ids[2]}/read")
     client, log = await connect(url, token(settings, "alice"))
     try:
-        [inbox] = await log.wait_for("inbox")
-        assert inbox["unread"] == 2
-        assert [(n["id"], n["read"]) for n in inbox["notifications"]] == [
+        [summary] = await log.wait_for("inbox")
+        assert summary["unread"] == 2
+        assert [(n["id"], n["read"]) for n in summary["notifications"]] == [
             (ids[2], True),
             (ids[1], False),
         ]
@@ -290,7 +289,7 @@ async def test_off_mode_sends_nothing_on_connect(
 ) -> None:
     server = await start_server(inbox={"on_connect": "off"})
     url = str(server.make_url("")).rstrip("/")
-    await _notify(db, "alice", "n")
+    await delivered_live(server.app, await _notify(db, "alice", "n"))
     client, log = await connect(url, token(settings, "alice"))
     try:
         await log.quiet(0.3)

@@ -58,6 +58,13 @@ async def test_nothing_to_filter_once_delivery_is_already_past_the_ceiling() -> 
     assert len(handoffs) == 0
 
 
+def test_a_connection_that_was_sent_nothing_keeps_no_state_after_release() -> None:
+    handoffs = Handoffs(member)
+    handoffs.begin("a", ceiling=5000)  # a fresh connection on a quiet server
+    assert handoffs.release("a") == []
+    assert len(handoffs) == 0
+
+
 def test_a_late_event_the_replay_did_not_see_is_still_delivered() -> None:
     handoffs = Handoffs(member)
     handoffs.begin("a", ceiling=10)

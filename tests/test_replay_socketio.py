@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.helpers import eventually, token
-from tests.replay_helpers import FIVE, NAMESPACE, connect, set_statuses
+from tests.replay_helpers import FIVE, NAMESPACE, connect, delivered_live, set_statuses
 from tiffin_rt.config import Settings
 from tiffin_rt.db import replay
 from tiffin_rt.keys import ROUTER
@@ -229,7 +229,8 @@ async def test_too_many_missed_events_get_resync_instead_of_a_flood(
 async def test_connections_without_last_event_id_replay_nothing(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
 ) -> None:
-    await set_statuses(db, 1, FIVE)
+    ids = await set_statuses(db, 1, FIVE)
+    await delivered_live(server.app, ids[-1])
     client, log = await connect(url, token(settings, "alice"))
     try:
         await client.call("joinRoom", "order-1", namespace=NAMESPACE)

@@ -74,6 +74,10 @@ class _Handoff:
         return event_id != 0 and (event_id <= self.floor or event_id in self.sent)
 
     @property
+    def filters_nothing(self) -> bool:
+        return not self.sent and self.floor == 0
+
+    @property
     def filters_until(self) -> int:
         """Live delivery past this id can no longer bring anything the client already has."""
         return max(self.ceiling or 0, self.floor, max(self.sent, default=0))
@@ -152,7 +156,7 @@ class Handoffs:
         if pending:
             return pending
         handoff.replaying = False
-        if self._newest_seen >= handoff.filters_until:
+        if handoff.filters_nothing or self._newest_seen >= handoff.filters_until:
             del self._active[sid]
         return []
 
