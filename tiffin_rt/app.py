@@ -160,7 +160,9 @@ async def _close_connections(app: web.Application) -> None:
     app[ORDER_STREAMS].close_all()
     sio: Any = app[SOCKETIO]
     if sio.eio.sockets:  # engine.io raises on an empty set
-        await sio.eio.disconnect()
+        # Bounded: a socket whose reader died on a bad packet never drains its close packet.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sio.eio.disconnect(), app[SETTINGS].server.shutdown_timeout)
     await sio.shutdown()
 
 

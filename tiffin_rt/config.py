@@ -78,6 +78,7 @@ class LimitsSettings(_Section):
     """Rate limits are `limits` strings ("10/second", "30 per minute"); sizes in bytes."""
 
     connect_per_ip: str = "30/minute"
+    handshakes_per_ip: str = "60/minute"
     events_per_connection: str = "20/second"
     event_overrides: dict[str, str] = Field(default_factory=dict)
     abuse_strikes: str = "50/minute"
@@ -85,7 +86,9 @@ class LimitsSettings(_Section):
     max_message_bytes: int = Field(default=65536, ge=1024)
     order_cache_ttl: float = Field(default=5.0, ge=0)
 
-    @field_validator("connect_per_ip", "events_per_connection", "abuse_strikes")
+    @field_validator(
+        "connect_per_ip", "handshakes_per_ip", "events_per_connection", "abuse_strikes"
+    )
     @classmethod
     def _rate(cls, value: str) -> str:
         return _rate_string(value)

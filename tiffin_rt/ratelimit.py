@@ -22,6 +22,7 @@ class RateLimits:
         self._settings = settings
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._connect = _items(settings.connect_per_ip)
+        self._handshakes = _items(settings.handshakes_per_ip)
         self._events = _items(settings.events_per_connection)
         self._overrides = {name: _items(rate) for name, rate in settings.event_overrides.items()}
         self._strikes = _items(settings.abuse_strikes)
@@ -40,6 +41,10 @@ class RateLimits:
     def allow_connect(self, address: str) -> bool:
         """A new connection (Socket.IO namespace or HTTP stream) from this address."""
         return self._hit(self._connect, "connect", address)
+
+    def allow_handshake(self, address: str) -> bool:
+        """A new Engine.IO session, before any namespace (and so before any token)."""
+        return self._hit(self._handshakes, "handshake", address)
 
     def allow_event(self, connection: str, event: str) -> bool:
         """One client event on one connection; each event name has its own budget."""

@@ -43,6 +43,11 @@ def is_public(request: web.Request) -> bool:
     return request.method == "OPTIONS" or _PUBLIC.match(request.path) is not None
 
 
+def is_engineio_handshake(request: web.Request) -> bool:
+    """A new Engine.IO session (later requests of a session carry its `sid`)."""
+    return request.path.startswith("/socket.io/") and "sid" not in request.query
+
+
 def bearer_token(request: web.Request, cookie_name: str) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -102,9 +107,14 @@ def auth_middlewares(
 
     @web.middleware
     async def connection_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        address = request.remote or "-"
-        if limits is not None and not is_public(request) and not limits.allow_connect(address):
-            return json_error(429, "rate_limited", "too many connection attempts; slow down")
+        if limits is not None:
+            address = request.remote or "-"
+            if is_engineio_handshake(request):
+                allowed = limits.allow_handshake(address)
+            else:
+                allowed = is_public(request) or limits.allow_connect(address)
+            if not allowed:
+                return json_error(429, "rate_limited", "too many connection attempts; slow down")
         return await handler(request)
 
     @web.middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -9,6 +10,30 @@ import socketio
 from aiohttp import web
 
 from tiffin_rt.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
+    """A packet python-socketio cannot decode closes that one connection with one log line.
+
+    Left alone, each malformed packet logs a full traceback at ERROR and the sender stays
+    connected to send the next one: a cheap way to flood the logs.
+    """
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            # The packet itself may hold a token: only its size and the error type are logged.
+            size = len(data) if isinstance(data, str | bytes) else 0
+            log.warning(
+                "malformed Socket.IO packet (%s, %d bytes); closing %s",
+                type(exc).__name__,
+                size,
+                eio_sid,
+            )
+            await self.eio.disconnect(eio_sid)
 
 
 class _OrjsonCodec:
@@ -26,7 +51,7 @@ class _OrjsonCodec:
 def create_socketio_server(settings: Settings) -> socketio.AsyncServer:
     # None makes Engine.IO accept only the server's own origin; [] would turn the check off.
     origins: list[str] | None = list(settings.server.cors_origins) or None
-    return socketio.AsyncServer(
+    return GuardedServer(
         async_mode="aiohttp",
         cors_allowed_origins=origins,
         cors_credentials=True,
