@@ -42,6 +42,19 @@ async def closed_by_server(ws: aiohttp.ClientWebSocketResponse) -> bool:
     return False
 
 
+async def acks_by_id(ws: aiohttp.ClientWebSocketResponse, ids: set[str]) -> dict[str, Any]:
+    """Read until every asked-for acknowledgement arrived; other server events are skipped."""
+    acks: dict[str, Any] = {}
+    prefix = "43/notifications,"
+    while set(acks) != ids:
+        text = await asyncio.wait_for(ws.receive_str(), 5)
+        if text.startswith(prefix):
+            body = text[len(prefix) :]
+            ack_id = body[: body.index("[")]
+            acks[ack_id] = json.loads(body[len(ack_id) :])
+    return acks
+
+
 async def assert_still_delivering(
     url: str, settings: Settings, db: asyncpg.Connection, status: str
 ) -> None:
@@ -116,10 +129,11 @@ async def test_malformed_packets_never_stop_other_clients(
             ws = await raw_socket(http, url, token(settings, "bob"))
             for packet in IGNORED:
                 await ws.send_str(packet)
+            await ws.send_str('42/notifications,8[42, "order-3"]')
             await ws.send_str('42/notifications,7["joinRoom","order-3"]')
-            assert await asyncio.wait_for(ws.receive_str(), 5) == (
-                '43/notifications,7[{"ok":true,"room":"order-3"}]'
-            )
+            acks = await acks_by_id(ws, {"7", "8"})
+            assert acks["8"][0]["error"]["code"] == "unknown_event"
+            assert acks["7"] == [{"ok": True, "room": "order-3"}]
             await ws.close()
         await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
         [update] = await to_watcher.wait_for("orderStatusUpdate")

@@ -144,18 +144,23 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         sid = args[0]
         if sid not in self._identities:
             return error("unauthorized", "not connected")
+        handler = None
+        if isinstance(event, str) and event.isidentifier() and not event.startswith("_"):
+            handler = getattr(self, f"on_{event}", None)
+        if handler is None or not inspect.iscoroutinefunction(handler):
+            # Unknown names are strikes, not budgets: they cannot buy fresh rate limits.
+            if self._limits.strike(sid):
+                self._end(sid, "rate_limited", "too many refused events; disconnecting")
+            return error("unknown_event", f"no such event {str(event)[:40]!r}")
         if not self._limits.allow_event(sid, event):
             if self._limits.strike(sid):
                 self._end(sid, "rate_limited", "too many refused events; disconnecting")
             return error("rate_limited", f"too many {event!r} events; slow down")
-        handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
-        if handler is None or not inspect.iscoroutinefunction(handler):
-            self._limits.strike(sid)
-            return error("unknown_event", f"no such event {event[:40]!r}")
         try:
             inspect.signature(handler).bind(*args)
         except TypeError:
-            self._limits.strike(sid)
+            if self._limits.strike(sid):
+                self._end(sid, "rate_limited", "too many refused events; disconnecting")
             return error("invalid_payload", f"wrong number of arguments for {event!r}")
         try:
             return await handler(*args)
