@@ -290,3 +290,31 @@ async def test_participants_on_two_server_processes_get_everything(
     finally:
         for person in people:
             await person.close()
+
+
+async def test_concurrent_senders_are_seen_in_one_order_by_everyone(
+    server: TestServer, url: str, settings: Settings
+) -> None:
+    alice = await connect(url, settings, "alice")
+    sam = await connect(url, settings, "sam", "support")
+    kim = await connect(url, settings, "kim", "support")
+    try:
+        cid = (await alice.start())["id"]
+        for agent in (sam, kim):
+            await agent.call("joinConversation", {"conversationId": cid})
+        sends = [
+            person.send(cid, f"{person.user_id} {i}")
+            for i in range(10)
+            for person in (alice, sam, kim)
+        ]
+        acks = await asyncio.gather(*sends)
+        assert all(ack["ok"] for ack in acks)
+        stored = sorted((ack["message"] for ack in acks), key=lambda m: m["id"])
+        for person in (alice, sam, kim):
+            others = [m for m in stored if m["senderId"] != person.user_id]
+            assert await person.received.wait_for("message", len(others)) == others
+        history = await alice.call("history", {"conversationId": cid, "limit": 100})
+        assert history["messages"] == stored
+    finally:
+        for person in (alice, sam, kim):
+            await person.close()
