@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -10,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
+from tests.test_cli_and_health import run_cli
 from tests.helpers import sio_client
 
 
@@ -118,3 +120,39 @@ async def test_a_customer_places_an_order_and_its_kitchen_hears_of_it(demo: str)
             assert (status, body["error"]["code"]) == (400, "invalid_order")
         finally:
             await client.disconnect()
+
+
+async def test_demo_simulate_moves_orders_through_the_trigger_path(
+    server: TestServer, dsn: str, db: asyncpg.Connection
+) -> None:
+    await db.execute("UPDATE orders SET status = 'delivered' WHERE id IN (2, 3, 4)")
+    result = await asyncio.to_thread(
+        run_cli, "demo", "simulate", "--steps", "6", "--interval", "0.01", env_dsn=dsn
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        "order 1: confirmed (alice)",
+        "order 1: preparing (alice)",
+        "order 1: ready (alice)",
+        "order 1: delivered (alice)",
+    ]
+    # Nothing left to move: it places a new order, then moves that one.
+    assert lines[4].startswith("order 5: pending (")
+    assert lines[5].startswith("order 5: confirmed (")
+    assert await db.fetchval("SELECT status FROM orders WHERE id = 1") == "delivered"
+    statuses = await db.fetch(
+        "SELECT payload->>'status' AS status FROM tiffin_rt.events"
+        " WHERE kind = 'order_status' AND order_id = '1' ORDER BY id"
+    )
+    assert [r["status"] for r in statuses][-4:] == ["confirmed", "preparing", "ready", "delivered"]
+    titles = await db.fetch(
+        "SELECT payload->>'title' AS title FROM tiffin_rt.events"
+        " WHERE kind = 'notification' AND rooms = ARRAY['user-alice'] ORDER BY id"
+    )
+    assert [r["title"] for r in titles][:4] == [
+        "Order confirmed",
+        "Being prepared",
+        "Ready for pickup",
+        "Delivered",
+    ]

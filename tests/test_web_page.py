@@ -62,7 +62,7 @@ async def open_as(browser: Browser, base: str, user: str) -> Page:
     return page
 
 
-async def test_kitchen_moves_an_order_and_the_customer_sees_it_live(
+async def test_kitchen_moves_an_order_and_support_answers_the_customer_live(
     browser: Browser, demo_server: TestServer, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     base = str(demo_server.make_url("")).rstrip("/")
@@ -96,8 +96,36 @@ async def test_kitchen_moves_an_order_and_the_customer_sees_it_live(
     await expect(card.locator('.step[data-status="confirmed"]')).to_have_class("step done")
     await expect(customer.locator("#badge")).to_have_text("2")
 
+    # Alice asks support; Sam (a third page) answers; both see typing and read ticks.
+    support = await open_as(browser, base, "sam")
+    chat = customer.locator("#customer-chat")
+    await expect(chat.locator(".pill")).to_have_attribute("data-state", "live")
+    await expect(chat.locator(".chat-presence")).to_have_text("Support is online")
+    await chat.locator("input").fill("Where is my <b>thali</b>?")
+    await chat.locator("button[type=submit]").click()
+    mine = chat.locator(".msg.mine").last
+    await expect(mine.locator(".text")).to_have_text("Where is my <b>thali</b>?")
+    await expect(mine.locator(".ticks")).to_have_attribute("data-tick", "sent")
+
+    await expect(support.locator(".toast").filter(has_text="New chat")).to_be_visible()
+    await support.locator("#conversation-list button").first.click()
+    desk = support.locator("#support-chat")
+    await expect(desk.locator(".msg.theirs .text")).to_have_text("Where is my <b>thali</b>?")
+    assert await desk.locator(".msg b").count() == 0
+    await expect(mine.locator(".ticks")).to_have_attribute("data-tick", "read")
+
+    await desk.locator("input").press_sequentially("On its way", delay=20)
+    await expect(chat.locator(".typing")).to_have_text("Support is typing…")
+    await desk.locator("input").press("Enter")
+    reply = chat.locator(".msg.theirs").last
+    await expect(reply.locator(".text")).to_have_text("On its way")
+    await expect(reply.locator(".sender")).to_have_text("Support")
+    await expect(chat.locator(".typing")).to_have_text("")
+    await expect(desk.locator(".msg.mine .ticks").last).to_have_attribute("data-tick", "read")
+
     await customer.screenshot(path=str(tmp_path / "customer.png"))
     await kitchen.screenshot(path=str(tmp_path / "kitchen.png"))
+    await support.screenshot(path=str(tmp_path / "support.png"))
     assert (tmp_path / "customer.png").stat().st_size > 10_000
 
 

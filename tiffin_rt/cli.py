@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--vendor-id", help="vendor id (required for --role kitchen)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
 
+    demo = sub.add_parser(
+        "demo", help="demo helpers", description="Helpers for watching the demo page."
+    )
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
+    text = "advance demo orders one status at a time, as an order backend would (UPDATE orders)"
+    simulate = demo_sub.add_parser("simulate", help=text, description=text)
+    _add_config(simulate)
+    simulate.add_argument("--interval", type=float, default=3.0, help="seconds between steps")
+    simulate.add_argument("--steps", type=int, help="stop after this many steps (default: never)")
+
     check = sub.add_parser(
         "check-config",
         help="validate a configuration file",
@@ -155,6 +165,29 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tiffin_rt.demo import Step, simulate
+
+    settings = _settings(args.config)
+    if args.interval <= 0 or (args.steps is not None and args.steps < 1):
+        raise CliError("--interval must be positive and --steps at least 1")
+
+    def report(step: Step) -> None:
+        who = f" ({step.customer_id})" if step.customer_id else ""
+        print(f"order {step.order_id}: {step.status}{who}", flush=True)
+
+    async def run(conn: asyncpg.Connection) -> int:
+        return await simulate(
+            conn, settings.orders, interval=args.interval, steps=args.steps, report=report
+        )
+
+    try:
+        asyncio.run(_with_connection(settings, run))
+    except (asyncpg.PostgresError, OSError) as exc:
+        raise CliError(f"demo simulate: {exc}") from None
+    return 0
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     where = (
@@ -200,6 +233,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "db": _cmd_db,
     "token": _cmd_token,
     "check-config": _cmd_check_config,
+    "demo": _cmd_demo,
 }
 
 

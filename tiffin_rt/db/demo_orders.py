@@ -107,6 +107,16 @@ class DemoOrders:
         await self._add_history(conn, [view])
         return view
 
+    async def item_of(self, conn: Executor, order_id: str) -> str | None:
+        if "item" not in self._columns:
+            return None
+        item: str | None = await conn.fetchval(
+            f"SELECT item::text FROM {self._table}"
+            f" WHERE {quote_ident(self._orders.id_column)}::text = $1",
+            order_id,
+        )
+        return item
+
     async def place(
         self, conn: Executor, *, customer_id: str, vendor_id: str, item: str, cents: int
     ) -> str:

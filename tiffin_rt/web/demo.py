@@ -19,6 +19,7 @@ from tiffin_rt.auth import Identity, mint_token
 from tiffin_rt.core.policy import may_join
 from tiffin_rt.core.rooms import Room
 from tiffin_rt.db.demo_orders import DemoOrders, OrderFilter
+from tiffin_rt.demo import ALL_STATUSES, VENDOR_NAMES, TransitionError, move_order
 from tiffin_rt.keys import ORDER_QUERIES, POOL, SETTINGS, request_identity
 from tiffin_rt.transports.http_auth import json_error
 
@@ -29,18 +30,7 @@ PREFIX = "/api/demo"
 USERS_PATH = f"{PREFIX}/users"
 TOKEN_PATH = f"{PREFIX}/token"
 
-# The path an order takes; `cancelled` may replace any step before `delivered`.
-STATUS_FLOW = ("pending", "confirmed", "preparing", "ready", "delivered")
-CANCELLED = "cancelled"
 MAX_ITEM_LENGTH = 80
-
-_MESSAGES = {
-    "confirmed": ("Order confirmed", "{vendor} accepted your {item}."),
-    "preparing": ("Being prepared", "{vendor} is cooking your {item}."),
-    "ready": ("Ready for pickup", "Your {item} is packed and waiting for the rider."),
-    "delivered": ("Delivered", "Your {item} has arrived. Enjoy!"),
-    "cancelled": ("Order cancelled", "{vendor} cancelled your {item}."),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +50,6 @@ class DemoUser:
 
 
 # The people in the demo orders table (db.triggers.demo_table_sql), plus a support agent.
-VENDOR_NAMES = {"spice-garden": "Spice Garden", "green-bowl": "Green Bowl"}
-
 DEMO_USERS = (
     DemoUser("alice", "customer", "Alice"),
     DemoUser("bob", "customer", "Bob"),
@@ -86,19 +74,6 @@ class _DemoQueries:
 
 
 DEMO_QUERIES = web.AppKey("demo_queries", _DemoQueries)
-
-
-def next_status(status: str) -> str | None:
-    """The step after `status`, or None at the end of the flow (or off it)."""
-    if status not in STATUS_FLOW or status == STATUS_FLOW[-1]:
-        return None
-    return STATUS_FLOW[STATUS_FLOW.index(status) + 1]
-
-
-def may_move_to(current: str, target: str) -> bool:
-    if target == CANCELLED:
-        return current not in ("delivered", CANCELLED)
-    return target == next_status(current)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -174,10 +149,8 @@ async def change_status(request: web.Request) -> web.Response:
     order_id = request.match_info["id"]
     body = await _json_body(request)
     target = body.get("status")
-    if not isinstance(target, str) or target not in (*STATUS_FLOW, CANCELLED):
-        raise _Problem(
-            400, "invalid_status", f"status must be one of {', '.join((*STATUS_FLOW, CANCELLED))}"
-        )
+    if not isinstance(target, str) or target not in ALL_STATUSES:
+        raise _Problem(400, "invalid_status", f"status must be one of {', '.join(ALL_STATUSES)}")
     if who.role not in ("kitchen", "support", "admin"):
         raise _Problem(403, "forbidden", "only kitchen staff and support move orders")
     app = request.app
@@ -187,27 +160,12 @@ async def change_status(request: web.Request) -> web.Response:
         snapshot = await app[ORDER_QUERIES].fetch(conn, order_id)
         if snapshot is None or not may_join(who, Room("order", order_id), snapshot.parties):
             raise _Problem(403, "forbidden", f"you may not move order {order_id}")
-        if not may_move_to(snapshot.status, target):
-            raise _Problem(
-                409,
-                "invalid_transition",
-                f"order {order_id} is {snapshot.status}; it cannot become {target}",
-            )
-        await app[ORDER_QUERIES].set_status(conn, order_id, target)
+        item = await demo.item_of(conn, order_id)
+        try:
+            await move_order(conn, app[ORDER_QUERIES], snapshot, target, item)
+        except TransitionError as exc:
+            raise _Problem(409, "invalid_transition", str(exc)) from None
         view = await demo.get(conn, order_id)
-        customer = snapshot.parties.customer_id
-        if customer and target in _MESSAGES:
-            title, text = _MESSAGES[target]
-            item = (view.extra.get("item") if view else None) or f"order #{order_id}"
-            vendor_id = snapshot.parties.vendor_id or ""
-            vendor = VENDOR_NAMES.get(vendor_id, vendor_id or "The kitchen")
-            await conn.execute(
-                "SELECT tiffin_rt.notify_user($1, 'order_status', $2, $3, $4::jsonb)",
-                customer,
-                title,
-                text.format(vendor=vendor, item=item),
-                json.dumps({"orderId": order_id, "status": target}),
-            )
     return web.json_response({"ok": True, "order": view.as_json() if view else None})
 
 

@@ -429,6 +429,10 @@ function connectNotifications() {
     if (changed && session.user.role === "customer" && TERMINAL.has(data.status)) closeStatusStream(id);
   });
   socket.on("notification", (n) => { noteEventId(n.eventId); onNotification(n); });
+  socket.on("tokenExpiring", async () => {
+    session.token = null;
+    try { await socket.timeout(8000).emitWithAck("refreshToken", { token: await freshToken() }); } catch { /* reconnects with a new token */ }
+  });
   return socket;
 }
 
@@ -511,7 +515,7 @@ async function start() {
   }
   if (typeof io === "function") {
     connectNotifications();
-    if (window.tiffinChat) window.tiffinChat.mount(user, { el, toast, freshToken, session, clock });
+    if (window.tiffinChat && user.role !== "kitchen") window.tiffinChat.mount(user, { el, toast, freshToken, session, clock });
   }
 }
 
