@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.test_cli_and_health import run_cli
 from tests.helpers import sio_client
+from tests.test_cli_and_health import run_cli
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -11,6 +13,8 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import StartServer
+from tests.helpers import make_settings
+from tiffin_rt.app import create_app
 from tiffin_rt.web import VENDOR_SCRIPT
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,16 +42,24 @@ def check_installed() -> None:
     assert VENDOR_SCRIPT.exists(), "the Socket.IO client is missing: run `make install`"
 
 
-@pytest.fixture
-async def browser(demo_server: TestServer) -> AsyncIterator[Browser]:
-    """Closed before the server, so no open page holds the server's shutdown up."""
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
     check_installed()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
         )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def browser(demo_server: TestServer) -> AsyncIterator[Browser]:
+    """Closed before the server, so no open page holds the server's shutdown up."""
+    async with chromium() as browser:
         yield browser
-        await browser.close()
 
 
 async def open_as(browser: Browser, base: str, user: str) -> Page:
@@ -147,3 +159,45 @@ async def test_text_from_the_backend_is_shown_as_text_never_as_html(
     await customer.locator("#bell").click()
     await expect(customer.locator("#notification-list li strong")).to_have_text(hostile)
     await expect(customer.locator("#badge")).to_be_hidden()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_the_page_recovers_after_the_server_restarts(
+    dsn: str,
+    db: asyncpg.Connection,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    settings = make_settings(dsn, demo={"enabled": True})
+    port = free_port()
+    # As `tiffin-rt serve` does (server.shutdown_timeout): connections get a few seconds to end.
+    first = await aiohttp_server(
+        create_app(settings), host="127.0.0.1", port=port, shutdown_timeout=3
+    )
+    base = str(first.make_url("")).rstrip("/")
+    async with chromium() as browser:
+        customer = await open_as(browser, base, "alice")
+        card = customer.locator('#customer-orders [data-order-id="1"]')
+        await expect(card.locator(".stream-tag")).to_have_text("SSE live")
+
+        await first.close()
+        await expect(customer.locator("#conn-socket")).not_to_have_attribute("data-state", "live")
+        # Committed while no server runs: the page must still learn of it.
+        await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
+        await db.execute("SELECT tiffin_rt.notify_user('alice', 'promo', 'Back online', '')")
+
+        await aiohttp_server(create_app(settings), host="127.0.0.1", port=port)
+        await expect(customer.locator("#conn-socket")).to_have_attribute(
+            "data-state", "live", timeout=20_000
+        )
+        await expect(card).to_have_attribute("data-status", "confirmed", timeout=20_000)
+        await expect(card.locator('.step[data-status="confirmed"]')).to_have_class("step current")
+        await expect(customer.locator(".toast").filter(has_text="Back online")).to_be_visible()
+        await expect(customer.locator("#badge")).to_have_text("1")
+        await expect(customer.locator("#conn-sse")).to_have_attribute("data-state", "live")
+        await customer.context.close()

@@ -126,27 +126,38 @@ function setUnread(count) {
 }
 
 function onNotification(n) {
-  const key = n.eventId ?? n.id;
+  const key = n.id ?? n.eventId;
   if (key !== undefined && seenNotifications.has(key)) return;
   if (key !== undefined) seenNotifications.add(key);
-  toast(n.title || "Notification", n.body || "", "notify");
-  const item = el("li", { class: "unread" },
+  // From the inbox on connect (they carry "read"): the badge comes from unreadCount. On the
+  // first connection they are old news, listed quietly; after a reconnect they were missed.
+  const fromInbox = Object.prototype.hasOwnProperty.call(n, "read");
+  if (!fromInbox || (socketReconnected && !n.read)) toast(n.title || "Notification", n.body || "", "notify");
+  const item = el("li", { class: n.read ? "" : "unread", dataset: { notificationId: key ?? "" } },
     el("div", { class: "n-head" }, el("strong", {}, n.title || ""), el("time", {}, clock(n.createdAt))),
     n.body ? el("p", {}, n.body) : null);
   $("notification-list").prepend(item);
   $("notification-empty").hidden = true;
+  if (fromInbox) return;
   if ($("drawer").hidden) setUnread(unread + 1);
-  else item.classList.remove("unread");
+  else markAllRead();
+}
+
+function markAllRead() {
+  for (const item of $("drawer").querySelectorAll("li.unread")) item.classList.remove("unread");
+  setUnread(0);
+  if (notificationsSocket && notificationsSocket.connected) {
+    notificationsSocket.timeout(8000).emitWithAck("markRead", { all: true })
+      .then((ack) => { if (ack && ack.ok && typeof ack.unread === "number") setUnread(ack.unread); })
+      .catch(() => {});
+  }
 }
 
 function toggleDrawer() {
   const drawer = $("drawer");
   drawer.hidden = !drawer.hidden;
   $("bell").setAttribute("aria-expanded", String(!drawer.hidden));
-  if (!drawer.hidden) {
-    setUnread(0);
-    for (const item of drawer.querySelectorAll("li.unread")) item.classList.remove("unread");
-  }
+  if (!drawer.hidden) markAllRead();
 }
 
 // ---------------------------------------------------------------- orders state
@@ -222,7 +233,10 @@ function showStreamState(orderId) {
 
 function openStatusStream(order) {
   if (sseStreams.has(order.id) || TERMINAL.has(order.status)) return;
-  const url = `/api/notifications/orders/${encodeURIComponent(order.id)}/status?access_token=${encodeURIComponent(session.token)}`;
+  // Resume from the last change the order list showed, so nothing between the two is missed.
+  const last = order.history.reduce((max, h) => Math.max(max, h.eventId || 0), 0);
+  const url = `/api/notifications/orders/${encodeURIComponent(order.id)}/status?access_token=${encodeURIComponent(session.token)}`
+    + (last ? `&lastEventId=${last}` : "");
   const source = new EventSource(url);
   sseStreams.set(order.id, source);
   source.onopen = () => showStreamState(order.id);
@@ -238,8 +252,9 @@ function openStatusStream(order) {
   source.onerror = () => {
     showStreamState(order.id);
     if (source.readyState === EventSource.CLOSED) {
-      // Refused (e.g. expired token) rather than dropped: start again with a fresh token.
+      // Refused (e.g. expired token) or finished (204) rather than dropped.
       closeStatusStream(order.id);
+      if (TERMINAL.has(orders.get(order.id)?.status)) return;
       setTimeout(async () => {
         try { await freshToken(); } catch { /* retried on the next error */ }
         const current = orders.get(order.id);
@@ -373,6 +388,7 @@ async function loadOrders() {
 // ---------------------------------------------------------------- Socket.IO /notifications
 
 let lastEventId = 0;
+let socketReconnected = false;
 let notificationsSocket = null;
 
 function noteEventId(id) {
@@ -393,6 +409,7 @@ function connectNotifications() {
   socket.on("connect", async () => {
     setPill("conn-socket", "live", "live");
     if (connectedBefore) {
+      socketReconnected = true;
       // After a restart or a network drop: reload what the page shows, then keep listening.
       try { await loadOrders(); } catch { /* shown by the pills */ }
     }
@@ -429,6 +446,20 @@ function connectNotifications() {
     if (changed && session.user.role === "customer" && TERMINAL.has(data.status)) closeStatusStream(id);
   });
   socket.on("notification", (n) => { noteEventId(n.eventId); onNotification(n); });
+  socket.on("unreadCount", ({ unread: count }) => { if (typeof count === "number") setUnread($("drawer").hidden ? count : 0); });
+  socket.on("notificationRead", (r) => {
+    noteEventId(r.eventId);
+    for (const id of r.ids || []) {
+      const item = document.querySelector(`#notification-list li[data-notification-id="${CSS.escape(String(id))}"]`);
+      if (item) item.classList.remove("unread");
+    }
+    if (typeof r.unread === "number") setUnread(r.unread);
+  });
+  socket.on("resync", (r) => {
+    // Too much was missed to replay: reload what the page shows and continue live.
+    lastEventId = (r && r.latestEventId) || lastEventId;
+    loadOrders().catch(() => {});
+  });
   socket.on("tokenExpiring", async () => {
     session.token = null;
     try { await socket.timeout(8000).emitWithAck("refreshToken", { token: await freshToken() }); } catch { /* reconnects with a new token */ }
