@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import jwt
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import TEST_SECRET, make_settings, sio_client, token
+from tests.helpers import TEST_SECRET, make_settings, sio_client, sse_events, token
 
 NS = "/notifications"
 EVENTS = ("tokenExpiring", "error", "orderStatusUpdate")
@@ -71,3 +72,19 @@ async def test_refresh_for_another_user_is_refused_and_the_connection_ends_at_ex
         assert not client.connected
     finally:
         await client.disconnect()
+
+
+async def test_sse_stream_ends_when_its_token_expires(start_server: StartServer, dsn: str) -> None:
+    _, url = await short_lived_server(start_server, dsn)
+    query = {"access_token": token(make_settings(dsn), "alice", ttl=2)}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/api/notifications/orders/1/status", params=query) as response,
+    ):
+        assert response.status == 200
+        events = sse_events(response)
+        assert (await anext(events)).json()["status"] == "pending"
+        end = await asyncio.wait_for(anext(events), 4)
+        assert end.event == "end"
+        assert end.json()["code"] == "token_expired"
+        assert [e async for e in events] == []

@@ -14,7 +14,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import make_settings, sio_client, token
+from tests.helpers import make_settings, sio_client, sse_events, token
 from tiffin_rt.config import Settings
 
 NS = "/notifications"
@@ -158,6 +158,27 @@ async def test_reassigned_rider_loses_the_room_and_the_new_one_gains_it(
     finally:
         for client in (rita, ravi, alice):
             await client.disconnect()
+
+
+async def test_sse_stream_of_a_reassigned_rider_ends_before_the_next_update(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(dsn, limits={"order_cache_ttl": 60})
+    url = str((await start_server(settings)).make_url("")).rstrip("/")
+    headers = {"Authorization": f"Bearer {token(settings, 'rita', 'rider')}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(f"{url}/api/notifications/orders/1/status") as response,
+    ):
+        assert response.status == 200
+        events = sse_events(response)
+        assert (await anext(events)).json()["status"] == "pending"
+        await db.execute("UPDATE orders SET rider_id = 'ravi' WHERE id = 1")
+        await db.execute("UPDATE orders SET status = 'ready' WHERE id = 1")
+        end = await asyncio.wait_for(anext(events), 5)
+        assert end.event == "end"
+        assert end.json()["code"] == "forbidden"
+        assert [e async for e in events] == []
 
 
 async def test_sse_applies_the_same_policy(

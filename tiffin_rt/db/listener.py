@@ -181,8 +181,11 @@ class EventListener:
             timeout = self._options.heartbeat_interval
             if self._gap is not None:
                 timeout = min(timeout, 0.005)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # lands as the wake-up arrives, and the listener would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             if self._lost.is_set() or conn.is_closed():
                 raise ConnectionError("connection terminated")
             self._wake.clear()

@@ -15,8 +15,16 @@ from tiffin_rt.core.policy import may_join, sees_all_orders
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.core.rooms import Room
 from tiffin_rt.core.streams import CLOSE, OrderStreams, StreamMessage
-from tiffin_rt.keys import ORDER_QUERIES, ORDER_STREAMS, POOL, SETTINGS, request_identity
+from tiffin_rt.keys import (
+    ORDER_QUERIES,
+    ORDER_STREAMS,
+    POOL,
+    ROOM_ACCESS,
+    SETTINGS,
+    request_identity,
+)
 from tiffin_rt.transports.http_auth import json_error
+from tiffin_rt.transports.sse_guard import StreamGuard, end_stream
 from tiffin_rt.transports.sse_replay import nothing_left, requested_resume, send_missed
 
 log = logging.getLogger(__name__)
@@ -105,9 +113,18 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                 )
                 if snapshot.status in terminal:
                     return stream
+            guard = StreamGuard(
+                who=who, order_id=order_id, access=app[ROOM_ACCESS], leeway=settings.auth.leeway
+            )
             while stream.is_connected():
-                message = await queue.get()
+                message = await guard.next(queue)
+                if message is None:
+                    await end_stream(stream, "token_expired", "the token expired")
+                    break
                 if message is CLOSE:
+                    break
+                if not await guard.allowed():
+                    await end_stream(stream, "forbidden", f"you may no longer watch {order_id}")
                     break
                 if message.event_id == 0:
                     # from a backend's own NOTIFY channel: no log id, nothing to resume from
