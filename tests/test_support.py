@@ -47,7 +47,7 @@ async def test_a_conversation_reaches_the_agent_and_messages_arrive_in_order(
     [opened] = await sam.received.wait_for("conversationOpened")
     assert opened == conversation
     joined = await sam.call("joinConversation", {"conversationId": conversation["id"]})
-    assert joined == {"ok": True, "conversation": conversation, "unreadCount": 0}
+    assert joined == {"ok": True, "conversation": conversation, "unreadCount": 0, "readBy": []}
 
     texts = [f"message {i}" for i in range(5)]
     acks = [await alice.send(conversation["id"], t, f"alice-{i}") for i, t in enumerate(texts)]
@@ -238,3 +238,29 @@ async def test_rate_limits_and_token_expiry_apply_on_support(
     finally:
         await alice.close()
         await short.close()
+
+
+async def test_a_dropped_database_connection_is_answered_and_a_resend_stores_once(
+    people: tuple[Person, Person, Person], db: asyncpg.Connection
+) -> None:
+    alice, _bob, sam = people
+    cid = (await alice.start())["id"]
+    await sam.call("joinConversation", {"conversationId": cid})
+    await db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'tiffin_rt' AND datname = current_database()"
+    )
+    answers = []
+    for _ in range(5):
+        ack = await alice.send(cid, "still there?", "after-drop")
+        answers.append(ack)
+        if ack["ok"]:
+            break
+    assert answers[-1]["ok"] is True
+    for refused in answers[:-1]:
+        assert refused["error"]["code"] == "unavailable"
+    [delivered] = await sam.received.wait_for("message")
+    assert delivered == answers[-1]["message"]
+    await asyncio.sleep(0.2)
+    assert len(sam.received.of("message")) == 1
+    assert await count_messages(db) == 1

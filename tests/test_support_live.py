@@ -90,6 +90,9 @@ async def test_read_receipts_and_unread_counts(
             "messageId": sent[1]["id"],
             "readAt": ack["readAt"],
         }
+        # A device that (re)joins learns how far the others have read.
+        rejoined = await alice.call("joinConversation", {"conversationId": cid})
+        assert rejoined["readBy"] == [receipt]
         # Reading an older message does not move the position back, and sends nothing.
         back = await sam.call("read", {"conversationId": cid, "messageId": sent[0]["id"]})
         assert back["messageId"] == sent[1]["id"]

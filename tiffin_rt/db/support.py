@@ -35,6 +35,15 @@ from tiffin_rt.core.rooms import room_for_user
 
 Executor = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 
+# What a dropped or failing database connection raises through asyncpg.
+DATABASE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 _CONVERSATION = (
     "SELECT id, customer_id, subject, order_id, status, created_at, closed_at, closed_by"
     " FROM tiffin_rt.support_conversations"
@@ -183,7 +192,7 @@ class SupportStore:
         return conversation
 
     async def join(self, who: Who, conversation_id: int) -> tuple[Conversation, int]:
-        """Record `who` as a participant; returns the conversation and its unread count."""
+        """Record `who` as a participant; returns the conversation and `who`'s unread count."""
         async with self.pool.acquire() as conn:
             conversation = await self._visible(conn, who, conversation_id)
             await conn.execute(
@@ -195,6 +204,25 @@ class SupportStore:
             )
             unread = int(await conn.fetchval(_UNREAD, conversation_id, who.user_id))
         return conversation, unread
+
+    async def read_positions(self, who: Who, conversation_id: int) -> list[dict[str, Any]]:
+        """How far the other participants have read, for `read` ticks after a (re)join."""
+        rows = await self.pool.fetch(
+            "SELECT user_id, last_read_id, last_read_at FROM tiffin_rt.support_participants"
+            " WHERE conversation_id = $1 AND user_id <> $2 AND last_read_id > 0"
+            " ORDER BY user_id",
+            conversation_id,
+            who.user_id,
+        )
+        return [
+            {
+                "conversationId": conversation_id,
+                "userId": r["user_id"],
+                "messageId": r["last_read_id"],
+                "readAt": iso_utc(r["last_read_at"]),
+            }
+            for r in rows
+        ]
 
     async def post(self, who: Who, request: MessageRequest) -> tuple[Message, bool]:
         """Store and log a message; (message, True) when this clientMessageId was already sent."""

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from tiffin_rt.core.chat import ChatError, Limits, history_request
-from tiffin_rt.db.support import SupportStore, Who
+from tiffin_rt.db.support import DATABASE_ERRORS, SupportStore, Who
 from tiffin_rt.keys import request_identity
 from tiffin_rt.transports.http_auth import json_error
 from tiffin_rt.transports.socketio.support import Presence
 
 _STATUS = {"forbidden": 403, "not_found": 404, "unavailable": 503}
+
+log = logging.getLogger(__name__)
 
 SUPPORT_STORE = web.AppKey("support_store", SupportStore)
 SUPPORT_LIMITS = web.AppKey("support_limits", Limits)
@@ -26,6 +30,11 @@ def _refused(exc: ChatError) -> web.Response:
     return json_error(_STATUS.get(exc.code, 400), exc.code, exc.message)
 
 
+def _database_down(exc: Exception) -> web.Response:
+    log.warning("support REST failed on the database: %s", exc)
+    return json_error(503, "unavailable", "the database is unavailable; try again")
+
+
 async def list_conversations(request: web.Request) -> web.Response:
     status = request.query.get("status", "open")
     if status not in ("open", "closed", "all"):
@@ -34,6 +43,8 @@ async def list_conversations(request: web.Request) -> web.Response:
         summaries = await request.app[SUPPORT_STORE].summaries(_who(request), status)
     except ChatError as exc:
         return _refused(exc)
+    except DATABASE_ERRORS as exc:
+        return _database_down(exc)
     return web.json_response({"conversations": [s.payload() for s in summaries]})
 
 
@@ -53,6 +64,8 @@ async def conversation_messages(request: web.Request) -> web.Response:
         messages, has_more = await request.app[SUPPORT_STORE].history(_who(request), page)
     except ChatError as exc:
         return _refused(exc)
+    except DATABASE_ERRORS as exc:
+        return _database_down(exc)
     return web.json_response(
         {
             "conversationId": page.conversation_id,

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import socketio
 
 from tiffin_rt.access import AccessDenied, RoomAccess
@@ -40,15 +39,13 @@ from tiffin_rt.core.chat import (
 )
 from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
-from tiffin_rt.db.support import AgentsOnline, SupportStore, Who
+from tiffin_rt.db.support import DATABASE_ERRORS, AgentsOnline, SupportStore, Who
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/support"
-
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 Handler = Callable[[Any, str, Any], Awaitable[dict[str, Any]]]
 
@@ -64,7 +61,7 @@ def acked(handler: Handler) -> Handler:
             return error(exc.code, exc.message)
         except AccessDenied as exc:
             return error(exc.code, exc.message)
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("/support %s failed on the database: %s", handler.__name__, exc)
             return error("unavailable", "the database is unavailable; try again")
 
@@ -190,9 +187,11 @@ class SupportNamespace(SecureNamespace):
 
     @acked
     async def on_joinConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
-        conversation, unread = await self._store.join(self._who(sid), conversation_id_of(data))
+        who = self._who(sid)
+        conversation, unread = await self._store.join(who, conversation_id_of(data))
         await self.enter_room(sid, room_for_conversation(conversation.id))
-        return ok(conversation=conversation.payload(), unreadCount=unread)
+        read_by = await self._store.read_positions(who, conversation.id)
+        return ok(conversation=conversation.payload(), unreadCount=unread, readBy=read_by)
 
     @acked
     async def on_leaveConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
