@@ -296,3 +296,35 @@ async def test_off_mode_sends_nothing_on_connect(
         assert log.entries == []
     finally:
         await client.disconnect()
+
+
+async def test_a_lost_database_is_answered_and_the_inbox_works_again_after(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection, dsn: str
+) -> None:
+    note = await _notify(db, "alice", "hello")
+    client, log = await connect(url, token(settings, "alice"))
+    alice = _auth(settings, "alice")
+    name = await db.fetchval("SELECT current_database()")
+    base, _, query = dsn.partition("?")
+    admin_dsn = base.rsplit("/", 1)[0] + "/postgres" + (f"?{query}" if query else "")
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await log.wait_for("unreadCount")
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'tiffin_rt'"
+        )
+        status, body = await _get(url, alice, "/api/notifications")
+        assert (status, body["error"]["code"]) == (503, "unavailable")
+        ack = await client.call("markRead", note, namespace=NAMESPACE)
+        assert ack["ok"] is False
+        assert ack["error"]["code"] == "unavailable"
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    try:
+        status, body = await _post(url, alice, f"/api/notifications/{note}/read")
+        assert (status, body["unread"]) == (200, 0)
+    finally:
+        await client.disconnect()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -16,7 +18,10 @@ LIST_ROUTE = "/api/notifications"
 READ_ROUTE = r"/api/notifications/{id:\d+}/read"
 READ_ALL_ROUTE = "/api/notifications/read-all"
 
+log = logging.getLogger(__name__)
+
 _TRUE = ("1", "true", "yes")
+_DB_ERRORS = inbox.DB_ERRORS
 _FALSE = ("0", "false", "no", "")
 
 
@@ -42,6 +47,22 @@ def _bool_param(request: web.Request, name: str) -> bool:
     if raw in _FALSE:
         return False
     raise BadQuery(f"{name}: true or false (got {raw[:20]!r})")
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _answers_503_without_a_database(handler: Handler) -> Handler:
+    """A lost database connection is logged and answered, not a bare 500."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except _DB_ERRORS as exc:
+            log.warning("%s %s failed: %s", request.method, request.path, exc)
+            return json_error(503, "unavailable", "the inbox is unavailable; try again")
+
+    return guarded
 
 
 async def list_notifications(request: web.Request) -> web.Response:
@@ -112,6 +133,6 @@ def setup_inbox_http(app: web.Application) -> None:
     """The inbox routes, and pruning of notifications older than inbox.retention_days."""
     app.on_startup.append(_start_pruner)
     app.on_shutdown.append(_stop_pruner)
-    app.router.add_get(LIST_ROUTE, list_notifications)
-    app.router.add_post(READ_ALL_ROUTE, read_all)
-    app.router.add_post(READ_ROUTE, read_one)
+    app.router.add_get(LIST_ROUTE, _answers_503_without_a_database(list_notifications))
+    app.router.add_post(READ_ALL_ROUTE, _answers_503_without_a_database(read_all))
+    app.router.add_post(READ_ROUTE, _answers_503_without_a_database(read_one))

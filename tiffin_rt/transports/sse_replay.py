@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -10,10 +11,13 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from tiffin_rt.core.events import order_status_message
+from tiffin_rt.core.events import Event, order_status_message
 from tiffin_rt.core.replay import parse_last_event_id, resumable
 from tiffin_rt.db import replay
+from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.db.orders import OrderSnapshot
+
+log = logging.getLogger(__name__)
 
 # Polyfills that cannot set headers send the id in the query string instead.
 QUERY_PARAMETER = "lastEventId"
@@ -50,15 +54,18 @@ async def send_missed(
 ) -> Replayed | None:
     """Send the order's events after `after`, in order; None after a `resync` event, when
     they can no longer all be sent (pruned, or more than `limit`): send the current state."""
-    bounds = await replay.log_bounds(pool)
     reason = None
-    events = []
-    if not resumable(after, bounds):
-        reason, message = "expired", "events after Last-Event-ID are no longer kept"
-    else:
-        events = await replay.order_events_after(pool, order_id, after, limit + 1)
-        if len(events) > limit:
-            reason, message = "too_many", f"more than {limit} events were missed"
+    events: list[Event] = []
+    try:
+        if not resumable(after, await replay.log_bounds(pool)):
+            reason, message = "expired", "events after Last-Event-ID are no longer kept"
+        else:
+            events = await replay.order_events_after(pool, order_id, after, limit + 1)
+            if len(events) > limit:
+                reason, message = "too_many", f"more than {limit} events were missed"
+    except DB_ERRORS as exc:
+        log.warning("replaying order %s after event %d failed: %s", order_id, after, exc)
+        reason, message = "unavailable", "the event log could not be read"
     if reason is not None:
         payload = {"reason": reason, "message": message, "lastEventId": after}
         await stream.send(orjson.dumps(payload).decode(), event="resync", retry=retry_ms)

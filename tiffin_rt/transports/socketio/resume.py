@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import socketio
 from aiohttp import web
 
@@ -42,7 +41,7 @@ from tiffin_rt.transports.socketio.notifications import NAMESPACE, Notifications
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_DB_ERRORS = inbox.DB_ERRORS
 
 
 def ok(**fields: Any) -> dict[str, Any]:
@@ -157,6 +156,7 @@ class SocketResume:
 
     async def _after_connect(self, sid: str, conn: _Connection) -> None:
         if not await self._wait_connected(sid):
+            self.handoffs.forget(sid)
             return
         async with conn.lock:
             try:
@@ -270,14 +270,14 @@ class SocketResume:
                 },
             )
             return
-        if conn.last_event_id is None:
+        unread = await inbox.unread_count(pool, conn.user_id)
+        if conn.last_event_id is None and unread:
             # Not bounded by the ceiling: the inbox outlives the log, so its ids need not be
             # anywhere near the listener's cursor. Live copies of these are dropped by id.
             items = await inbox.newest_unread(pool, conn.user_id, self._inbox.on_connect_limit)
             self.handoffs.record_sent(sid, (i.id for i in items))
             for item in items:
                 await self._emit(sid, "notification", inbox_message(item))
-        unread = await inbox.unread_count(pool, conn.user_id)
         await self._emit(sid, "unreadCount", {"unread": unread})
 
     async def mark_read(self, sid: str, argument: object) -> dict[str, Any]:
