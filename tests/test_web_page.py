@@ -12,7 +12,6 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.conftest import StartServer
 from tests.helpers import make_settings
 from tiffin_rt.app import create_app
 from tiffin_rt.web import VENDOR_SCRIPT
@@ -32,8 +31,12 @@ TIMEOUT_MS = 10_000
 
 
 @pytest.fixture
-async def demo_server(start_server: StartServer) -> TestServer:
-    return await start_server(demo={"enabled": True})
+async def demo_server(
+    dsn: str, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> TestServer:
+    # As `tiffin-rt serve` does (server.shutdown_timeout): connections get a few seconds to end.
+    app = create_app(make_settings(dsn, demo={"enabled": True}))
+    return await aiohttp_server(app, host="127.0.0.1", shutdown_timeout=3)
 
 
 def check_installed() -> None:

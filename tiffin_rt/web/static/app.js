@@ -333,7 +333,9 @@ function boardCard(order, canMove) {
 function renderBoard(container) {
   const canMove = session.user.role === "kitchen" || session.user.role === "support";
   const columns = BOARD_COLUMNS.map((column) => {
-    const inColumn = [...orders.values()].filter((o) => column.statuses.includes(o.status));
+    // Oldest first, as a kitchen works its queue; finished orders newest first, a few only.
+    let inColumn = newestFirst().filter((o) => column.statuses.includes(o.status));
+    inColumn = column.title === "Done" ? inColumn.slice(0, 6) : inColumn.reverse();
     return el("section", { class: "board-column", dataset: { column: column.title.toLowerCase() } },
       el("h3", {}, column.title, el("span", { class: "count" }, String(inColumn.length))),
       inColumn.length ? inColumn.map((o) => boardCard(o, canMove)) : el("p", { class: "muted small empty" }, "—"));
@@ -343,11 +345,16 @@ function renderBoard(container) {
 
 // ---------------------------------------------------------------- rendering
 
+function newestFirst() {
+  const key = (o) => (Number.isFinite(Number(o.id)) ? Number(o.id) : 0);
+  return [...orders.values()].sort((a, b) => key(b) - key(a) || String(b.id).localeCompare(String(a.id)));
+}
+
 const render = {
   all() {
     const role = session.user.role;
     if (role === "customer") {
-      const list = [...orders.values()];
+      const list = newestFirst();
       $("customer-orders").replaceChildren(...(list.length ? list.map(customerCard)
         : [el("p", { class: "muted" }, "No orders yet. Order something from the menu above.")]));
     } else if (role === "kitchen") {
@@ -495,7 +502,7 @@ function renderMenu() {
       button.disabled = true;
       try {
         const { order } = await api("POST", "/api/demo/orders", entry);
-        if (order && !orders.has(order.id)) { orders.set(order.id, order); render.all(); openStatusStream(order); }
+        if (order && !orders.has(order.id)) { orders.set(order.id, order); openStatusStream(order); render.all(); }
       } catch (err) {
         toast("Order not placed", err.message, "error");
       } finally {
