@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import asyncpg
+import socketio
 
 from tests.conftest import StartServer
 from tests.helpers import connect_refusal, make_settings, sio_client, token
@@ -88,3 +89,34 @@ async def test_open_connections_per_user(start_server: StartServer, dsn: str) ->
     finally:
         await first.disconnect()
         await second.disconnect()
+
+
+async def test_sse_streams_count_as_the_users_connections(
+    start_server: StartServer, dsn: str
+) -> None:
+    settings = make_settings(dsn, limits={"connections_per_user": 1})
+    server = await start_server(settings)
+    url = str(server.make_url("")).rstrip("/")
+    stream_url = f"{url}/api/notifications/orders/1/status"
+    headers = {"Authorization": f"Bearer {token(settings, 'alice')}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(stream_url) as open_stream,
+    ):
+        assert open_stream.status == 200
+        await open_stream.content.readline()
+        async with http.get(stream_url) as second:
+            assert second.status == 429
+            assert (await second.json())["error"]["code"] == "rate_limited"
+        refusal = await connect_refusal(url, {"token": token(settings, "alice")})
+        assert refusal["code"] == "rate_limited"
+    # Once the server notices the closed stream, the user may connect again.
+    for _ in range(50):
+        try:
+            client, _ = await sio_client(url, token(settings, "alice"))
+        except socketio.exceptions.ConnectionError:
+            await asyncio.sleep(0.1)
+        else:
+            await client.disconnect()
+            return
+    raise AssertionError("the closed stream was never released")

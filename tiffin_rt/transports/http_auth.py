@@ -122,9 +122,18 @@ def auth_middlewares(
         if is_public(request):
             return await handler(request)
         try:
-            request[IDENTITY_KEY] = verifier.verify(bearer_token(request, cookie_name))
+            who = verifier.verify(bearer_token(request, cookie_name))
         except AuthError as exc:
             return unauthorized(exc.code, exc.message)
-        return await handler(request)
+        request[IDENTITY_KEY] = who
+        if limits is None:
+            return await handler(request)
+        # An open SSE stream is a connection like a socket: it counts until it ends.
+        if not limits.open_user_connection(who.user_id):
+            return json_error(429, "rate_limited", "too many open connections for this user")
+        try:
+            return await handler(request)
+        finally:
+            limits.close_user_connection(who.user_id)
 
     return [errors_as_json, connection_limit, identity, jwt_middleware]
