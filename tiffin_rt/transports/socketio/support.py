@@ -137,7 +137,6 @@ class SupportNamespace(SecureNamespace):
         self._typing = TypingTracker(
             throttle=settings.typing_throttle, timeout=settings.typing_timeout
         )
-        self._identities: dict[str, Identity] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connection lifecycle ------------------------------------------------------------
