@@ -255,3 +255,48 @@ async def test_a_disconnect_during_replay_leaves_the_server_serving(
     finally:
         await client.disconnect()
     await asyncio.sleep(0.1)
+
+
+async def test_resuming_on_another_server_process_gets_the_missed_events_once(
+    start_server: Callable[..., Awaitable[TestServer]],
+    settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    first, second = await start_server(settings), await start_server(settings)
+    last = await _last_seen(str(first.make_url("")).rstrip("/"), settings, db)
+    missed = await set_statuses(db, 1, FIVE[1:])
+    url = str(second.make_url("")).rstrip("/")
+    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
+    try:
+        await log.wait_for("orderStatusUpdate", 4)
+        [live] = await set_statuses(db, 1, ["delivered"])
+        await log.wait_for("orderStatusUpdate", 5)
+        await log.quiet()
+        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, live]
+    finally:
+        await client.disconnect()
+
+
+async def test_a_room_that_missed_too_much_gets_a_resync_naming_it(
+    start_server: Callable[..., Awaitable[TestServer]],
+    settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    server = await start_server(replay={"max_events": 3})
+    url = str(server.make_url("")).rstrip("/")
+    support = token(settings, "sam", "support")
+    [first] = await set_statuses(db, 3, ["ready"])
+    missed = await set_statuses(db, 3, FIVE[1:])
+    await delivered_live(server.app, missed[-1])
+    client, log = await connect(url, support, last_event_id=first)
+    try:
+        ack = await client.call("joinRoom", "order-3", namespace=NAMESPACE)
+        assert ack == {"ok": True, "room": "order-3"}
+        [resync] = await log.wait_for("resync")
+        assert (resync["reason"], resync["room"]) == ("too_many", "order-3")
+        assert log.of("orderStatusUpdate") == []
+        [live] = await set_statuses(db, 3, ["delivered"])
+        [update] = await log.wait_for("orderStatusUpdate")
+        assert update["eventId"] == live
+    finally:
+        await client.disconnect()
