@@ -27,7 +27,7 @@ $(VENDOR_JS):
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium
 
 run: install
 	$(BIN)/tiffin-rt serve --config config.yaml
@@ -50,4 +50,4 @@ bench/node_modules/.installed: bench/package.json
 	touch $@
 
 clean:
-	rm -rf $(VENV) .tiffin build *.egg-info
+	rm -rf $(VENV) .tiffin build *.egg-info tiffin_rt/web/static/vendor
