@@ -190,6 +190,8 @@ class DeliverySettings(_Section):
 
     ping_interval: float = Field(default=25.0, gt=0)
     ping_timeout: float = Field(default=20.0, gt=0)
+    websocket_compression: bool = False
+    max_buffered_kib: int = Field(default=1024, ge=16)
 
 
 class LoggingSettings(_Section):

@@ -10,11 +10,12 @@ import socketio
 from aiohttp import web
 
 from tiffin_rt.config import Settings
+from tiffin_rt.transports.socketio.fanout import FastAsyncServer
 
 log = logging.getLogger(__name__)
 
 
-class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
+class GuardedServer(FastAsyncServer):
     """A packet python-socketio cannot decode closes that one connection with one log line.
 
     Left alone, each malformed packet logs a full traceback at ERROR and the sender stays
@@ -52,6 +53,8 @@ def create_socketio_server(settings: Settings) -> socketio.AsyncServer:
     # None makes Engine.IO accept only the server's own origin; [] would turn the check off.
     origins: list[str] | None = list(settings.server.cors_origins) or None
     return GuardedServer(
+        websocket_compression=settings.delivery.websocket_compression,
+        max_buffered=settings.delivery.max_buffered_kib * 1024,
         async_mode="aiohttp",
         cors_allowed_origins=origins,
         cors_credentials=True,

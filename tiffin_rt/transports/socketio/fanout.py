@@ -1,0 +1,200 @@
+"""The fast delivery path for room emits: encode once, no task per recipient, one write per tick.
+
+python-socketio's AsyncManager.emit encodes a room emit once but then starts one task per
+recipient, each putting the packet on that socket's queue for that socket's writer task.
+FastManager builds the WebSocket frame once and appends it to each recipient's outbox; a
+single callback at the end of the loop tick writes each outbox with one transport write, so
+a batch of events from the listener costs one write per connection. Order status updates
+carry a key (the order id) so a connection that is behind keeps only the latest status per
+order (see websocket.FastSocket.deliver). Connections on the stock transport (long-polling,
+or WebSocket with compression configured) are sent through python-socketio as before,
+awaited one after another rather than as a task each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import engineio
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from tiffin_rt.transports.socketio.websocket import (
+    DeliveryLimits,
+    FastSocket,
+    websocket_driver,
+    ws_frame,
+)
+
+log = logging.getLogger(__name__)
+
+ORDER_STATUS_EVENT = "orderStatusUpdate"
+BACKLOG_RETRY_SECONDS = 0.02
+# environ keys kept for the life of a connection (namespaces connect later and read them).
+_KEPT_ENVIRON = (
+    "aiohttp.request",
+    "REMOTE_ADDR",
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "HTTP_ORIGIN",
+    "HTTP_COOKIE",
+    "HTTP_AUTHORIZATION",
+    "HTTP_USER_AGENT",
+    "HTTP_X_FORWARDED_FOR",
+)
+
+
+class FastManager(socketio.AsyncManager):  # type: ignore[misc]
+    """Room emits written as pre-built frames, coalesced per connection per loop tick."""
+
+    def __init__(self, limits: DeliveryLimits) -> None:
+        super().__init__()
+        self.limits = limits
+        self._dirty: list[FastSocket] = []
+        self._behind: set[FastSocket] = set()
+        self._retry: asyncio.TimerHandle | None = None
+        self._unique = itertools.count()
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if callback is not None:
+            await super().emit(
+                event,
+                data,
+                namespace,
+                room=room,
+                skip_sid=skip_sid,
+                callback=callback,
+                to=to,
+                **kwargs,
+            )
+            return
+        room = to or room
+        if namespace not in self.rooms:
+            return
+        if isinstance(data, tuple):
+            args = list(data)
+        elif data is not None:
+            args = [data]
+        else:
+            args = []
+        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
+        encoded = pkt.encode()
+        if isinstance(encoded, list):  # binary attachments: the stock path
+            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, to=to)
+            return
+        text = "4" + encoded
+        frame = ws_frame(text.encode())
+        key: object
+        if event == ORDER_STATUS_EVENT and isinstance(data, dict) and "orderId" in data:
+            key = (ORDER_STATUS_EVENT, data["orderId"])
+        else:
+            key = next(self._unique)
+        skip = skip_sid if isinstance(skip_sid, list | set | tuple) else (skip_sid,)
+        sockets = self.server.eio.sockets
+        slow: list[str] = []
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            socket = sockets.get(eio_sid)
+            if socket is None:
+                continue
+            if type(socket) is FastSocket and socket.transport is not None:
+                self._queue(socket, key, frame)
+            else:
+                slow.append(eio_sid)
+        for eio_sid in slow:
+            await self.server._send_eio_packet(
+                eio_sid, eio_packet.Packet(eio_packet.MESSAGE, encoded)
+            )
+
+    def _queue(self, socket: FastSocket, key: object, frame: bytes) -> None:
+        outbox = socket.outbox
+        if outbox is None:
+            socket.outbox = [(key, frame)]
+            if not self._dirty:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._dirty.append(socket)
+        else:
+            outbox.append((key, frame))
+
+    def _flush(self) -> None:
+        """End of the loop tick: one write per connection for everything queued to it."""
+        dirty, self._dirty = self._dirty, []
+        limits = self.limits
+        for socket in dirty:
+            frames = socket.outbox
+            socket.outbox = None
+            if frames and socket.deliver(frames, limits):
+                self._behind.add(socket)
+        if self._behind and self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(
+                BACKLOG_RETRY_SECONDS, self._flush_behind
+            )
+
+    def _flush_behind(self) -> None:
+        """Clients that were behind: write their backlog once they have caught up."""
+        self._retry = None
+        limits = self.limits
+        self._behind = {s for s in self._behind if s.flush_backlog(limits)}
+        if self._behind:
+            self._retry = asyncio.get_running_loop().call_later(
+                BACKLOG_RETRY_SECONDS, self._flush_behind
+            )
+
+
+class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """Engine.IO with the lean WebSocket transport (see websocket.py)."""
+
+    _async: dict[str, Any]
+
+    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.websocket_compression = websocket_compression
+        # _async is the driver module's shared dict: copy it before replacing the transport.
+        self._async = dict(self._async)
+        self._async["websocket"] = websocket_driver(websocket_compression)
+
+
+class FastAsyncServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server on FastEngineServer, with FastManager for room emits."""
+
+    def __init__(
+        self, *, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
+    ) -> None:
+        self._websocket_compression = websocket_compression
+        super().__init__(
+            client_manager=FastManager(DeliveryLimits(max_buffered=max_buffered)),
+            websocket_compression=websocket_compression,
+            **kwargs,
+        )
+
+    def _engineio_server_class(self) -> type[FastEngineServer]:
+        return FastEngineServer
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        """A WebSocket connection becomes a lean socket before its first ping is scheduled."""
+        await super()._handle_eio_connect(eio_sid, environ)
+        self.environ[eio_sid] = {k: environ[k] for k in _KEPT_ENVIRON if k in environ}
+        if self._websocket_compression:
+            return
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        if query.get("transport") == ["websocket"] and "sid" not in query:
+            socket = self.eio.sockets.get(eio_sid)
+            if type(socket) is engineio.async_socket.AsyncSocket:
+                socket.__class__ = FastSocket
