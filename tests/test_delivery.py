@@ -225,3 +225,23 @@ class StalledClient:
 
     def close(self) -> None:
         self.writer.close()
+
+
+async def test_an_emit_then_a_disconnect_arrive_in_that_order(
+    start_server: StartServer, settings: Settings
+) -> None:
+    server = await start_server()
+    sio = server.app[SOCKETIO]
+    client, received = await sio_client(
+        str(server.make_url("")).rstrip("/"), token(settings, "alice")
+    )
+    gone = asyncio.Event()
+    client.on("disconnect", lambda *_: gone.set(), namespace="/notifications")
+    try:
+        [sid] = [s for s, _ in sio.manager.get_participants("/notifications", "user-alice")]
+        await sio.emit("notification", {"id": "bye"}, to=sid, namespace="/notifications")
+        await sio.disconnect(sid, namespace="/notifications")
+        await asyncio.wait_for(gone.wait(), 5)
+        assert received.of("notification") == [{"id": "bye"}]
+    finally:
+        await client.disconnect()

@@ -106,9 +106,23 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
-        if self.writable:
-            assert self.transport is not None
+        """Write a packet now; frames still waiting for this socket go first, in order."""
+        if not self.writable:
+            return
+        assert self.transport is not None
+        if self.backlog is None and self.outbox is None:
             self.transport.write(data)
+            return
+        parts: list[bytes] = []
+        if self.backlog is not None:
+            parts.extend(self.backlog.values())
+            self.backlog = None
+            self.backlog_size = 0
+        if self.outbox is not None:
+            parts.extend(frame for _, frame in self.outbox)
+            self.outbox = None
+        parts.append(data)
+        self.transport.write(b"".join(parts))
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if self.transport is None:
