@@ -143,6 +143,11 @@ async def test_kitchen_moves_an_order_and_support_answers_the_customer_live(
     await support.screenshot(path=str(tmp_path / "support.png"))
     assert (tmp_path / "customer.png").stat().st_size > 10_000
 
+    # After a reload the page still knows what the other side has read.
+    await customer.reload()
+    await expect(chat.locator(".msg.mine .ticks").last).to_have_attribute("data-tick", "read")
+    await expect(chat.locator(".msg.theirs .text").last).to_have_text("On its way")
+
 
 async def test_text_from_the_backend_is_shown_as_text_never_as_html(
     browser: Browser, demo_server: TestServer, db: asyncpg.Connection

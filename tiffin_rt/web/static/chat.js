@@ -163,7 +163,11 @@
       const item = conversations.get(conversationId);
       renderAll();
       try {
-        await call("joinConversation", { conversationId });
+        const joined = await call("joinConversation", { conversationId });
+        // The others' read positions, so ticks are right after a reload or a reconnect.
+        for (const r of joined.readBy || []) {
+          if (r.userId !== user.id && r.messageId > item.readByOthers) item.readByOthers = r.messageId;
+        }
         await loadHistory(item);
         markRead(item);
       } catch (err) {
