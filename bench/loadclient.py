@@ -26,6 +26,7 @@ import orjson
 import uvloop
 
 EVENT_PREFIX = "42"
+BENCH_EVENTS = ('["notification"', '["orderStatusUpdate"')
 
 
 def raise_fd_limit() -> None:
@@ -69,25 +70,24 @@ class SioConnection:
         if not opening.startswith("0"):
             raise RuntimeError(f"unexpected open packet {opening[:60]!r}")
         await ws.send_str(f"40{self.ns}," + orjson.dumps({"token": token}).decode())
-        while True:
-            reply = await ws.receive_str(timeout=30)
-            if reply == "2":
-                await ws.send_str("3")
-                continue
-            break
+        reply = await self._next(ws, (f"40{self.ns}", f"44{self.ns}"))
         if not reply.startswith(f"40{self.ns},"):
             raise RuntimeError(f"namespace connect refused: {reply[:120]!r}")
         if room is not None:
             await ws.send_str(f"42{self.ns},1" + orjson.dumps(["joinRoom", room]).decode())
-            while True:
-                ack = await ws.receive_str(timeout=30)
-                if ack == "2":
-                    await ws.send_str("3")
-                    continue
-                break
-            if not ack.startswith(f"43{self.ns},1") or '"ok":true' not in ack.replace(" ", ""):
+            ack = await self._next(ws, (f"43{self.ns},1",))
+            if '"ok":true' not in ack.replace(" ", ""):
                 raise RuntimeError(f"joinRoom refused: {ack[:160]!r}")
         self.c.open += 1
+
+    async def _next(self, ws: aiohttp.ClientWebSocketResponse, prefixes: tuple[str, ...]) -> str:
+        """The next packet starting with one of prefixes; pings answered, other events skipped."""
+        while True:
+            packet = await ws.receive_str(timeout=30)
+            if packet == "2":
+                await ws.send_str("3")
+            elif packet.startswith(prefixes):
+                return packet
 
     async def run(self) -> None:
         assert self.ws is not None
@@ -103,8 +103,8 @@ class SioConnection:
                 if data == "2":
                     await ws.send_str("3")
                     continue
-                if not data.startswith(EVENT_PREFIX):
-                    continue
+                if not data.startswith(EVENT_PREFIX) or not data.startswith(BENCH_EVENTS, cut):
+                    continue  # pings, and events the bench did not send (e.g. unreadCount)
                 c.received += 1
                 self.count += 1
                 if self.count == c.expect:
@@ -174,11 +174,15 @@ async def main(job: dict[str, Any]) -> None:
     runners: list[asyncio.Task[None]] = []
     failed = 0
 
+    deadline = time.monotonic() + float(job.get("connect_seconds", 600))
+
     async def open_sio(token: str, room: str | None) -> None:
         nonlocal failed
         conn = SioConnection(counters, job.get("namespace", "/notifications"), record)
         try:
             async with gate:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("not connected within the bench's connect time")
                 await conn.connect(session, url, token, room)
         except Exception as exc:
             failed += 1

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -272,6 +273,7 @@ class Clients:
         sse: Sequence[tuple[str, str]] = (),
         expect: int = 0,
         record: bool = False,
+        connect_seconds: float = 240.0,
         workdir: Path,
     ) -> Clients:
         procs = []
@@ -283,7 +285,8 @@ class Clients:
                 "sse": list(sse[index::processes]),
                 "expect": expect,
                 "record": record,
-                "connect_concurrency": 64,
+                "connect_concurrency": 32,
+                "connect_seconds": connect_seconds,
             }
             jobfile = workdir / f"client-{index}-{time.monotonic_ns()}.json"
             jobfile.write_bytes(orjson.dumps(job))
@@ -297,7 +300,9 @@ class Clients:
             )
             procs.append(ClientProcess(process, jobfile))
         clients = cls(procs)
-        readies = await asyncio.wait_for(asyncio.gather(*(p.read() for p in procs)), 300)
+        readies = await asyncio.wait_for(
+            asyncio.gather(*(p.read() for p in procs)), connect_seconds + 60
+        )
         failed = sum(r["failed"] for r in readies)
         if failed:
             errors = [e for r in readies for e in r["errors"]]
@@ -340,7 +345,8 @@ class Options:
     e2e_rate: float = 500.0
     e2e_seconds: float = 20.0
     idle_connections: int = 15000
-    ping_interval: float = 10.0
+    ping_interval: float = 5.0
+    connect_seconds: float = 150.0
     client_processes: int = 4
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
@@ -505,7 +511,13 @@ async def idle(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
         rss0 = rss_bytes(server.pid)
         sio = [(t, None) for t in tokens([f"idle{i}" for i in range(n)])]
         started = time.monotonic()
-        async with clients(server.url, processes=processes, sio=sio, workdir=opts.workdir) as group:
+        async with clients(
+            server.url,
+            processes=processes,
+            sio=sio,
+            connect_seconds=opts.connect_seconds,
+            workdir=opts.workdir,
+        ) as group:
             connect_s = time.monotonic() - started
             opened = (await group.stats())["open"]
             await asyncio.sleep(2.0)
@@ -558,7 +570,12 @@ def render(results: dict[str, dict[str, dict[str, Any]]], servers: Sequence[str]
         ("e2e", "end-to-end: max (ms)", lambda r: r["max_ms"], "{:.1f}"),
         ("e2e", "end-to-end: lost / duplicated", lambda r: r["lost"] + r["duplicated"], "{:.0f}"),
         ("idle", "idle: server memory per connection (KiB)", lambda r: r["kib_per_conn"], "{:.1f}"),
-        ("idle", "idle: connections held through 2 pings", lambda r: r["held"], "{:,.0f}"),
+        (
+            "idle",
+            "idle: connections opened / held through 2 pings",
+            lambda r: r["held"],
+            "{:,.0f}",
+        ),
     ]
     others = [s for s in servers if s != "tiffin"]
     header = ["metric", *(LABELS[s] for s in servers)]
@@ -582,7 +599,7 @@ def render(results: dict[str, dict[str, dict[str, Any]]], servers: Sequence[str]
             elif label.endswith("delivered"):
                 cells.append(f"{r['delivered']:,} of {r['expected']:,}")
             elif label.endswith("2 pings"):
-                cells.append(f"{r['held']:,} of {r['connections']:,}")
+                cells.append(f"{r['opened']:,} / {r['held']:,} of {r['connections']:,}")
             else:
                 cells.append(fmt.format(value))
         if "tiffin" in servers:
@@ -601,6 +618,11 @@ def render(results: dict[str, dict[str, dict[str, Any]]], servers: Sequence[str]
 
 async def run(args: argparse.Namespace) -> int:
     raise_fd_limit()
+    # SIGTERM/SIGINT cancel the run, so every server and client process is stopped on the way out.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, main_task.cancel)
     opts = Options(
         fanout_clients=args.fanout_clients,
         fanout_events=args.fanout_events,
@@ -611,6 +633,7 @@ async def run(args: argparse.Namespace) -> int:
         idle_connections=args.idle_connections,
         ping_interval=args.ping_interval,
         client_processes=args.client_processes,
+        connect_seconds=args.connect_seconds,
     )
     scenarios = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
     servers = [s for s in SERVERS if s in args.servers.split(",")]
@@ -695,11 +718,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ping-interval",
         type=float,
-        default=10.0,
+        default=5.0,
         help="Engine.IO ping interval given to every server (seconds)",
     )
     parser.add_argument("--client-processes", type=int, default=4)
-    parser.add_argument("--scenario-timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--connect-seconds",
+        type=float,
+        default=150.0,
+        help="idle: connections not opened by then are counted as not opened",
+    )
+    parser.add_argument("--scenario-timeout", type=float, default=420.0)
     args = parser.parse_args(argv)
     return uvloop.run(run(args))
 
