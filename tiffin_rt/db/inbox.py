@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -93,22 +92,3 @@ async def mark_read(db: Db, user_id: str, ids: list[int] | None) -> ReadResult:
     )
     assert row is not None
     return ReadResult(marked=list(row["marked"]), unread=int(row["unread"]))
-
-
-async def prune(db: Db, retention_days: float) -> int:
-    result: str = await db.execute(
-        "DELETE FROM tiffin_rt.inbox WHERE created_at < now() - make_interval(secs => $1)",
-        retention_days * 86400.0,
-    )
-    return int(result.split()[-1])
-
-
-async def prune_forever(pool: asyncpg.Pool, retention_days: float, interval: float) -> None:
-    while True:
-        try:
-            removed = await prune(pool, retention_days)
-            if removed:
-                log.info("pruned %d notification(s) older than %g days", removed, retention_days)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("pruning the inbox failed: %s", exc)
-        await asyncio.sleep(interval)

@@ -10,20 +10,32 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 
-async def prune_once(pool: asyncpg.Pool, retention_days: float) -> int:
+# Tables with a created_at column that are pruned by age, and what their rows are called.
+PRUNABLE = {"tiffin_rt.events": "event", "tiffin_rt.inbox": "notification"}
+
+
+async def prune_once(
+    pool: asyncpg.Pool, retention_days: float, table: str = "tiffin_rt.events"
+) -> int:
+    if table not in PRUNABLE:
+        raise ValueError(f"not a prunable table: {table}")
     result: str = await pool.execute(
-        "DELETE FROM tiffin_rt.events WHERE created_at < now() - make_interval(secs => $1)",
+        f"DELETE FROM {table} WHERE created_at < now() - make_interval(secs => $1)",
         retention_days * 86400.0,
     )
     return int(result.split()[-1])
 
 
-async def prune_forever(pool: asyncpg.Pool, retention_days: float, interval: float) -> None:
+async def prune_forever(
+    pool: asyncpg.Pool, retention_days: float, interval: float, table: str = "tiffin_rt.events"
+) -> None:
     while True:
         try:
-            removed = await prune_once(pool, retention_days)
+            removed = await prune_once(pool, retention_days, table)
             if removed:
-                log.info("pruned %d event(s) older than %g days", removed, retention_days)
+                log.info(
+                    "pruned %d %s(s) older than %g days", removed, PRUNABLE[table], retention_days
+                )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("pruning the event log failed: %s", exc)
+            log.warning("pruning %s failed: %s", table, exc)
         await asyncio.sleep(interval)

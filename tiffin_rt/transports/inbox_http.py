@@ -11,6 +11,7 @@ from aiohttp import web
 
 from tiffin_rt.core.inbox import inbox_message
 from tiffin_rt.db import inbox
+from tiffin_rt.db.pruner import prune_forever
 from tiffin_rt.keys import POOL, SETTINGS, request_identity
 from tiffin_rt.transports.http_auth import json_error
 
@@ -115,7 +116,9 @@ async def _start_pruner(app: web.Application) -> None:
     """on_startup runs after the cleanup contexts, so the pool exists."""
     settings = app[SETTINGS].inbox
     app[_PRUNER] = asyncio.create_task(
-        inbox.prune_forever(app[POOL], settings.retention_days, settings.prune_interval),
+        prune_forever(
+            app[POOL], settings.retention_days, settings.prune_interval, "tiffin_rt.inbox"
+        ),
         name="tiffin_rt-inbox-pruner",
     )
 
