@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 import time
@@ -16,6 +17,7 @@ from tiffin_rt.config import ChannelMapping
 from tiffin_rt.core.events import Event
 from tiffin_rt.db import events_query
 from tiffin_rt.db.channels import MalformedPayload, event_from_payload
+from tiffin_rt.db.wakeups import event_from_wakeup
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,12 @@ class ListenerOptions:
     gap_timeout: float = 2.0
     late_watch_seconds: float = 60.0
     batch_size: int = 5000
+
+
+class _Verdict(enum.Enum):
+    WAIT = "wait"  # a transaction that may fill the gap is still running
+    ROLLED_BACK = "rolled back"  # the missing ids will never appear
+    TIMED_OUT = "timed out"  # waited gap_timeout; deliver past it, watch for late rows
 
 
 class _Gap:
@@ -67,6 +75,10 @@ class EventListener:
         self._cursor: int | None = None
         self._gap: _Gap | None = None
         self._late: dict[int, float] = {}
+        # Events carried by NOTIFY payloads, by id, not delivered yet; the log read is skipped
+        # while they follow the cursor without a hole. _must_read: a wake-up carried no event.
+        self._carried: dict[int, Event] = {}
+        self._must_read = True
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
         self.reconnects = 0
@@ -136,6 +148,7 @@ class EventListener:
         for channel in self._channels:
             await conn.add_listener(channel, self._on_channel)
         self._conn = conn
+        self._must_read = True
         if self._cursor is None:
             self._cursor = await events_query.last_event_id(conn)
             log.info("event listener connected; live from event %d", self._cursor)
@@ -144,7 +157,12 @@ class EventListener:
         self._connected.set()
         self._wake.set()
 
-    def _on_notify(self, *_args: object) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        event = event_from_wakeup(str(payload))
+        if event is None or len(self._carried) >= self._options.batch_size:
+            self._must_read = True
+        elif self._cursor is None or event.id > self._cursor:
+            self._carried[event.id] = event
         self._wake.set()
 
     def _on_channel(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
@@ -189,7 +207,11 @@ class EventListener:
             if self._lost.is_set() or conn.is_closed():
                 raise ConnectionError("connection terminated")
             self._wake.clear()
-            await self._catch_up(conn)
+            await self._deliver_carried()
+            if self._must_read or self._carried or self._gap is not None or self._late:
+                self._must_read = False
+                await self._catch_up(conn)
+                self._forget_carried()
             if self._unlogged:
                 unlogged, self._unlogged = self._unlogged, []
                 await self._deliver(unlogged)
@@ -197,6 +219,27 @@ class EventListener:
             if now - last_heartbeat >= self._options.heartbeat_interval:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), self._options.heartbeat_timeout)
                 last_heartbeat = now
+
+    async def _deliver_carried(self) -> None:
+        """Deliver the carried events that follow the cursor without a hole, without reading
+        the log: ids are unique, so nothing in the log can come between them. The rest waits
+        for the log read (an event too big to carry, a gap, a wake-up after a reconnect)."""
+        if not self._carried or self._cursor is None:
+            return
+        ready: list[Event] = []
+        next_id = self._cursor + 1
+        while (event := self._carried.pop(next_id, None)) is not None:
+            ready.append(event)
+            next_id += 1
+        if ready:
+            self._cursor = ready[-1].id
+            await self._deliver(ready)
+
+    def _forget_carried(self) -> None:
+        """Drop carried events the log read has delivered (or skipped as late)."""
+        cursor = self._cursor
+        if cursor is not None and self._carried:
+            self._carried = {i: e for i, e in self._carried.items() if i > cursor}
 
     async def _catch_up(self, conn: asyncpg.Connection) -> None:
         """Read everything after the cursor, deliver the gap-free prefix, repeat while full."""
@@ -222,9 +265,12 @@ class EventListener:
             if event.id == expected:
                 expected += 1
                 continue
-            if await self._gap_is_final(conn, expected):
-                for missing in range(expected, event.id):
-                    self._late[missing] = time.monotonic() + self._options.late_watch_seconds
+            verdict = await self._gap_verdict(conn, expected)
+            if verdict is not _Verdict.WAIT:
+                if verdict is _Verdict.TIMED_OUT:
+                    # Its transaction may still commit: watch for the rows, deliver them late.
+                    for missing in range(expected, event.id):
+                        self._late[missing] = time.monotonic() + self._options.late_watch_seconds
                 self._gap = None
                 expected = event.id + 1
                 continue
@@ -232,8 +278,12 @@ class EventListener:
         self._gap = None
         return events
 
-    async def _gap_is_final(self, conn: asyncpg.Connection, first_missing: int) -> bool:
-        """A gap is final once every transaction running when it was seen has ended."""
+    async def _gap_verdict(self, conn: asyncpg.Connection, first_missing: int) -> _Verdict:
+        """A gap is final once every transaction running when it was seen has ended.
+
+        An id is taken at insert, so the transaction that took a missing id was running when
+        a later id was seen committed: once none of those is running, the row never comes.
+        """
         now = time.monotonic()
         gap = self._gap
         if gap is None or gap.first_missing != first_missing:
@@ -243,22 +293,22 @@ class EventListener:
             if not xids:
                 # Nothing was running: the ids were rolled back. Re-read once to be sure a
                 # commit between our read and the snapshot is not mistaken for a rollback.
-                return await self._still_missing(conn, first_missing)
-            return False
+                return await self._rolled_back_or_wait(conn, first_missing)
+            return _Verdict.WAIT
         if now >= gap.deadline:
             log.warning(
                 "event %d still missing after %.1fs; delivering past it",
                 first_missing,
                 self._options.gap_timeout,
             )
-            return True
+            return _Verdict.TIMED_OUT
         if await events_query.any_still_running(conn, gap.xids):
-            return False
-        return await self._still_missing(conn, first_missing)
+            return _Verdict.WAIT
+        return await self._rolled_back_or_wait(conn, first_missing)
 
-    async def _still_missing(self, conn: asyncpg.Connection, event_id: int) -> bool:
+    async def _rolled_back_or_wait(self, conn: asyncpg.Connection, event_id: int) -> _Verdict:
         found = await events_query.events_by_id(conn, [event_id])
-        return not found
+        return _Verdict.WAIT if found else _Verdict.ROLLED_BACK
 
     async def _deliver_late(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
