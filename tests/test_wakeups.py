@@ -32,7 +32,8 @@ async def test_small_and_oversized_events_of_one_transaction_arrive_once_in_orde
         assert [n["title"] for n in notes] == ["n0", "n1", "n2", "n3", "n4"]
         assert [n["body"] for n in notes] == bodies
         ids = [n["eventId"] for n in notes]
-        assert ids == sorted(ids) and len(set(ids)) == 5
+        assert ids == sorted(ids)
+        assert len(set(ids)) == 5
         await log.quiet()
         assert len(log.of("notification")) == 5
     finally:
