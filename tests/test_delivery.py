@@ -7,6 +7,7 @@ import base64
 import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,7 @@ import orjson
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import eventually, sio_client, token
+from tests.helpers import SseEvent, eventually, sio_client, sse_events, token
 from tiffin_rt.config import Settings
 from tiffin_rt.keys import SOCKETIO
 
@@ -245,3 +246,64 @@ async def test_an_emit_then_a_disconnect_arrive_in_that_order(
         assert received.of("notification") == [{"id": "bye"}]
     finally:
         await client.disconnect()
+
+
+async def test_an_sse_client_that_stops_reading_is_dropped_and_resumes_without_a_gap(
+    start_server: StartServer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    server = await start_server(delivery={"max_buffered_kib": 1024})
+    url = str(server.make_url("")).rstrip("/")
+    path = "/api/notifications/orders/1/status"
+    auth = {"Authorization": f"Bearer {token(settings, 'alice')}"}
+    # A raw client with a tiny receive buffer that reads the response head, then stops.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=8192)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        f"Authorization: {auth['Authorization']}\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    statuses = [f"s{n:03d}-" + "x" * 100_000 for n in range(100)]  # 10 MB in all
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + path, headers=auth) as healthy,
+        ):
+            live = sse_events(healthy)
+            await anext(live)  # the current status
+            reading = asyncio.create_task(_take(live, len(statuses)))
+            for status in statuses:
+                await db.execute("UPDATE orders SET status = $1 WHERE id = 1", status)
+                await asyncio.sleep(0.005)
+            got = await asyncio.wait_for(reading, 20)
+            # A reader that keeps up gets every status, in order.
+            assert [e.json()["status"] for e in got] == statuses
+        # The stalled one is cut off: what it can still read ends before the last status.
+        stalled = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+                stalled += chunk
+    finally:
+        writer.close()
+    complete = [e for e in stalled.replace(b"\r\n", b"\n").split(b"\n\n")[:-1] if b"id:" in e]
+    assert 0 < len(complete) < len(statuses) + 1
+    last_id = next(
+        line[3:].strip().decode() for line in complete[-1].split(b"\n") if line.startswith(b"id:")
+    )
+    # Reconnecting as an EventSource does, with Last-Event-ID: the rest, none twice.
+    seen = [s for s in statuses if f'"{s[:5]}'.encode() in b"".join(complete)]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url + path, headers={**auth, "Last-Event-ID": last_id}) as again,
+    ):
+        stream = sse_events(again)
+        rest = [await asyncio.wait_for(anext(stream), 10) for _ in statuses[len(seen) :]]
+    assert seen + [e.json()["status"] for e in rest] == statuses
+
+
+async def _take(stream: AsyncIterator[SseEvent], count: int) -> list[SseEvent]:
+    return [await anext(stream) for _ in range(count)]

@@ -177,7 +177,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = verifier
     router = Router()
     app[ROUTER] = router
-    streams = OrderStreams()
+    streams = OrderStreams(max_buffered_bytes=settings.delivery.max_buffered_kib * 1024)
     app[ORDER_STREAMS] = streams
     access = RoomAccess(cache_ttl=settings.limits.order_cache_ttl)
     app[ROOM_ACCESS] = access

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,15 +22,47 @@ class StreamMessage:
 CLOSE = StreamMessage(event_id=-1, data="", final=True)
 
 
-class OrderStreams:
-    """Who is watching which order; each watcher has a queue of pre-encoded messages."""
+class StreamQueue(asyncio.Queue[StreamMessage]):
+    """A watcher's messages not yet taken by its stream, and how many bytes they hold."""
 
-    def __init__(self) -> None:
-        self._watchers: dict[str, set[asyncio.Queue[StreamMessage]]] = defaultdict(set)
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__()
+        self.queued_bytes = 0
+        self.on_overflow = on_overflow
+        self.overflowed = False
+
+    def _put(self, item: StreamMessage) -> None:
+        self.queued_bytes += len(item.data)
+        super()._put(item)
+
+    def _get(self) -> StreamMessage:
+        item = super()._get()
+        self.queued_bytes -= len(item.data)
+        return item
+
+
+def _ignore() -> None:
+    pass
+
+
+class OrderStreams:
+    """Who is watching which order; each watcher has a queue of pre-encoded messages.
+
+    A stream whose client stops reading stops taking messages; once its queue holds more
+    than `max_buffered_bytes`, its on_overflow is called (the SSE handler drops the
+    connection: the client reconnects with Last-Event-ID and resumes from the log) and it
+    gets nothing more.
+    """
+
+    def __init__(self, max_buffered_bytes: int | None = None) -> None:
+        self._watchers: dict[str, set[StreamQueue]] = defaultdict(set)
+        self._max_buffered = max_buffered_bytes
 
     @contextmanager
-    def watch(self, order_id: str) -> Iterator[asyncio.Queue[StreamMessage]]:
-        queue: asyncio.Queue[StreamMessage] = asyncio.Queue()
+    def watch(
+        self, order_id: str, on_overflow: Callable[[], None] = _ignore
+    ) -> Iterator[StreamQueue]:
+        queue = StreamQueue(on_overflow)
         self._watchers[order_id].add(queue)
         try:
             yield queue
@@ -45,8 +77,17 @@ class OrderStreams:
         watchers = self._watchers.get(order_id)
         if not watchers:
             return 0
+        limit = self._max_buffered
         for queue in watchers:
+            if queue.overflowed:
+                continue
             queue.put_nowait(message)
+            if limit is not None and queue.queued_bytes > limit:
+                queue.overflowed = True
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(CLOSE)
+                queue.on_overflow()
         return len(watchers)
 
     def close_all(self) -> None:

@@ -68,7 +68,17 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
     except InvalidEventId as exc:
         return json_error(400, "bad_request", str(exc))
 
-    with app[ORDER_STREAMS].watch(order_id) as queue:
+    def fell_behind() -> None:
+        log.warning(
+            "SSE client on order %s fell more than %d KiB behind; disconnected"
+            " (it resumes from Last-Event-ID)",
+            order_id,
+            settings.delivery.max_buffered_kib,
+        )
+        if request.transport is not None:
+            request.transport.abort()
+
+    with app[ORDER_STREAMS].watch(order_id, on_overflow=fell_behind) as queue:
         # Subscribed first, then read: anything committed in between is in the queue or the read.
         snapshot = await queries.fetch(pool, order_id)
         if snapshot is None:
