@@ -328,3 +328,25 @@ async def test_a_lost_database_is_answered_and_the_inbox_works_again_after(
         assert (status, body["unread"]) == (200, 0)
     finally:
         await client.disconnect()
+
+
+async def test_a_read_then_a_new_notification_in_one_commit_arrive_in_that_order(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """The badge a client shows is the last unread count plus what arrived after it: a
+    notificationRead must not come after a notification that was committed later."""
+    await db.execute("SELECT tiffin_rt.notify_user('alice', 'promo', 'Old', 'read soon')")
+    client, log = await connect(url, token(settings, "alice"))
+    try:
+        await log.wait_for("unreadCount")
+        async with db.transaction():
+            await db.execute("SELECT * FROM tiffin_rt.mark_notifications_read('alice')")
+            await db.execute("SELECT tiffin_rt.notify_user('alice', 'promo', 'New', 'unread')")
+        await log.wait_for("notification", count=2)
+        await log.wait_for("notificationRead")
+        live = [(name, data) for name, data in log.entries if name.startswith("notification")]
+        assert [name for name, _ in live][-2:] == ["notificationRead", "notification"]
+        assert live[-2][1]["unread"] == 0
+        assert live[-1][1]["title"] == "New"
+    finally:
+        await client.disconnect()

@@ -41,7 +41,6 @@ from tiffin_rt.transports.inbox_http import setup_inbox_http
 from tiffin_rt.transports.socketio.notifications import NotificationGateway, NotificationsSink
 from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.resume import (
-    InboxSink,
     ResumableNotificationsNamespace,
     SocketResume,
 )
@@ -194,7 +193,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_cleanup.append(lambda _: notifications.close())
     router.add_sink(NotificationsSink(NotificationGateway(sio), hold=resume.handoffs.hold))
     router.add_sink(SseSink(streams, settings.notifications.terminal_statuses))
-    router.add_sink(InboxSink(sio, resume.handoffs))
     router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
     app.on_shutdown.append(lambda _app: resume.close())
 

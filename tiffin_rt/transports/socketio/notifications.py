@@ -17,6 +17,7 @@ from tiffin_rt.core.events import (
     notification_message,
     order_status_message,
 )
+from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
 from tiffin_rt.core.rooms import (
     InvalidRoom,
     parse_room,
@@ -80,6 +81,13 @@ class NotificationGateway:
             "notification", notification, to=room, namespace=NAMESPACE, skip_sid=list(skip) or None
         )
 
+    async def send_notification_read(
+        self, rooms: list[str], read: dict[str, Any], *, skip: Sequence[str] = ()
+    ) -> None:
+        await self._sio.emit(
+            "notificationRead", read, to=rooms, namespace=NAMESPACE, skip_sid=list(skip) or None
+        )
+
     async def send_order_status_update(
         self,
         order_id: str,
@@ -101,7 +109,8 @@ class NotificationGateway:
 
 
 class NotificationsSink:
-    """Routes log events to /notifications: order events and notifications to their rooms."""
+    """Routes log events to /notifications, in log order: order status updates, notifications,
+    and reads (so a read never arrives after a notification committed later)."""
 
     def __init__(self, gateway: NotificationGateway, *, hold: Hold | None = None) -> None:
         self._gateway = gateway
@@ -109,7 +118,7 @@ class NotificationsSink:
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
-            if event.kind not in (ORDER_STATUS, NOTIFICATION):
+            if event.kind not in (ORDER_STATUS, NOTIFICATION, NOTIFICATION_READ):
                 continue
             # connections being replayed to get this event from their replay instead
             skip = self._hold(event) if self._hold is not None else []
@@ -120,7 +129,11 @@ class NotificationsSink:
                 await self._gateway.send_order_status_update(
                     order_id, status, rooms=event.rooms, skip=skip, **message
                 )
-            else:
+            elif event.kind == NOTIFICATION:
                 await self._gateway.send_notification(
                     list(event.rooms), notification_message(event), skip=skip
+                )
+            else:
+                await self._gateway.send_notification_read(
+                    list(event.rooms), read_message(event), skip=skip
                 )

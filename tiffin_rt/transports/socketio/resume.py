@@ -296,27 +296,6 @@ class SocketResume:
         return ok(marked=result.marked, unread=result.unread)
 
 
-class InboxSink:
-    """Tells every device of a user, live, which notifications were read elsewhere."""
-
-    def __init__(self, sio: socketio.AsyncServer, handoffs: Handoffs) -> None:
-        self._sio = sio
-        self._handoffs = handoffs
-
-    async def deliver(self, events: Sequence[Event]) -> None:
-        for event in events:
-            if event.kind != NOTIFICATION_READ:
-                continue
-            skip = self._handoffs.hold(event)
-            await self._sio.emit(
-                "notificationRead",
-                read_message(event),
-                to=list(event.rooms),
-                namespace=NAMESPACE,
-                skip_sid=skip or None,
-            )
-
-
 class ResumableNotificationsNamespace(NotificationsNamespace):
     """/notifications with replay, the inbox on connect, and markRead."""
 
