@@ -155,6 +155,14 @@ class SocketResume:
         return True
 
     async def _after_connect(self, sid: str, conn: _Connection) -> None:
+        try:
+            await self._catch_up(sid, conn)
+        finally:
+            conn.task = (
+                None  # a finished task (and its frame) is not kept for the connection's life
+            )
+
+    async def _catch_up(self, sid: str, conn: _Connection) -> None:
         if not await self._wait_connected(sid):
             self.handoffs.forget(sid)
             return
@@ -241,9 +249,7 @@ class SocketResume:
                 ack = await join
                 room = ack.get("room") if ack.get("ok") else None
                 if isinstance(room, str) and room not in before:
-                    await self._replay(
-                        sid, conn, rooms=[room], exclude=sorted(before), room=room
-                    )
+                    await self._replay(sid, conn, rooms=[room], exclude=sorted(before), room=room)
             except _DB_ERRORS as exc:
                 log.warning("replaying a room for %s failed: %s", sid, exc)
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)

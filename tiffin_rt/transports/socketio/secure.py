@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ import socketio
 
 from tiffin_rt.auth import AuthError, Identity, TokenVerifier
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.deadlines import Deadlines
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,10 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._warning = verifier.settings.expiry_warning
         self._leeway = verifier.settings.leeway
         self._identities: dict[str, Identity] = {}
-        self._expiry_tasks: dict[str, asyncio.Task[None]] = {}
+        # One loop timer for every connection's next expiry step (see deadlines.py).
+        self._expiry: Deadlines[str] = Deadlines(self._expiry_due)
+        self._warned: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- hooks for subclasses ------------------------------------------------------------
 
@@ -83,8 +88,10 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def close(self) -> None:
         """Stop the expiry timers (at application shutdown)."""
-        tasks = list(self._expiry_tasks.values())
-        self._expiry_tasks.clear()
+        self._expiry.clear()
+        self._warned.clear()
+        tasks = list(self._background)
+        self._background.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -109,9 +116,8 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         identity = self._identities.pop(sid, None)
-        task = self._expiry_tasks.pop(sid, None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        self._expiry.cancel(sid)
+        self._warned.discard(sid)
         if identity is not None:
             self._limits.close_user_connection(identity.user_id)
             await self.disconnected(sid, identity)
@@ -172,34 +178,42 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     # -- expiry ------------------------------------------------------------------------------
 
     def _watch_expiry(self, sid: str, identity: Identity) -> None:
-        previous = self._expiry_tasks.pop(sid, None)
-        if previous is not None:
-            previous.cancel()
+        """`tokenExpiring` at expiry minus `expiry_warning`, then the disconnect at expiry."""
+        self._warned.discard(sid)
         if identity.expires_at is None:
+            self._expiry.cancel(sid)
             return
-        self._expiry_tasks[sid] = asyncio.create_task(
-            self._expire(sid, identity.expires_at), name=f"tiffin_rt-expiry-{sid}"
-        )
+        self._expiry.set(sid, identity.expires_at - self._warning - time.time())
 
-    async def _expire(self, sid: str, expires_at: float) -> None:
-        warn_in = expires_at - self._warning - time.time()
-        if warn_in > 0:
-            await asyncio.sleep(warn_in)
-        await self.emit(
-            "tokenExpiring",
-            {"expiresAt": _iso(expires_at), "expiresIn": max(0, round(expires_at - time.time()))},
-            to=sid,
-        )
-        end_in = expires_at + self._leeway - time.time()
-        if end_in > 0:
-            await asyncio.sleep(end_in)
-        self._expiry_tasks.pop(sid, None)
-        await self._disconnect(sid, "token_expired", "the token expired; reconnect with a new one")
+    def _expiry_due(self, sid: str) -> None:
+        identity = self._identities.get(sid)
+        if identity is None or identity.expires_at is None:
+            return
+        expires_at = identity.expires_at
+        if sid in self._warned:
+            self._warned.discard(sid)
+            self._spawn(
+                self._disconnect(
+                    sid, "token_expired", "the token expired; reconnect with a new one"
+                )
+            )
+            return
+        self._warned.add(sid)
+        payload = {
+            "expiresAt": _iso(expires_at),
+            "expiresIn": max(0, round(expires_at - time.time())),
+        }
+        self._spawn(self.emit("tokenExpiring", payload, to=sid))
+        self._expiry.set(sid, expires_at + self._leeway - time.time())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A short task (an emit, a disconnect), kept until done so shutdown can cancel it."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _end(self, sid: str, code: str, message: str) -> None:
-        task = asyncio.create_task(self._disconnect(sid, code, message))
-        self._expiry_tasks.setdefault(f"end-{sid}", task)
-        task.add_done_callback(lambda _: self._expiry_tasks.pop(f"end-{sid}", None))
+        self._spawn(self._disconnect(sid, code, message))
 
     async def _disconnect(self, sid: str, code: str, message: str) -> None:
         """Say why, then close: the client sees an `error` event and then `disconnect`."""
