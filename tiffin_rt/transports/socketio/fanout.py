@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,6 +25,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from tiffin_rt.transports.socketio.clock import FixedDelayClock
 from tiffin_rt.transports.socketio.websocket import (
     DeliveryLimits,
     FastSocket,
@@ -36,9 +38,9 @@ log = logging.getLogger(__name__)
 ORDER_STATUS_EVENT = "orderStatusUpdate"
 BACKLOG_RETRY_SECONDS = 0.02
 # environ keys kept for the life of a connection (namespaces connect later and read them).
+# Not the aiohttp request: it would keep the parsed upgrade request alive; REMOTE_ADDR is the
+# request's remote address instead of Engine.IO's placeholder.
 _KEPT_ENVIRON = (
-    "aiohttp.request",
-    "REMOTE_ADDR",
     "REQUEST_METHOD",
     "PATH_INFO",
     "QUERY_STRING",
@@ -169,6 +171,26 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         # _async is the driver module's shared dict: copy it before replacing the transport.
         self._async = dict(self._async)
         self._async["websocket"] = websocket_driver(websocket_compression)
+        self.ping_clock: FixedDelayClock[FastSocket] = FixedDelayClock(
+            self.ping_interval, FastSocket.ping_now
+        )
+        self.pong_clock: FixedDelayClock[FastSocket] = FixedDelayClock(
+            self.ping_timeout, FastSocket.pong_overdue
+        )
+        self._spawned: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A short task (a close after a lost connection or a missed pong), kept until done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        self.ping_clock.close()
+        self.pong_clock.close()
+        if self._spawned:
+            await asyncio.wait(list(self._spawned), timeout=5)
 
 
 class FastAsyncServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -190,7 +212,10 @@ class FastAsyncServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         """A WebSocket connection becomes a lean socket before its first ping is scheduled."""
         await super()._handle_eio_connect(eio_sid, environ)
-        self.environ[eio_sid] = {k: environ[k] for k in _KEPT_ENVIRON if k in environ}
+        kept = {k: environ[k] for k in _KEPT_ENVIRON if k in environ}
+        request = environ.get("aiohttp.request")
+        kept["REMOTE_ADDR"] = str(getattr(request, "remote", None) or "unknown")
+        self.environ[eio_sid] = kept
         if self._websocket_compression:
             return
         query = parse_qs(environ.get("QUERY_STRING", ""))

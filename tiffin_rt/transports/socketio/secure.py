@@ -47,9 +47,8 @@ def _iso(epoch: float) -> str:
 
 
 def client_address(environ: dict[str, Any]) -> str:
-    request = environ.get("aiohttp.request")
-    remote = getattr(request, "remote", None)
-    return str(remote or environ.get("REMOTE_ADDR") or "unknown")
+    """The peer's address, kept in the connection's environ (see fanout.FastAsyncServer)."""
+    return str(environ.get("REMOTE_ADDR") or "unknown")
 
 
 class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]

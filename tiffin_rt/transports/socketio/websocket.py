@@ -1,10 +1,14 @@
 """A lean Engine.IO WebSocket transport: pre-built frames written straight to the socket.
 
 Stock python-engineio keeps, per WebSocket connection, a packet queue, a writer task, a new
-task for every message read and a task sleeping until each ping. Here a connection is its
-Engine.IO socket object plus aiohttp's WebSocketResponse: the request's own task reads, pings
-are loop timers, and writes go to the transport at once. Compression stays off unless
-`delivery.websocket_compression` is set; then the stock transport is used unchanged.
+task for every message read and a task sleeping until each ping; under aiohttp it also keeps
+the upgrade request and its handler chain alive for the connection's life. Here, once the
+handshake is answered, the connection is its Engine.IO socket object plus a
+`WebSocketConnection` protocol on the transport (wsconnection.py): messages are handled in
+order by a task that exists only while some are waiting (a pong needs none), pings and pong
+deadlines are entries in two server-wide clocks (clock.py), and writes go to the transport at
+once. Compression stays off unless `delivery.websocket_compression` is set; then, and for
+upgrades from long-polling, the stock transport is used unchanged.
 
 Backpressure: a connection whose unsent bytes pass `low_water` is *behind*; what it is sent
 meanwhile waits in a small per-connection backlog where a later order status replaces an
@@ -21,9 +25,16 @@ import time
 from typing import Any
 
 import engineio
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
+
+from tiffin_rt.transports.socketio.wsconnection import (
+    HandedOver,
+    WebSocketConnection,
+    handshake_accept,
+    take_over,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +44,10 @@ _LEN3 = struct.Struct("!BBQ").pack
 _TEXT = 0x81
 _BINARY = 0x82
 _PING_FRAME = b"\x81\x012"
+# Messages a client may have waiting before its socket stops reading from it.
+MAX_PENDING_MESSAGES = 32
+# How long close(wait=True) waits for the close frames to reach the client.
+CLOSE_WAIT_SECONDS = 2.0
 
 
 def ws_frame(payload: bytes, opcode: int = _TEXT) -> bytes:
@@ -75,19 +90,22 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
     closing: bool
     closed: bool
 
-    # Class defaults until the WebSocket is adopted; instances set their own in adopt().
-    ws: web.WebSocketResponse | None = None
+    # Class defaults until the WebSocket is adopted; instances set their own when they differ.
+    connection: WebSocketConnection | None = None
     transport: asyncio.Transport | None = None
     outbox: list[tuple[object, bytes]] | None = None
     backlog: dict[object, bytes] | None = None
     backlog_size: int = 0
-    ping_timer: asyncio.TimerHandle | None = None
-    reading: bool = False
+    # The due time of this socket's live entry in the server's ping or pong clock; 0.0: none.
+    ping_due: float = 0.0
+    # Messages read but not handled yet; a task drains them while this is not None.
+    pending: list[str | bytes] | None = None
+    reader_task: asyncio.Task[None] | None = None
+    reading_paused: bool = False
 
-    def adopt(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
-        self.ws = ws
+    def adopt(self, connection: WebSocketConnection, transport: asyncio.Transport) -> None:
+        self.connection = connection
         self.transport = transport
-        self.reading = True
         self.connected = True
         self.upgraded = True
         queued = self.queue
@@ -98,6 +116,57 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
             if pkt is not None:
                 self.write(packet_frame(pkt))
         self.queue = _NO_QUEUE
+
+    # -- reading (called by WebSocketConnection) -------------------------------------------
+
+    def on_message(self, data: str | bytes) -> None:
+        if self.closing or self.closed:
+            return
+        pending = self.pending
+        if pending is None:
+            if data == "3":  # a pong, the only message an idle client sends: no task for it
+                self.schedule_ping()
+                return
+            self.pending = [data]
+            self.reader_task = asyncio.get_running_loop().create_task(self._handle_pending())
+            return
+        pending.append(data)
+        if (
+            len(pending) >= MAX_PENDING_MESSAGES
+            and not self.reading_paused
+            and self.transport is not None
+        ):
+            self.transport.pause_reading()
+            self.reading_paused = True
+
+    def on_lost(self) -> None:
+        self.connection = None
+        if not self.closing and not self.closed:
+            self.server.spawn(
+                self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            )
+
+    async def _handle_pending(self) -> None:
+        """Messages of this connection, one after another, in the order they arrived."""
+        pending = self.pending
+        try:
+            while pending and not self.closed:
+                data = pending.pop(0)
+                if self.reading_paused and len(pending) <= MAX_PENDING_MESSAGES // 2:
+                    self.reading_paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                try:
+                    await self.receive(eio_packet.Packet(encoded_packet=data))
+                except engineio.exceptions.UnknownPacketError:
+                    pass
+                except engineio.exceptions.SocketIsClosedError:
+                    break
+                except Exception:
+                    log.exception("%s: error handling a packet", self.sid)
+        finally:
+            self.pending = None
+            self.reader_task = None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -186,19 +255,29 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
         self.backlog_size = 0
         return False
 
-    # -- pings: a loop timer per connection instead of a sleeping task ---------------------
+    # -- pings: entries in the server's two clocks, not a timer per connection -----------
 
     def schedule_ping(self) -> None:
-        if self.last_ping:
+        if self.last_ping:  # a ping was answered (or the connection just opened)
             self.last_ping = None
-            loop = asyncio.get_running_loop()
-            self.ping_timer = loop.call_later(self.server.ping_interval, self._ping)
+            self.ping_due = self.server.ping_clock.add(self)
 
-    def _ping(self) -> None:
-        self.ping_timer = None
-        if not self.closing and not self.closed:
-            self.last_ping = time.time()
-            self.write(_PING_FRAME)
+    def ping_now(self, due: float) -> None:
+        """From the ping clock: send the ping; the pong clock waits for its answer."""
+        if due != self.ping_due or self.closing or self.closed:
+            return
+        self.last_ping = time.time()
+        self.write(_PING_FRAME)
+        self.ping_due = self.server.pong_clock.add(self)
+
+    def pong_overdue(self, due: float) -> None:
+        """From the pong clock: no pong within ping_timeout, the client is gone."""
+        if due != self.ping_due or self.closing or self.closed:
+            return
+        self.ping_due = 0.0
+        self.server.spawn(
+            self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+        )
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -206,22 +285,31 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
         if self.closed or self.closing:
             return
         self.closing = True
-        if self.ping_timer is not None:
-            self.ping_timer.cancel()
-            self.ping_timer = None
-        await self.server._trigger_event(
-            "disconnect", self.sid, reason or self.server.reason.SERVER_DISCONNECT, run_async=False
-        )
-        if not abort:
-            self.write(packet_frame(eio_packet.Packet(eio_packet.CLOSE)))
-        self.closed = True
-        self.backlog = None
-        if not self.reading or self.ws is None or self.transport is None:
-            return
-        if wait:
-            await self.ws.close()
-        else:
-            self.transport.close()
+        self.ping_due = 0.0
+        try:
+            await self.server._trigger_event(
+                "disconnect",
+                self.sid,
+                reason or self.server.reason.SERVER_DISCONNECT,
+                run_async=False,
+            )
+        finally:
+            if not abort:
+                self.write(packet_frame(eio_packet.Packet(eio_packet.CLOSE)))
+            self.closed = True
+            self.backlog = None
+            self.pending = None
+            if self.server.sockets.get(self.sid) is self:
+                del self.server.sockets[self.sid]
+            connection = self.connection
+            if connection is not None:
+                connection.close()
+        if wait and connection is not None:
+            try:
+                async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                    await connection.wait_closed()
+            except TimeoutError:
+                connection.abort()
 
 
 class _NoQueue:
@@ -252,22 +340,34 @@ def websocket_driver(compress: bool) -> type[Any]:
             self.server = server
             self._sock: web.WebSocketResponse | None = None
 
-        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
             request: web.Request = environ["aiohttp.request"]
-            ws = web.WebSocketResponse(
-                max_msg_size=self.server.max_http_buffer_size, compress=compress
-            )
-            await ws.prepare(request)
-            self._sock = ws
             socket = getattr(self.handler, "__self__", None)
-            transport = request.transport
-            if not isinstance(socket, FastSocket) or socket.connected or transport is None:
+            if not isinstance(socket, FastSocket) or socket.connected:
                 # Compression, or an upgrade from polling: the stock transport.
+                ws = web.WebSocketResponse(
+                    max_msg_size=self.server.max_http_buffer_size, compress=compress
+                )
+                await ws.prepare(request)
+                self._sock = ws
                 await self.handler(self)
                 return ws
-            socket.adopt(ws, transport)
-            await _read(socket, ws, self.server)
-            return ws
+            limit = self.server.max_http_buffer_size
+            try:
+                accept = handshake_accept(request)
+            except web.HTTPBadRequest:
+                await socket.close(wait=False, abort=True)
+                raise
+            connection = take_over(
+                request,
+                accept,
+                lambda transport: WebSocketConnection(socket, transport, max_message=limit),
+            )
+            if connection is None or connection.transport is None:
+                await socket.close(wait=False, abort=True)
+                return HandedOver()
+            socket.adopt(connection, connection.transport)
+            return HandedOver()
 
         # The stock handler's interface, used on the compressed / upgrade path.
         async def close(self) -> None:
@@ -289,35 +389,3 @@ def websocket_driver(compress: bool) -> type[Any]:
             return msg.data
 
     return FastWebSocket
-
-
-async def _read(socket: FastSocket, ws: web.WebSocketResponse, server: Any) -> None:
-    """The connection's only loop, in aiohttp's request task: read, dispatch, repeat."""
-    timeout = server.ping_interval + server.ping_timeout
-    limit = server.max_http_buffer_size
-    try:
-        while not socket.closed:
-            try:
-                msg = await ws.receive(timeout)
-            except TimeoutError:
-                break
-            if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
-                break
-            data = msg.data
-            if data and len(data) > limit:
-                break
-            try:
-                await socket.receive(eio_packet.Packet(encoded_packet=data))
-            except engineio.exceptions.UnknownPacketError:
-                pass
-            except engineio.exceptions.SocketIsClosedError:
-                break
-            except Exception:
-                log.exception("%s: error handling a packet", socket.sid)
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        socket.reading = False
-        await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
-        if not ws.closed and socket.transport is not None:
-            socket.transport.close()
