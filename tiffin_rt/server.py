@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import uvloop
@@ -14,12 +15,21 @@ from tiffin_rt.logs import AccessLogger, configure_logging
 log = logging.getLogger(__name__)
 
 
+async def _freeze_startup_objects(_app: web.Application) -> None:
+    """What is alive once the server has started (modules, settings, pools) lives as long as
+    the process: take it out of the cyclic garbage collector's scans, so that a full
+    collection walks only what connections and events created, and pauses the loop less."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: Settings) -> None:
     """Block until SIGINT/SIGTERM; raises OSError when the port cannot be bound."""
     from tiffin_rt.cli import CliError
 
     configure_logging(settings.logging.level)
     app = create_app(settings)
+    app.on_startup.append(_freeze_startup_objects)  # after the database and listener started
     try:
         web.run_app(
             app,
