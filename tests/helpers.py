@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import socketio
+from aiohttp.test_utils import TestServer
 
 from tiffin_rt.auth import mint_token
 from tiffin_rt.config import Settings
@@ -35,6 +38,10 @@ def make_settings(dsn: str, **sections: dict[str, Any]) -> Settings:
     return Settings.model_validate(raw)
 
 
+def base_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
 def token(
     settings: Settings,
     sub: str,
@@ -46,8 +53,29 @@ def token(
     return mint_token(settings.auth, sub=sub, role=role, vendor_id=vendor_id, ttl=ttl)
 
 
+class Recorder(ABC):
+    """What a Socket.IO client received; subclasses keep it their way and set `changed`."""
+
+    changed: asyncio.Event
+
+    @abstractmethod
+    def add(self, name: str, data: Any) -> None: ...
+
+    @abstractmethod
+    def of(self, name: str) -> list[Any]: ...
+
+    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        async def enough() -> None:
+            while len(self.of(name)) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.of(name)
+
+
 @dataclass
-class Received:
+class Received(Recorder):
     """Everything a Socket.IO client received, by event name, in arrival order."""
 
     events: dict[str, list[Any]] = field(default_factory=dict)
@@ -60,14 +88,35 @@ class Received:
     def of(self, name: str) -> list[Any]:
         return self.events.get(name, [])
 
-    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        async def enough() -> None:
-            while len(self.of(name)) < count:
-                self.changed.clear()
-                await self.changed.wait()
 
-        await asyncio.wait_for(enough(), timeout)
-        return self.of(name)
+R = TypeVar("R", bound=Recorder)
+
+
+async def recording_client(
+    url: str, namespace: str, events: tuple[str, ...], auth: dict[str, Any], recorder: R
+) -> tuple[socketio.AsyncClient, R]:
+    """A python-socketio client connected over WebSocket, adding the named events to recorder."""
+    client = socketio.AsyncClient(reconnection=False)
+    for name in events:
+        client.on(
+            name, (lambda n: lambda data=None: recorder.add(n, data))(name), namespace=namespace
+        )
+    await client.connect(
+        url, namespaces=[namespace], auth=auth, transports=["websocket"], wait_timeout=5
+    )
+    return client, recorder
+
+
+@asynccontextmanager
+async def disconnecting(
+    connecting: Awaitable[tuple[socketio.AsyncClient, R]],
+) -> AsyncIterator[tuple[socketio.AsyncClient, R]]:
+    """The client `connecting` opens, disconnected on the way out whatever happened."""
+    client, recorder = await connecting
+    try:
+        yield client, recorder
+    finally:
+        await client.disconnect()
 
 
 async def sio_client(
@@ -78,19 +127,10 @@ async def sio_client(
     auth: dict[str, Any] | None = None,
 ) -> tuple[socketio.AsyncClient, Received]:
     """A connected python-socketio client recording the named events."""
-    client = socketio.AsyncClient(reconnection=False)
-    received = Received()
-    for name in events:
-        client.on(
-            name, (lambda n: lambda data=None: received.add(n, data))(name), namespace=namespace
-        )
     payload = dict(auth or {})
     if tok is not None:
         payload["token"] = tok
-    await client.connect(
-        url, namespaces=[namespace], auth=payload, transports=["websocket"], wait_timeout=5
-    )
-    return client, received
+    return await recording_client(url, namespace, events, payload, Received())
 
 
 @dataclass

@@ -4,6 +4,7 @@ ordered log, and status changes committed the way an order backend would."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ import asyncpg
 import socketio
 from aiohttp import web
 
-from tests.helpers import eventually
+from tests.helpers import Recorder, disconnecting, eventually, recording_client
 from tiffin_rt.keys import LISTENER
 
 NAMESPACE = "/notifications"
@@ -26,7 +27,7 @@ EVENTS = (
 
 
 @dataclass
-class Log:
+class Log(Recorder):
     """Every server event a client received, in arrival order."""
 
     entries: list[tuple[str, Any]] = field(default_factory=list)
@@ -42,34 +43,31 @@ class Log:
     def event_ids(self) -> list[int]:
         return [d["eventId"] for n, d in self.entries if isinstance(d, dict) and "eventId" in d]
 
-    async def wait_for(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        async def enough() -> None:
-            while len(self.of(name)) < count:
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(enough(), timeout)
-        return self.of(name)
-
     async def quiet(self, seconds: float = 0.3) -> None:
         """Let anything still in flight arrive (used before asserting nothing more came)."""
         await asyncio.sleep(seconds)
 
+    async def settled(self, name: str, count: int) -> list[Any]:
+        """Wait for `count` events `name`, let any more in flight arrive, and return them all."""
+        await self.wait_for(name, count)
+        await self.quiet()
+        return self.of(name)
+
 
 async def connect(
-    url: str, tok: str, *, last_event_id: Any = None, extra_auth: dict[str, Any] | None = None
+    url: str, tok: str, *, last_event_id: Any = None
 ) -> tuple[socketio.AsyncClient, Log]:
-    client = socketio.AsyncClient(reconnection=False)
-    log = Log()
-    for name in EVENTS:
-        client.on(name, (lambda n: lambda data=None: log.add(n, data))(name), namespace=NAMESPACE)
-    auth: dict[str, Any] = {"token": tok, **(extra_auth or {})}
+    auth: dict[str, Any] = {"token": tok}
     if last_event_id is not None:
         auth["lastEventId"] = last_event_id
-    await client.connect(
-        url, namespaces=[NAMESPACE], auth=auth, transports=["websocket"], wait_timeout=5
-    )
-    return client, log
+    return await recording_client(url, NAMESPACE, EVENTS, auth, Log())
+
+
+def connected(
+    url: str, tok: str, *, last_event_id: Any = None
+) -> AbstractAsyncContextManager[tuple[socketio.AsyncClient, Log]]:
+    """`connect`, disconnecting on the way out."""
+    return disconnecting(connect(url, tok, last_event_id=last_event_id))
 
 
 async def set_statuses(db: asyncpg.Connection, order_id: int, statuses: list[str]) -> list[int]:

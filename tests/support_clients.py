@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +67,20 @@ async def connect(
         url, token(settings, user_id, role, ttl=ttl), namespace=NAMESPACE, events=EVENTS
     )
     return Person(user_id, client, received)
+
+
+@asynccontextmanager
+async def connected(
+    url: str, settings: Settings, *customers: str, support: Sequence[str] = ()
+) -> AsyncIterator[list[Person]]:
+    """Customers, then support agents, connected in that order; all closed on the way out."""
+    people: list[Person] = []
+    try:
+        for user_id in customers:
+            people.append(await connect(url, settings, user_id))
+        for user_id in support:
+            people.append(await connect(url, settings, user_id, "support"))
+        yield people
+    finally:
+        for person in people:
+            await person.close()

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import eventually, token
-from tests.replay_helpers import NAMESPACE, connect, delivered_live
+from tests.helpers import base_url, eventually, token
+from tests.replay_helpers import NAMESPACE, connect, connected, delivered_live
 from tiffin_rt.config import Settings
 from tiffin_rt.db import inbox
 from tiffin_rt.keys import ROUTER
@@ -108,14 +108,14 @@ async def test_inbox_and_read_state_survive_a_restart_and_log_pruning(
     start_server: StartServer, settings: Settings, db: asyncpg.Connection
 ) -> None:
     server = await start_server(settings)
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     ids = [await _notify(db, "alice", f"n{i}") for i in range(3)]
     await _post(url, _auth(settings, "alice"), f"/api/notifications/{ids[0]}/read")
     await server.close()
     await db.execute("DELETE FROM tiffin_rt.events")  # the event log's retention has passed
 
     server = await start_server(settings)
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     _, page = await _get(url, _auth(settings, "alice"), "/api/notifications")
     assert [(n["id"], n["read"]) for n in page["notifications"]] == [
         (ids[2], False),
@@ -123,14 +123,11 @@ async def test_inbox_and_read_state_survive_a_restart_and_log_pruning(
         (ids[0], True),
     ]
     assert page["unread"] == 2
-    client, log = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (_, log):
         notes = await log.wait_for("notification", 2)
         assert [n["id"] for n in notes] == [ids[1], ids[2]]
         [count] = await log.wait_for("unreadCount")
         assert count == {"unread": 2}
-    finally:
-        await client.disconnect()
 
 
 async def test_on_connect_a_device_gets_its_unread_notifications_once(
@@ -138,19 +135,15 @@ async def test_on_connect_a_device_gets_its_unread_notifications_once(
 ) -> None:
     ids = [await _notify(db, "alice", f"n{i}") for i in range(3)]
     await db.execute("SELECT tiffin_rt.notify_room('order-1', 'x', 'room note', '')")
-    client, log = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (_, log):
         notes = await log.wait_for("notification", 3)
         assert [n["id"] for n in notes] == ids
         assert all(n["read"] is False for n in notes)
         [count] = await log.wait_for("unreadCount")
         assert count == {"unread": 3}
         live = await _notify(db, "alice", "live")
-        notes = await log.wait_for("notification", 4)
-        await log.quiet()
-        assert [n["id"] for n in log.of("notification")] == [*ids, live]
-    finally:
-        await client.disconnect()
+        notes = await log.settled("notification", 4)
+        assert [n["id"] for n in notes] == [*ids, live]
 
 
 async def test_a_notification_committed_during_the_inbox_read_arrives_once(
@@ -173,13 +166,9 @@ async def test_a_notification_committed_during_the_inbox_read_arrives_once(
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(inbox, "newest_unread", slow)
-    client, log = await connect(url, token(settings, "alice"))
-    try:
-        await log.wait_for("notification", 2)
-        await log.quiet()
-        assert [n["id"] for n in log.of("notification")] == [first, *committed]
-    finally:
-        await client.disconnect()
+    async with connected(url, token(settings, "alice")) as (_, log):
+        notes = await log.settled("notification", 2)
+        assert [n["id"] for n in notes] == [first, *committed]
 
 
 async def test_a_read_on_one_device_reaches_the_other_live(
@@ -253,25 +242,21 @@ async def test_a_reconnecting_device_gets_the_reads_it_missed(
 async def test_mark_read_rejects_malformed_arguments(
     argument: Any, server: TestServer, url: str, settings: Settings
 ) -> None:
-    client, _ = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (client, _):
         ack = await client.call("markRead", argument, namespace=NAMESPACE)
         assert ack["ok"] is False
         assert ack["error"]["code"] == "invalid_payload"
         assert "markRead" in ack["error"]["message"] or "id" in ack["error"]["message"]
-    finally:
-        await client.disconnect()
 
 
 async def test_latest_mode_sends_the_unread_count_and_latest_n(
     start_server: StartServer, settings: Settings, db: asyncpg.Connection
 ) -> None:
     server = await start_server(inbox={"on_connect": "latest", "on_connect_limit": 2})
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     ids = [await _notify(db, "alice", f"n{i}") for i in range(3)]
     await _post(url, _auth(settings, "alice"), f"/api/notifications/{ids[2]}/read")
-    client, log = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (_, log):
         [summary] = await log.wait_for("inbox")
         assert summary["unread"] == 2
         assert [(n["id"], n["read"]) for n in summary["notifications"]] == [
@@ -280,22 +265,17 @@ async def test_latest_mode_sends_the_unread_count_and_latest_n(
         ]
         await log.quiet(0.2)
         assert log.of("notification") == []
-    finally:
-        await client.disconnect()
 
 
 async def test_off_mode_sends_nothing_on_connect(
     start_server: StartServer, settings: Settings, db: asyncpg.Connection
 ) -> None:
     server = await start_server(inbox={"on_connect": "off"})
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     await delivered_live(server.app, await _notify(db, "alice", "n"))
-    client, log = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (_, log):
         await log.quiet(0.3)
         assert log.entries == []
-    finally:
-        await client.disconnect()
 
 
 async def test_a_lost_database_is_answered_and_the_inbox_works_again_after(
@@ -336,8 +316,7 @@ async def test_a_read_then_a_new_notification_in_one_commit_arrive_in_that_order
     """The badge a client shows is the last unread count plus what arrived after it: a
     notificationRead must not come after a notification that was committed later."""
     await db.execute("SELECT tiffin_rt.notify_user('alice', 'promo', 'Old', 'read soon')")
-    client, log = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (_, log):
         await log.wait_for("unreadCount")
         async with db.transaction():
             await db.execute("SELECT * FROM tiffin_rt.mark_notifications_read('alice')")
@@ -348,5 +327,3 @@ async def test_a_read_then_a_new_notification_in_one_commit_arrive_in_that_order
         assert [name for name, _ in live][-2:] == ["notificationRead", "notification"]
         assert live[-2][1]["unread"] == 0
         assert live[-1][1]["title"] == "New"
-    finally:
-        await client.disconnect()

@@ -5,18 +5,11 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from tests import orders_tables
 from tiffin_rt.config import OrdersSettings
 from tiffin_rt.db import migrate
 
-CUSTOM = OrdersSettings(
-    table="shop.purchases",
-    id_column="purchase_no",
-    status_column="state",
-    customer_column="buyer",
-    vendor_column="restaurant",
-    rider_column="courier",
-    create_demo_table=False,
-)
+CUSTOM = orders_tables.CUSTOM.settings
 
 
 async def create_custom_table(db: asyncpg.Connection) -> None:

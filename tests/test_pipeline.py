@@ -7,6 +7,8 @@ columns are not the defaults.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import asyncpg
@@ -14,9 +16,29 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import make_settings, sio_client, sse_events, token
+from tests.helpers import Received, disconnecting, make_settings, sio_client, sse_events, token
 from tests.orders_tables import CUSTOM, DEMO, OrdersTable
 from tiffin_rt.config import Settings
+
+
+@asynccontextmanager
+async def watching(url: str, tok: str, *rooms: str) -> AsyncIterator[Received]:
+    """What a Socket.IO client that joined `rooms` receives; disconnected on the way out."""
+    async with disconnecting(sio_client(url, tok)) as (client, received):
+        for room in rooms:
+            await client.call("joinRoom", room, namespace="/notifications")
+        yield received
+
+
+@asynccontextmanager
+async def status_stream(url: str, tok: str, order_id: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The response to an SSE request for an order's status, as the holder of `tok`."""
+    headers = {"Authorization": f"Bearer {tok}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/api/notifications/orders/{order_id}/status", headers=headers) as response,
+    ):
+        yield response
 
 
 @pytest.fixture(params=[DEMO, CUSTOM], ids=["demo-table", "custom-table"])
@@ -41,8 +63,7 @@ async def server(
 async def test_committed_update_reaches_socketio_room(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection, orders: OrdersTable
 ) -> None:
-    client, received = await sio_client(url, token(settings, "alice"))
-    try:
+    async with disconnecting(sio_client(url, token(settings, "alice"))) as (client, received):
         ack = await client.call("joinRoom", "order-1", namespace="/notifications")
         assert ack == {"ok": True, "room": "order-1"}
         await orders.set_status(db, "1", "preparing")
@@ -52,8 +73,6 @@ async def test_committed_update_reaches_socketio_room(
         assert update["previousStatus"] == "pending"
         assert update["timestamp"].endswith("Z")
         assert isinstance(update["eventId"], int)
-    finally:
-        await client.disconnect()
 
 
 async def test_customer_gets_own_orders_in_user_room_without_joining(
@@ -78,11 +97,7 @@ async def test_customer_gets_own_orders_in_user_room_without_joining(
 async def test_update_reaches_sse_stream_then_ends_on_delivered(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection, orders: OrdersTable
 ) -> None:
-    headers = {"Authorization": f"Bearer {token(settings, 'alice')}"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{url}/api/notifications/orders/1/status", headers=headers) as response,
-    ):
+    async with status_stream(url, token(settings, "alice"), "1") as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         stream = sse_events(response)
@@ -104,11 +119,7 @@ async def test_update_reaches_sse_stream_then_ends_on_delivered(
 async def test_unknown_order_answers_404_before_streaming(
     server: TestServer, url: str, settings: Settings
 ) -> None:
-    headers = {"Authorization": f"Bearer {token(settings, 'ops', 'support')}"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{url}/api/notifications/orders/999/status", headers=headers) as response,
-    ):
+    async with status_stream(url, token(settings, "ops", "support"), "999") as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "not_found"
 
@@ -116,9 +127,7 @@ async def test_unknown_order_answers_404_before_streaming(
 async def test_rolled_back_and_unchanged_updates_send_nothing(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection, orders: OrdersTable
 ) -> None:
-    client, received = await sio_client(url, token(settings, "alice"))
-    try:
-        await client.call("joinRoom", "order-1", namespace="/notifications")
+    async with watching(url, token(settings, "alice"), "order-1") as received:
         tx = db.transaction()
         await tx.start()
         await orders.set_status(db, "1", "cancelled")
@@ -131,16 +140,12 @@ async def test_rolled_back_and_unchanged_updates_send_nothing(
         assert update["status"] == "confirmed"
         await asyncio.sleep(0.2)
         assert len(received.of("orderStatusUpdate")) == 1
-    finally:
-        await client.disconnect()
 
 
 async def test_quick_updates_arrive_in_commit_order(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection, orders: OrdersTable
 ) -> None:
-    client, received = await sio_client(url, token(settings, "alice"))
-    try:
-        await client.call("joinRoom", "order-1", namespace="/notifications")
+    async with watching(url, token(settings, "alice"), "order-1") as received:
         statuses = ["confirmed", "preparing", "ready", "delivered"]
         for status in statuses:
             await orders.set_status(db, "1", status)
@@ -148,8 +153,6 @@ async def test_quick_updates_arrive_in_commit_order(
         assert [u["status"] for u in updates] == statuses
         ids = [u["eventId"] for u in updates]
         assert ids == sorted(ids)
-    finally:
-        await client.disconnect()
 
 
 async def test_transaction_committing_after_a_later_one_is_not_lost(
@@ -161,33 +164,28 @@ async def test_transaction_committing_after_a_later_one_is_not_lost(
     orders: OrdersTable,
 ) -> None:
     """Event ids are taken at insert: the listener must not skip an id that commits late."""
-    client, received = await sio_client(url, token(settings, "admin", "admin"))
-    other = await asyncpg.connect(dsn)
-    try:
-        await client.call("joinRoom", "order-1", namespace="/notifications")
-        await client.call("joinRoom", "order-3", namespace="/notifications")
-        slow = db.transaction()
-        await slow.start()
-        await orders.set_status(db, "1", "confirmed")  # takes the lower id, commits last
-        await orders.set_status(other, "3", "ready")  # takes the higher id, commits first
-        await asyncio.sleep(0.3)
-        assert received.of("orderStatusUpdate") == []  # held back: id order is kept
-        await slow.commit()
-        updates = await received.wait_for("orderStatusUpdate", count=2)
-        assert [u["orderId"] for u in updates] == ["1", "3"]
-        await asyncio.sleep(0.2)
-        assert len(received.of("orderStatusUpdate")) == 2
-    finally:
-        await other.close()
-        await client.disconnect()
+    async with watching(url, token(settings, "admin", "admin"), "order-1", "order-3") as received:
+        other = await asyncpg.connect(dsn)
+        try:
+            slow = db.transaction()
+            await slow.start()
+            await orders.set_status(db, "1", "confirmed")  # takes the lower id, commits last
+            await orders.set_status(other, "3", "ready")  # takes the higher id, commits first
+            await asyncio.sleep(0.3)
+            assert received.of("orderStatusUpdate") == []  # held back: id order is kept
+            await slow.commit()
+            updates = await received.wait_for("orderStatusUpdate", count=2)
+            assert [u["orderId"] for u in updates] == ["1", "3"]
+            await asyncio.sleep(0.2)
+            assert len(received.of("orderStatusUpdate")) == 2
+        finally:
+            await other.close()
 
 
 async def test_listener_killed_while_updates_commit_loses_nothing(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection, orders: OrdersTable
 ) -> None:
-    client, received = await sio_client(url, token(settings, "admin", "admin"))
-    try:
-        await client.call("joinRoom", "order-1", namespace="/notifications")
+    async with watching(url, token(settings, "admin", "admin"), "order-1") as received:
         statuses = [f"step-{n}" for n in range(30)]
         for n, status in enumerate(statuses):
             await orders.set_status(db, "1", status)
@@ -203,5 +201,3 @@ async def test_listener_killed_while_updates_commit_loses_nothing(
         assert [u["status"] for u in updates] == statuses
         await asyncio.sleep(0.3)
         assert len(received.of("orderStatusUpdate")) == 30
-    finally:
-        await client.disconnect()

@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import eventually, token
-from tests.replay_helpers import FIVE, NAMESPACE, connect, delivered_live, set_statuses
+from tests.conftest import StartServer
+from tests.helpers import base_url, eventually, token
+from tests.replay_helpers import FIVE, NAMESPACE, connect, connected, delivered_live, set_statuses
 from tiffin_rt.config import Settings
 from tiffin_rt.db import replay
 from tiffin_rt.keys import ROUTER
@@ -19,13 +20,10 @@ from tiffin_rt.keys import ROUTER
 
 async def _last_seen(url: str, settings: Settings, db: asyncpg.Connection) -> int:
     """Connect, see one live update of order 1, disconnect: the id a phone would keep."""
-    client, log = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (_, log):
         await set_statuses(db, 1, ["confirmed"])
         [update] = await log.wait_for("orderStatusUpdate")
         return int(update["eventId"])
-    finally:
-        await client.disconnect()
 
 
 async def test_reconnect_gets_exactly_the_five_missed_in_order_then_live(
@@ -34,8 +32,7 @@ async def test_reconnect_gets_exactly_the_five_missed_in_order_then_live(
     last = await _last_seen(url, settings, db)
     missed = await set_statuses(db, 1, ["preparing", "ready", "preparing", "ready", "preparing"])
 
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
-    try:
+    async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
         updates = await log.wait_for("orderStatusUpdate", 5)
         assert [u["eventId"] for u in updates] == missed
         assert [u["status"] for u in updates] == ["preparing", "ready", "preparing", "ready",
@@ -47,8 +44,6 @@ async def test_reconnect_gets_exactly_the_five_missed_in_order_then_live(
         await log.quiet()
         assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, live]
         assert log.of("resync") == []
-    finally:
-        await client.disconnect()
 
 
 async def test_missed_notifications_are_replayed_with_status_updates_in_log_order(
@@ -60,8 +55,7 @@ async def test_missed_notifications_are_replayed_with_status_updates_in_log_orde
     await set_statuses(db, 1, ["ready"])
     await db.execute("SELECT tiffin_rt.notify_user('bob', 'promo', 'Not for alice', '')")
 
-    client, log = await connect(url, token(settings, "alice"), last_event_id=str(last))
-    try:
+    async with connected(url, token(settings, "alice"), last_event_id=str(last)) as (_, log):
         await log.wait_for("orderStatusUpdate", 2)
         await log.wait_for("notification", 1)
         await log.quiet()
@@ -70,8 +64,6 @@ async def test_missed_notifications_are_replayed_with_status_updates_in_log_orde
         ids = log.event_ids()
         assert ids == sorted(ids)
         assert log.of("notification")[0]["title"] == "Half price"
-    finally:
-        await client.disconnect()
 
 
 async def test_rejoining_an_order_room_replays_what_that_room_missed(
@@ -86,8 +78,7 @@ async def test_rejoining_an_order_room_replays_what_that_room_missed(
 
     missed = await set_statuses(db, 3, FIVE)
     await set_statuses(db, 1, ["preparing"])  # another order: not in a room support rejoins
-    client, log = await connect(url, support, last_event_id=first)
-    try:
+    async with connected(url, support, last_event_id=first) as (client, log):
         await log.quiet(0.2)
         assert log.of("orderStatusUpdate") == []  # support's own room had nothing
         ack = await client.call("joinRoom", "order-3", namespace=NAMESPACE)
@@ -95,11 +86,8 @@ async def test_rejoining_an_order_room_replays_what_that_room_missed(
         updates = await log.wait_for("orderStatusUpdate", 5)
         assert [u["eventId"] for u in updates] == missed
         [live] = await set_statuses(db, 3, ["delivered"])
-        updates = await log.wait_for("orderStatusUpdate", 6)
-        await log.quiet()
-        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, live]
-    finally:
-        await client.disconnect()
+        updates = await log.settled("orderStatusUpdate", 6)
+        assert [u["eventId"] for u in updates] == [*missed, live]
 
 
 async def test_rejoining_a_room_sends_nothing_already_received_through_the_user_room(
@@ -107,15 +95,18 @@ async def test_rejoining_a_room_sends_nothing_already_received_through_the_user_
 ) -> None:
     last = await _last_seen(url, settings, db)
     missed = await set_statuses(db, 1, FIVE[1:])
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
-    try:
+    async with connected(url, token(settings, "alice"), last_event_id=last) as (client, log):
         await log.wait_for("orderStatusUpdate", 4)
         ack = await client.call("joinRoom", "order-1", namespace=NAMESPACE)
         assert ack["ok"] is True
         await log.quiet()
         assert [u["eventId"] for u in log.of("orderStatusUpdate")] == missed
-    finally:
-        await client.disconnect()
+
+
+@pytest.fixture
+async def short_replay(start_server: StartServer) -> TestServer:
+    """A server that replays at most three missed events, and asks for a resync past that."""
+    return await start_server(replay={"max_events": 3})
 
 
 def _around_replay_query(
@@ -156,13 +147,9 @@ async def test_event_committed_while_the_replay_query_runs_arrives_once_and_in_o
         await eventually(lambda: router.delivered > before)
 
     _around_replay_query(monkeypatch, **{when: commit_and_wait_for_live_delivery})
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
-    try:
-        await log.wait_for("orderStatusUpdate", 5)
-        await log.quiet()
-        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, *committed]
-    finally:
-        await client.disconnect()
+    async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
+        updates = await log.settled("orderStatusUpdate", 5)
+        assert [u["eventId"] for u in updates] == [*missed, *committed]
 
 
 async def test_an_id_older_than_retention_gets_resync_then_live(
@@ -171,8 +158,7 @@ async def test_an_id_older_than_retention_gets_resync_then_live(
     last = await _last_seen(url, settings, db)
     await set_statuses(db, 1, ["preparing", "ready"])
     await db.execute("DELETE FROM tiffin_rt.events WHERE id <= $1 + 1", last)  # as pruning does
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
-    try:
+    async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
         [resync] = await log.wait_for("resync")
         assert resync["reason"] == "expired"
         assert resync["lastEventId"] == last
@@ -180,8 +166,6 @@ async def test_an_id_older_than_retention_gets_resync_then_live(
         [live] = await set_statuses(db, 1, ["delivered"])
         [update] = await log.wait_for("orderStatusUpdate")
         assert update["eventId"] == live
-    finally:
-        await client.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -195,35 +179,26 @@ async def test_an_unknown_or_malformed_id_gets_resync_and_the_connection_stays(
     settings: Settings,
     db: asyncpg.Connection,
 ) -> None:
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last_event_id)
-    try:
+    async with connected(url, token(settings, "alice"), last_event_id=last_event_id) as (_, log):
         [resync] = await log.wait_for("resync")
         assert resync["reason"] == reason
         assert resync["message"]
         [live] = await set_statuses(db, 1, ["confirmed"])
         [update] = await log.wait_for("orderStatusUpdate")
         assert update["eventId"] == live
-    finally:
-        await client.disconnect()
 
 
 async def test_too_many_missed_events_get_resync_instead_of_a_flood(
-    start_server: Callable[..., Awaitable[TestServer]],
-    settings: Settings,
-    db: asyncpg.Connection,
+    short_replay: TestServer, settings: Settings, db: asyncpg.Connection
 ) -> None:
-    server = await start_server(replay={"max_events": 3})
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(short_replay)
     last = await _last_seen(url, settings, db)
     await set_statuses(db, 1, FIVE[1:])
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
-    try:
+    async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
         [resync] = await log.wait_for("resync")
         assert resync["reason"] == "too_many"
         await log.quiet(0.2)
         assert log.of("orderStatusUpdate") == []
-    finally:
-        await client.disconnect()
 
 
 async def test_connections_without_last_event_id_replay_nothing(
@@ -231,14 +206,11 @@ async def test_connections_without_last_event_id_replay_nothing(
 ) -> None:
     ids = await set_statuses(db, 1, FIVE)
     await delivered_live(server.app, ids[-1])
-    client, log = await connect(url, token(settings, "alice"))
-    try:
+    async with connected(url, token(settings, "alice")) as (client, log):
         await client.call("joinRoom", "order-1", namespace=NAMESPACE)
         await log.quiet(0.3)
         assert log.of("orderStatusUpdate") == []
         assert log.of("resync") == []
-    finally:
-        await client.disconnect()
 
 
 async def test_a_disconnect_during_replay_leaves_the_server_serving(
@@ -249,47 +221,36 @@ async def test_a_disconnect_during_replay_leaves_the_server_serving(
     for _ in range(5):
         client, _log = await connect(url, token(settings, "alice"), last_event_id=last)
         await client.disconnect()
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
-    try:
+    async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
         await log.wait_for("orderStatusUpdate", 4)
-    finally:
-        await client.disconnect()
     await asyncio.sleep(0.1)
 
 
 async def test_resuming_on_another_server_process_gets_the_missed_events_once(
-    start_server: Callable[..., Awaitable[TestServer]],
+    start_server: StartServer,
     settings: Settings,
     db: asyncpg.Connection,
 ) -> None:
     first, second = await start_server(settings), await start_server(settings)
-    last = await _last_seen(str(first.make_url("")).rstrip("/"), settings, db)
+    last = await _last_seen(base_url(first), settings, db)
     missed = await set_statuses(db, 1, FIVE[1:])
-    url = str(second.make_url("")).rstrip("/")
-    client, log = await connect(url, token(settings, "alice"), last_event_id=last)
-    try:
+    url = base_url(second)
+    async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
         await log.wait_for("orderStatusUpdate", 4)
         [live] = await set_statuses(db, 1, ["delivered"])
-        await log.wait_for("orderStatusUpdate", 5)
-        await log.quiet()
-        assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, live]
-    finally:
-        await client.disconnect()
+        updates = await log.settled("orderStatusUpdate", 5)
+        assert [u["eventId"] for u in updates] == [*missed, live]
 
 
 async def test_a_room_that_missed_too_much_gets_a_resync_naming_it(
-    start_server: Callable[..., Awaitable[TestServer]],
-    settings: Settings,
-    db: asyncpg.Connection,
+    short_replay: TestServer, settings: Settings, db: asyncpg.Connection
 ) -> None:
-    server = await start_server(replay={"max_events": 3})
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(short_replay)
     support = token(settings, "sam", "support")
     [first] = await set_statuses(db, 3, ["ready"])
     missed = await set_statuses(db, 3, FIVE[1:])
-    await delivered_live(server.app, missed[-1])
-    client, log = await connect(url, support, last_event_id=first)
-    try:
+    await delivered_live(short_replay.app, missed[-1])
+    async with connected(url, support, last_event_id=first) as (client, log):
         ack = await client.call("joinRoom", "order-3", namespace=NAMESPACE)
         assert ack == {"ok": True, "room": "order-3"}
         [resync] = await log.wait_for("resync")
@@ -298,5 +259,3 @@ async def test_a_room_that_missed_too_much_gets_a_resync_naming_it(
         [live] = await set_statuses(db, 3, ["delivered"])
         [update] = await log.wait_for("orderStatusUpdate")
         assert update["eventId"] == live
-    finally:
-        await client.disconnect()

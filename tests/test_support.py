@@ -11,7 +11,8 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.support_clients import NAMESPACE, Person, connect
+from tests.helpers import base_url
+from tests.support_clients import NAMESPACE, Person, connect, connected
 from tiffin_rt.config import Settings
 
 
@@ -20,12 +21,17 @@ async def people(
     server: TestServer, url: str, settings: Settings
 ) -> AsyncIterator[tuple[Person, Person, Person]]:
     """Two customers (alice, bob) and a support agent (sam), connected to /support."""
-    alice = await connect(url, settings, "alice")
-    bob = await connect(url, settings, "bob")
-    sam = await connect(url, settings, "sam", "support")
-    yield alice, bob, sam
-    for person in (alice, bob, sam):
-        await person.close()
+    async with connected(url, settings, "alice", "bob", support=["sam"]) as (alice, bob, sam):
+        yield alice, bob, sam
+
+
+@pytest.fixture
+async def cid(people: tuple[Person, Person, Person]) -> int:
+    """A conversation alice opened and sam joined."""
+    alice, _bob, sam = people
+    conversation_id: int = (await alice.start())["id"]
+    await sam.call("joinConversation", {"conversationId": conversation_id})
+    return conversation_id
 
 
 async def count_messages(db: asyncpg.Connection) -> int:
@@ -75,13 +81,11 @@ async def test_a_conversation_reaches_the_agent_and_messages_arrive_in_order(
 
 
 async def test_html_is_stored_and_sent_as_plain_text(
-    people: tuple[Person, Person, Person], db: asyncpg.Connection
+    people: tuple[Person, Person, Person], cid: int, db: asyncpg.Connection
 ) -> None:
     alice, _bob, sam = people
-    conversation = await alice.start()
-    await sam.call("joinConversation", {"conversationId": conversation["id"]})
     html = "<script>alert('hi')</script> <b>5 & 6</b> 食"
-    ack = await alice.send(conversation["id"], html)
+    ack = await alice.send(cid, html)
     assert ack["message"]["text"] == html
     [received] = await sam.received.wait_for("message")
     assert received["text"] == html
@@ -89,16 +93,14 @@ async def test_html_is_stored_and_sent_as_plain_text(
 
 
 async def test_a_resend_with_the_same_client_message_id_is_stored_and_delivered_once(
-    people: tuple[Person, Person, Person], db: asyncpg.Connection
+    people: tuple[Person, Person, Person], cid: int, db: asyncpg.Connection
 ) -> None:
     alice, _bob, sam = people
-    conversation = await alice.start()
-    await sam.call("joinConversation", {"conversationId": conversation["id"]})
-    first = await alice.send(conversation["id"], "Hello?", "retry-me")
-    again = await alice.send(conversation["id"], "Hello?", "retry-me")
+    first = await alice.send(cid, "Hello?", "retry-me")
+    again = await alice.send(cid, "Hello?", "retry-me")
     assert first["duplicate"] is False
     assert again == {"ok": True, "message": first["message"], "duplicate": True}
-    await alice.send(conversation["id"], "Anyone there?", "next")
+    await alice.send(cid, "Anyone there?", "next")
     delivered = await sam.received.wait_for("message", 2)
     assert [m["text"] for m in delivered] == ["Hello?", "Anyone there?"]
     await asyncio.sleep(0.2)
@@ -151,7 +153,7 @@ async def test_bad_input_is_refused_clearly_and_nothing_is_stored(
     start_server: StartServer, settings: Settings, db: asyncpg.Connection
 ) -> None:
     server = await start_server(support={"max_message_length": 20})
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     alice = await connect(url, settings, "alice")
     try:
         conversation = await alice.start()
@@ -221,7 +223,7 @@ async def test_rate_limits_and_token_expiry_apply_on_support(
     server = await start_server(
         limits={"event_overrides": {"message": "3/minute"}}, auth={"expiry_warning": 0.5}
     )
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     alice = await connect(url, settings, "alice")
     short = await connect(url, settings, "sam", "support", ttl=1)
     try:
@@ -241,11 +243,9 @@ async def test_rate_limits_and_token_expiry_apply_on_support(
 
 
 async def test_a_dropped_database_connection_is_answered_and_a_resend_stores_once(
-    people: tuple[Person, Person, Person], db: asyncpg.Connection
+    people: tuple[Person, Person, Person], cid: int, db: asyncpg.Connection
 ) -> None:
     alice, _bob, sam = people
-    cid = (await alice.start())["id"]
-    await sam.call("joinConversation", {"conversationId": cid})
     await db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE application_name = 'tiffin_rt' AND datname = current_database()"

@@ -10,13 +10,9 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import eventually, token
-from tests.support_clients import Person, connect
+from tests.helpers import base_url, eventually, token
+from tests.support_clients import Person, connect, connected
 from tiffin_rt.config import Settings
-
-
-def base_url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
 
 
 async def get_json(url: str, settings: Settings, user: str, role: str = "customer") -> Any:
@@ -30,9 +26,7 @@ async def test_typing_reaches_the_others_is_throttled_and_clears_by_itself(
 ) -> None:
     server = await start_server(support={"typing_timeout": 0.6, "typing_throttle": 10})
     url = base_url(server)
-    alice = await connect(url, settings, "alice")
-    sam = await connect(url, settings, "sam", "support")
-    try:
+    async with connected(url, settings, "alice", support=["sam"]) as (alice, sam):
         conversation = await alice.start()
         cid = conversation["id"]
         await sam.call("joinConversation", {"conversationId": cid})
@@ -61,18 +55,12 @@ async def test_typing_reaches_the_others_is_throttled_and_clears_by_itself(
         assert after_disconnect[-1] == {"conversationId": cid, "userId": "alice", "isTyping": False}
         await asyncio.sleep(0.8)
         assert len(sam.received.of("typing")) == 4  # nothing repeated after the timeout
-    finally:
-        await alice.close()
-        await sam.close()
 
 
 async def test_read_receipts_and_unread_counts(
     server: TestServer, url: str, settings: Settings
 ) -> None:
-    alice = await connect(url, settings, "alice")
-    bob = await connect(url, settings, "bob")
-    sam = await connect(url, settings, "sam", "support")
-    try:
+    async with connected(url, settings, "alice", "bob", support=["sam"]) as (alice, bob, sam):
         conversation = await alice.start()
         cid = conversation["id"]
         sent = [(await alice.send(cid, f"line {i}"))["message"] for i in range(3)]
@@ -122,17 +110,12 @@ async def test_read_receipts_and_unread_counts(
         await asyncio.sleep(0.2)
         assert len(alice.received.of("read")) == 1
         assert bob.received.of("read") == []
-    finally:
-        for person in (alice, bob, sam):
-            await person.close()
 
 
 async def test_history_pages_through_the_event_and_rest(
     server: TestServer, url: str, settings: Settings
 ) -> None:
-    alice = await connect(url, settings, "alice")
-    sam = await connect(url, settings, "sam", "support")
-    try:
+    async with connected(url, settings, "alice", support=["sam"]) as (alice, sam):
         cid = (await alice.start())["id"]
         await sam.call("joinConversation", {"conversationId": cid})
         ids = []
@@ -177,9 +160,6 @@ async def test_history_pages_through_the_event_and_rest(
             )
             assert status == code, path
             assert set(body["error"]) == {"code", "message"}
-    finally:
-        await alice.close()
-        await sam.close()
 
 
 async def test_customers_see_live_whether_support_is_online(
@@ -218,10 +198,7 @@ async def test_customers_see_live_whether_support_is_online(
 async def test_closing_tells_the_participants_and_the_agents(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
 ) -> None:
-    alice = await connect(url, settings, "alice")
-    sam = await connect(url, settings, "sam", "support")
-    kim = await connect(url, settings, "kim", "support")
-    try:
+    async with connected(url, settings, "alice", support=["sam", "kim"]) as (alice, sam, kim):
         cid = (await alice.start())["id"]
         await sam.call("joinConversation", {"conversationId": cid})
         ack = await sam.call("closeConversation", {"conversationId": cid})
@@ -245,9 +222,6 @@ async def test_closing_tells_the_participants_and_the_agents(
         assert [c["id"] for c in closed_list["conversations"]] == [cid]
         await asyncio.sleep(0.2)
         assert len(alice.received.of("conversationClosed")) == 1
-    finally:
-        for person in (alice, sam, kim):
-            await person.close()
 
 
 async def test_participants_on_two_server_processes_get_everything(
@@ -298,10 +272,7 @@ async def test_participants_on_two_server_processes_get_everything(
 async def test_concurrent_senders_are_seen_in_one_order_by_everyone(
     server: TestServer, url: str, settings: Settings
 ) -> None:
-    alice = await connect(url, settings, "alice")
-    sam = await connect(url, settings, "sam", "support")
-    kim = await connect(url, settings, "kim", "support")
-    try:
+    async with connected(url, settings, "alice", support=["sam", "kim"]) as (alice, sam, kim):
         cid = (await alice.start())["id"]
         for agent in (sam, kim):
             await agent.call("joinConversation", {"conversationId": cid})
@@ -318,6 +289,3 @@ async def test_concurrent_senders_are_seen_in_one_order_by_everyone(
             assert await person.received.wait_for("message", len(others)) == others
         history = await alice.call("history", {"conversationId": cid, "limit": 100})
         assert history["messages"] == stored
-    finally:
-        for person in (alice, sam, kim):
-            await person.close()
