@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -176,14 +177,14 @@ async def main(job: dict[str, Any]) -> None:
 
     deadline = time.monotonic() + float(job.get("connect_seconds", 600))
 
-    async def open_sio(token: str, room: str | None) -> None:
+    async def start(
+        conn: SioConnection | SseConnection, connecting: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Connect under the gate: a failure is counted, an open connection starts running."""
         nonlocal failed
-        conn = SioConnection(counters, job.get("namespace", "/notifications"), record)
         try:
             async with gate:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("not connected within the bench's connect time")
-                await conn.connect(session, url, token, room)
+                await connecting()
         except Exception as exc:
             failed += 1
             if len(counters.errors) < 5:
@@ -191,18 +192,19 @@ async def main(job: dict[str, Any]) -> None:
             return
         runners.append(asyncio.create_task(conn.run()))
 
+    async def open_sio(token: str, room: str | None) -> None:
+        conn = SioConnection(counters, job.get("namespace", "/notifications"), record)
+
+        async def connecting() -> None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("not connected within the bench's connect time")
+            await conn.connect(session, url, token, room)
+
+        await start(conn, connecting)
+
     async def open_sse(token: str, order_id: str) -> None:
-        nonlocal failed
         conn = SseConnection(counters)
-        try:
-            async with gate:
-                await conn.connect(session, url, token, order_id)
-        except Exception as exc:
-            failed += 1
-            if len(counters.errors) < 5:
-                counters.errors.append(f"{type(exc).__name__}: {exc}")
-            return
-        runners.append(asyncio.create_task(conn.run()))
+        await start(conn, lambda: conn.connect(session, url, token, order_id))
 
     await asyncio.gather(
         *(open_sio(t, r) for t, r in job.get("sio", [])),

@@ -338,16 +338,18 @@ def tokens(subs: Sequence[str]) -> list[str]:
 
 @dataclass
 class Options:
-    fanout_clients: int = 1000
-    fanout_events: int = 300
-    e2e_sio: int = 1000
-    e2e_sse: int = 1000
-    e2e_rate: float = 500.0
-    e2e_seconds: float = 20.0
-    idle_connections: int = 15000
-    ping_interval: float = 5.0
-    connect_seconds: float = 150.0
-    client_processes: int = 4
+    """What the scenarios run with; the defaults are the command line's (see main)."""
+
+    fanout_clients: int
+    fanout_events: int
+    e2e_sio: int
+    e2e_sse: int
+    e2e_rate: float
+    e2e_seconds: float
+    idle_connections: int
+    ping_interval: float
+    connect_seconds: float
+    client_processes: int
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
 
