@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import make_settings
+from tests.helpers import base_url, make_settings
 from tests.pg import PostgresForTests
 from tiffin_rt.app import create_app
 from tiffin_rt.config import Settings
@@ -65,7 +65,7 @@ async def server(start_server: StartServer, settings: Settings) -> TestServer:
 
 @pytest.fixture
 def url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
+    return base_url(server)
 
 
 def pytest_report_header() -> str:

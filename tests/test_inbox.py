@@ -205,8 +205,8 @@ async def test_a_read_reaches_a_device_on_another_server_process(
     first, second = await start_server(settings), await start_server(settings)
     note = await _notify(db, "alice", "hello")
     alice = token(settings, "alice")
-    phone, _ = await connect(str(first.make_url("")).rstrip("/"), alice)
-    laptop, on_laptop = await connect(str(second.make_url("")).rstrip("/"), alice)
+    phone, _ = await connect(base_url(first), alice)
+    laptop, on_laptop = await connect(base_url(second), alice)
     try:
         ack = await phone.call("markRead", note, namespace=NAMESPACE)
         assert ack["ok"] is True

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import make_settings, sio_client, token
+from tests.helpers import base_url, make_settings, sio_client, token
 from tiffin_rt.config import Settings
 from tiffin_rt.db.pruner import prune_once
 from tiffin_rt.keys import POOL
@@ -104,7 +104,7 @@ async def test_malformed_channel_payload_does_not_stop_the_next_good_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = await start_server(channel_settings)
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     client, received = await sio_client(url, token(channel_settings, "carol"))
     try:
         with caplog.at_level(logging.WARNING, logger="tiffin_rt.db.listener"):
@@ -129,10 +129,10 @@ async def test_two_server_processes_each_deliver_once_to_their_own_clients(
     first = await start_server(settings)
     second = await start_server(settings)
     on_first, got_first = await sio_client(
-        str(first.make_url("")).rstrip("/"), token(settings, "alice")
+        base_url(first), token(settings, "alice")
     )
     on_second, got_second = await sio_client(
-        str(second.make_url("")).rstrip("/"), token(settings, "alice")
+        base_url(second), token(settings, "alice")
     )
     try:
         await db.execute("UPDATE orders SET status = 'ready' WHERE id = 1")

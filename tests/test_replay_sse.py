@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import asyncpg
@@ -22,6 +24,19 @@ async def _first_event(url: str, headers: dict[str, str]) -> SseEvent:
         http.get(url + ORDER_1, headers=headers) as response,
     ):
         return await anext(sse_events(response))
+
+
+@asynccontextmanager
+async def _resumed(
+    url: str, tok: str, last_event_id: object, query: str = ""
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Order 1's stream as an EventSource reopens it, sending the Last-Event-ID it kept."""
+    headers = {"Authorization": f"Bearer {tok}", "Last-Event-ID": str(last_event_id)}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url + ORDER_1 + query, headers=headers) as response,
+    ):
+        yield response
 
 
 @pytest.mark.parametrize("how", ["header", "query"])
@@ -61,11 +76,7 @@ async def test_header_wins_over_a_stale_query_parameter(
 ) -> None:
     [stale, newer] = await set_statuses(db, 1, ["confirmed", "preparing"])
     [missed] = await set_statuses(db, 1, ["ready"])
-    headers = {"Authorization": f"Bearer {token(settings, 'alice')}", "Last-Event-ID": str(newer)}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{url}{ORDER_1}?lastEventId={stale}", headers=headers) as response,
-    ):
+    async with _resumed(url, token(settings, "alice"), newer, f"?lastEventId={stale}") as response:
         event = await asyncio.wait_for(anext(sse_events(response)), 5)
         assert event.id == str(missed)
 
@@ -74,11 +85,7 @@ async def test_nothing_missed_sends_nothing_until_the_next_change(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
 ) -> None:
     [seen] = await set_statuses(db, 1, ["confirmed"])
-    headers = {"Authorization": f"Bearer {token(settings, 'alice')}", "Last-Event-ID": str(seen)}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(url + ORDER_1, headers=headers) as response,
-    ):
+    async with _resumed(url, token(settings, "alice"), seen) as response:
         stream = sse_events(response)
         pending = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0.3)
@@ -92,8 +99,7 @@ async def test_a_finished_order_seen_to_the_end_answers_204_so_eventsource_stops
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
 ) -> None:
     [done] = await set_statuses(db, 1, ["delivered"])
-    headers = {"Authorization": f"Bearer {token(settings, 'alice')}", "Last-Event-ID": str(done)}
-    async with aiohttp.ClientSession() as http, http.get(url + ORDER_1, headers=headers) as resp:
+    async with _resumed(url, token(settings, "alice"), done) as resp:
         assert resp.status == 204
 
 
@@ -102,11 +108,7 @@ async def test_an_id_older_than_retention_gets_resync_then_the_current_status(
 ) -> None:
     [old, *_] = await set_statuses(db, 1, ["confirmed", "preparing", "ready"])
     await db.execute("DELETE FROM tiffin_rt.events WHERE id <= $1 + 1", old)  # as pruning does
-    headers = {"Authorization": f"Bearer {token(settings, 'alice')}", "Last-Event-ID": str(old)}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(url + ORDER_1, headers=headers) as response,
-    ):
+    async with _resumed(url, token(settings, "alice"), old) as response:
         stream = sse_events(response)
         resync = await asyncio.wait_for(anext(stream), 5)
         assert resync.event == "resync"
@@ -120,8 +122,7 @@ async def test_an_id_older_than_retention_gets_resync_then_the_current_status(
 async def test_a_malformed_last_event_id_is_a_400(
     bad: str, server: TestServer, url: str, settings: Settings
 ) -> None:
-    headers = {"Authorization": f"Bearer {token(settings, 'alice')}", "Last-Event-ID": bad}
-    async with aiohttp.ClientSession() as http, http.get(url + ORDER_1, headers=headers) as resp:
+    async with _resumed(url, token(settings, "alice"), bad) as resp:
         assert resp.status == 400
         body = await resp.json()
         assert body["error"]["code"] == "bad_request"
@@ -132,6 +133,5 @@ async def test_resuming_is_still_authorized(
     server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
 ) -> None:
     [seen] = await set_statuses(db, 1, ["confirmed"])
-    headers = {"Authorization": f"Bearer {token(settings, 'bob')}", "Last-Event-ID": str(seen - 1)}
-    async with aiohttp.ClientSession() as http, http.get(url + ORDER_1, headers=headers) as resp:
+    async with _resumed(url, token(settings, "bob"), seen - 1) as resp:
         assert resp.status == 403

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import StartServer
-from tests.helpers import TEST_SECRET, connect_refusal, sio_client, sse_events, token
+from tests.helpers import TEST_SECRET, base_url, connect_refusal, sio_client, sse_events, token
 from tiffin_rt.config import Settings
 
 AUDIENCE = "tiffin-rt"
@@ -76,10 +76,6 @@ BAD_TOKENS = {
 @pytest.fixture
 async def strict_server(start_server: StartServer) -> TestServer:
     return await start_server(auth={"jwt_audience": AUDIENCE, "jwt_issuer": ISSUER})
-
-
-def base_url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
 
 
 @pytest.mark.parametrize("case", list(BAD_TOKENS))

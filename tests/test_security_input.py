@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import make_settings, sio_client, token
+from tests.helpers import Received, make_settings, sio_client, token
 from tiffin_rt.config import Settings
 
 NS = "/notifications"
@@ -68,6 +68,16 @@ async def assert_still_delivering(
         await client.disconnect()
 
 
+async def assert_watcher_and_newcomers_served(
+    url: str, settings: Settings, db: asyncpg.Connection, watcher: Received
+) -> None:
+    """After the hostile traffic, a client watching order 1 and a new client still get updates."""
+    await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
+    [update] = await watcher.wait_for("orderStatusUpdate")
+    assert update["status"] == "confirmed"
+    await assert_still_delivering(url, settings, db, "preparing")
+
+
 async def test_oversized_message_closes_only_that_connection(
     start_server: StartServer, dsn: str, db: asyncpg.Connection
 ) -> None:
@@ -83,10 +93,7 @@ async def test_oversized_message_closes_only_that_connection(
             closing = await asyncio.wait_for(ws.receive(), 5)
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
-        await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
-        [update] = await to_watcher.wait_for("orderStatusUpdate")
-        assert update["status"] == "confirmed"
-        await assert_still_delivering(url, settings, db, "preparing")
+        await assert_watcher_and_newcomers_served(url, settings, db, to_watcher)
     finally:
         await watcher.disconnect()
 
@@ -135,10 +142,7 @@ async def test_malformed_packets_never_stop_other_clients(
             assert acks["8"][0]["error"]["code"] == "unknown_event"
             assert acks["7"] == [{"ok": True, "room": "order-3"}]
             await ws.close()
-        await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
-        [update] = await to_watcher.wait_for("orderStatusUpdate")
-        assert update["status"] == "confirmed"
-        await assert_still_delivering(url, settings, db, "preparing")
+        await assert_watcher_and_newcomers_served(url, settings, db, to_watcher)
     finally:
         await watcher.disconnect()
 

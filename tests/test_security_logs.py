@@ -13,7 +13,7 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import TEST_SECRET, connect_refusal, make_settings, sio_client, token
+from tests.helpers import TEST_SECRET, base_url, connect_refusal, make_settings, sio_client, token
 from tiffin_rt.app import create_app
 from tiffin_rt.logs import AccessLogger, configure_logging
 
@@ -31,7 +31,7 @@ async def test_captured_logs_contain_no_token(
     server = await aiohttp_server(
         create_app(settings), host="127.0.0.1", access_log_class=AccessLogger
     )
-    url = str(server.make_url("")).rstrip("/")
+    url = base_url(server)
     good = token(settings, "alice")
     expired = token(settings, "alice", ttl=-60)
     forged = jwt.encode({"sub": "eve", "exp": int(time.time()) + 60}, "x" * 40, "HS256")

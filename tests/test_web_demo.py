@@ -11,14 +11,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import sio_client
+from tests.helpers import base_url, sio_client
 from tests.test_cli_and_health import run_cli
 
 
 @pytest.fixture
 async def demo(start_server: StartServer) -> str:
     server = await start_server(demo={"enabled": True})
-    return str(server.make_url("")).rstrip("/")
+    return base_url(server)
 
 
 async def demo_token(http: aiohttp.ClientSession, base: str, user: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.helpers import make_settings
+from tests.helpers import base_url, make_settings
 from tiffin_rt.app import create_app
 from tiffin_rt.web import VENDOR_SCRIPT
 
@@ -80,7 +80,7 @@ async def open_as(browser: Browser, base: str, user: str) -> Page:
 async def test_kitchen_moves_an_order_and_support_answers_the_customer_live(
     browser: Browser, demo_server: TestServer, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    base = str(demo_server.make_url("")).rstrip("/")
+    base = base_url(demo_server)
     customer = await open_as(browser, base, "alice")
     kitchen = await open_as(browser, base, "kitchen-spice-garden")
 
@@ -152,7 +152,7 @@ async def test_kitchen_moves_an_order_and_support_answers_the_customer_live(
 async def test_text_from_the_backend_is_shown_as_text_never_as_html(
     browser: Browser, demo_server: TestServer, db: asyncpg.Connection
 ) -> None:
-    base = str(demo_server.make_url("")).rstrip("/")
+    base = base_url(demo_server)
     customer = await open_as(browser, base, "alice")
     hostile = '<img src=x onerror="window.__pwned=1">Deal'
     await db.execute(
@@ -187,7 +187,7 @@ async def test_the_page_recovers_after_the_server_restarts(
     first = await aiohttp_server(
         create_app(settings), host="127.0.0.1", port=port, shutdown_timeout=3
     )
-    base = str(first.make_url("")).rstrip("/")
+    base = base_url(first)
     async with chromium() as browser:
         customer = await open_as(browser, base, "alice")
         card = customer.locator('#customer-orders [data-order-id="1"]')
