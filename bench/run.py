@@ -432,6 +432,7 @@ async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
     total_orders = n_sio + n_sse
     count = int(opts.e2e_rate * opts.e2e_seconds)
     sent = [0.0] * count
+    commits: list[float] = []  # the writer's own UPDATE round trips: the database's share
     async with clients(
         server.url,
         processes=opts.client_processes,
@@ -453,6 +454,7 @@ async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
                     await asyncio.sleep(delay)
                 sent[seq] = time.time()
                 await update.fetch(f"s{seq}", 1 + seq % total_orders)
+                commits.append((time.time() - sent[seq]) * 1000)
             writer_lag = time.monotonic() - (start + count / opts.e2e_rate)
         finally:
             await writer.close()
@@ -481,6 +483,7 @@ async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
             if hits[seq] == 1:
                 latencies.append((received_at - sent[seq]) * 1000)
     latencies.sort()
+    commits.sort()
     lost = sum(1 for h in hits if h == 0)
     duplicated = sum(h - 1 for h in hits if h > 1)
     return {
@@ -493,6 +496,8 @@ async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
         "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
         "lost": lost,
         "duplicated": duplicated,
+        "commit_p99_ms": percentile(commits, 99),
+        "commit_max_ms": commits[-1] if commits else float("nan"),
         "cpu_s": cpu1 - cpu0,
     }
 
@@ -571,6 +576,12 @@ def render(results: dict[str, dict[str, dict[str, Any]]], servers: Sequence[str]
         ("e2e", "end-to-end: p99 (ms)", lambda r: r["p99_ms"], "{:.2f}"),
         ("e2e", "end-to-end: max (ms)", lambda r: r["max_ms"], "{:.1f}"),
         ("e2e", "end-to-end: lost / duplicated", lambda r: r["lost"] + r["duplicated"], "{:.0f}"),
+        (
+            "e2e",
+            "end-to-end: the writer's UPDATE round trip alone, p99 / max (ms)",
+            lambda r: r["commit_p99_ms"],
+            "{:.2f}",
+        ),
         ("idle", "idle: server memory per connection (KiB)", lambda r: r["kib_per_conn"], "{:.1f}"),
         (
             "idle",
@@ -602,10 +613,12 @@ def render(results: dict[str, dict[str, dict[str, Any]]], servers: Sequence[str]
                 cells.append(f"{r['delivered']:,} of {r['expected']:,}")
             elif label.endswith("2 pings"):
                 cells.append(f"{r['opened']:,} / {r['held']:,} of {r['connections']:,}")
+            elif label.endswith("p99 / max (ms)"):
+                cells.append(f"{r['commit_p99_ms']:.2f} / {r['commit_max_ms']:.1f}")
             else:
                 cells.append(fmt.format(value))
         if "tiffin" in servers:
-            numeric = not label.endswith(("delivered", "2 pings", "duplicated"))
+            numeric = not label.endswith(("delivered", "2 pings", "duplicated", "p99 / max (ms)"))
             for s in others:
                 if numeric and "tiffin" in values and s in values:
                     cells.append(ratio(values["tiffin"], values[s]))
