@@ -207,3 +207,27 @@ async def test_shutdown_disconnects_socketio_clients(
         await asyncio.wait_for(ended.wait(), 5)
     finally:
         await client.disconnect()
+
+
+async def test_a_flood_of_events_in_one_write_is_answered_whole_and_in_order(
+    start_server: StartServer, settings: Settings
+) -> None:
+    server = await start_server(limits={"events_per_connection": "1000/second"})
+    async with raw_websocket(server) as ws:
+        ws.send_text("40/notifications," + json.dumps({"token": token(settings, "alice")}))
+        assert (await ws.read_text()).startswith("40/notifications,{")
+        count = 300  # far past what a connection may have waiting before reading pauses
+        for ack_id in range(1, count + 1):
+            ws.send_text(f'42/notifications,{ack_id}["leaveRoom","order-{ack_id}"]')
+        await ws.writer.drain()
+        acks: list[int] = []
+        replies: list[object] = []
+        while len(acks) < count:
+            text = await ws.read_text()
+            if text.startswith("43/notifications,"):
+                body = text[len("43/notifications,") :]
+                ack_id = body[: body.index("[")]
+                acks.append(int(ack_id))
+                replies.extend(json.loads(body[len(ack_id) :]))
+        assert acks == list(range(1, count + 1))
+        assert replies == [{"ok": True, "room": f"order-{i}"} for i in range(1, count + 1)]

@@ -44,7 +44,8 @@ _LEN3 = struct.Struct("!BBQ").pack
 _TEXT = 0x81
 _BINARY = 0x82
 _PING_FRAME = b"\x81\x012"
-# Messages a client may have waiting before its socket stops reading from it.
+# Messages a client may have waiting before its socket stops reading from it (the frames
+# after them wait in the kernel, and in WebSocketConnection's buffer, until it catches up).
 MAX_PENDING_MESSAGES = 32
 # How long close(wait=True) waits for the close frames to reach the client.
 CLOSE_WAIT_SECONDS = 2.0
@@ -101,7 +102,6 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
     # Messages read but not handled yet; a task drains them while this is not None.
     pending: list[str | bytes] | None = None
     reader_task: asyncio.Task[None] | None = None
-    reading_paused: bool = False
 
     def adopt(self, connection: WebSocketConnection, transport: asyncio.Transport) -> None:
         self.connection = connection
@@ -131,13 +131,8 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
             self.reader_task = asyncio.get_running_loop().create_task(self._handle_pending())
             return
         pending.append(data)
-        if (
-            len(pending) >= MAX_PENDING_MESSAGES
-            and not self.reading_paused
-            and self.transport is not None
-        ):
-            self.transport.pause_reading()
-            self.reading_paused = True
+        if len(pending) >= MAX_PENDING_MESSAGES and self.connection is not None:
+            self.connection.pause_reading()
 
     def on_lost(self) -> None:
         self.connection = None
@@ -152,10 +147,8 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
         try:
             while pending and not self.closed:
                 data = pending.pop(0)
-                if self.reading_paused and len(pending) <= MAX_PENDING_MESSAGES // 2:
-                    self.reading_paused = False
-                    if self.transport is not None:
-                        self.transport.resume_reading()
+                if len(pending) <= MAX_PENDING_MESSAGES // 2 and self.connection is not None:
+                    self.connection.resume_reading()
                 try:
                     await self.receive(eio_packet.Packet(encoded_packet=data))
                 except engineio.exceptions.UnknownPacketError:

@@ -82,7 +82,17 @@ def _unmask(data: bytes, mask: bytes) -> bytes:
 class WebSocketConnection(asyncio.Protocol):
     """Reads client frames from the transport and hands whole messages to `sink`."""
 
-    __slots__ = ("_buffer", "_closing", "_limit", "_lost", "_opcode", "_parts", "sink", "transport")
+    __slots__ = (
+        "_buffer",
+        "_closing",
+        "_limit",
+        "_lost",
+        "_opcode",
+        "_parts",
+        "_paused",
+        "sink",
+        "transport",
+    )
 
     def __init__(self, sink: MessageSink, transport: asyncio.Transport, *, max_message: int):
         self.sink: MessageSink | None = sink
@@ -92,6 +102,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._parts: list[bytes] | None = None
         self._opcode = 0
         self._closing = False
+        self._paused = False
         self._lost: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -110,6 +121,9 @@ class WebSocketConnection(asyncio.Protocol):
         if self._closing:
             return
         buf = self._buffer + data if self._buffer else data
+        if self._paused:
+            self._buffer = buf
+            return
         pos = 0
         end = len(buf)
         while end - pos >= 2:
@@ -146,7 +160,23 @@ class WebSocketConnection(asyncio.Protocol):
             self._frame(opcode, bool(first & 0x80), payload)
             if self._closing:
                 return
+            if self._paused:
+                break  # the rest waits here until the sink has caught up
         self._buffer = buf[pos:] if pos < end else b""
+
+    # -- flow control (the sink has too many messages waiting) -----------------------------
+
+    def pause_reading(self) -> None:
+        if not self._paused and not self._closing:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused and not self._closing:
+            self._paused = False
+            self.transport.resume_reading()
+            if self._buffer:
+                self.data_received(b"")
 
     # -- frames ------------------------------------------------------------------------------
 
