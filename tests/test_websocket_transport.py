@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
@@ -231,3 +232,27 @@ async def test_a_flood_of_events_in_one_write_is_answered_whole_and_in_order(
                 replies.extend(json.loads(body[len(ack_id) :]))
         assert acks == list(range(1, count + 1))
         assert replies == [{"ok": True, "room": f"order-{i}"} for i in range(1, count + 1)]
+
+
+async def test_clients_that_answer_pings_stay_with_a_coarse_loop_clock(
+    start_server: StartServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvloop's loop.time() moves in whole milliseconds; coarser here so that a ping answered
+    # at once lands on the same tick, and ping_timeout is a multiple of ping_interval as in
+    # the bench (5 and 20): stale pong deadlines then fall on the very tick a ping is due.
+    loop = asyncio.get_running_loop()
+    precise = loop.time
+    monkeypatch.setattr(loop, "time", lambda: round(precise(), 2))
+    server = await start_server(delivery={"ping_interval": 0.1, "ping_timeout": 0.4})
+    url = str(server.make_url("")).rstrip("/")
+    clients = [await sio_client(url, token(settings, f"user{i}")) for i in range(5)]
+    ended: list[str] = []
+    for index, (client, _) in enumerate(clients):
+        client.on("disconnect", lambda *_, i=index: ended.append(str(i)), namespace=NS)
+    try:
+        await asyncio.sleep(2.5)  # 25 ping rounds each
+        assert ended == []
+        assert all(client.connected for client, _ in clients)
+    finally:
+        for client, _ in clients:
+            await client.disconnect()
