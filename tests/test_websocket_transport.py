@@ -129,8 +129,8 @@ async def test_fragments_are_joined_and_websocket_pings_answered(
         while not (ack := await ws.read_text()).startswith("43/"):
             pass
         assert json.loads(ack[len("43/notifications,1") :]) == [{"ok": True, "room": "order-1"}]
-        ws.send_frame(0x8, (1000).to_bytes(2, "big"))
-        assert await ws.close_code() == 1000
+        ws.send_frame(0x8, (1001).to_bytes(2, "big"))  # a browser leaving the page
+        assert await ws.close_code() == 1001
     async with aiohttp.ClientSession() as http:
         await eventually_no_socketio(http, url)
 
@@ -143,6 +143,7 @@ async def test_broken_frames_close_only_that_connection_with_the_right_code(
         "reserved bits": 1002,
         "bad utf-8": 1007,
         "continuation without a start": 1002,
+        "close with a reserved code": 1002,  # 1005 must never be sent on the wire
     }
     watcher, received = await sio_client(url, token(settings, "alice"), events=("error",))
     try:
@@ -152,6 +153,8 @@ async def test_broken_frames_close_only_that_connection_with_the_right_code(
                     ws.send_frame(0x1, b"40/notifications,{}", masked=False)
                 elif case == "reserved bits":
                     ws.send_frame(0x40 | 0x1, b"40")
+                elif case == "close with a reserved code":
+                    ws.send_frame(0x8, (1005).to_bytes(2, "big"))
                 elif case == "bad utf-8":
                     ws.send_frame(0x1, b"4\xff\xfe")
                 else:

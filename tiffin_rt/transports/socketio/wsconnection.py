@@ -71,6 +71,11 @@ def close_frame(code: int) -> bytes:
     return bytes((0x80 | _CLOSE, 2)) + code.to_bytes(2, "big")
 
 
+def _sendable(code: int) -> bool:
+    """A close code that may appear in a close frame (RFC 6455 section 7.4)."""
+    return (1000 <= code <= 1011 and code not in (1004, 1005, 1006)) or 3000 <= code < 5000
+
+
 def _unmask(data: bytes, mask: bytes) -> bytes:
     size = len(data)
     if not size:
@@ -203,7 +208,7 @@ class WebSocketConnection(asyncio.Protocol):
             pass
         elif opcode == _CLOSE:
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL_CLOSURE
-            self.close(code if 1000 <= code < 5000 else PROTOCOL_ERROR)
+            self.close(code if _sendable(code) else PROTOCOL_ERROR)
         else:
             self.close(PROTOCOL_ERROR)
 
