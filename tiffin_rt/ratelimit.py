@@ -2,17 +2,66 @@
 
 from __future__ import annotations
 
+import bisect
+import time
 from collections import Counter
+from collections.abc import Callable, Hashable
 
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from tiffin_rt.config import LimitsSettings
 
+# How often windows whose hits have all expired are dropped (seconds).
+SWEEP_INTERVAL = 60.0
 
-def _items(rate: str) -> list[RateLimitItem]:
-    return list(parse_many(rate))
+
+def _items(rate: str) -> list[tuple[int, float]]:
+    """("30/minute; 5/second") -> [(30, 60.0), (5, 1.0)]: hits allowed per window length."""
+    parsed: list[RateLimitItem] = list(parse_many(rate))
+    return [(item.amount, float(item.get_expiry())) for item in parsed]
+
+
+class MovingWindows:
+    """Exact moving windows: the hit times of the last window, per key, in a plain list.
+
+    Replaces the `limits` library's MemoryStorage, which keeps an object, a lock and (once the
+    key has been idle) an empty list for every key forever, and sweeps every key from a thread
+    every 10 ms while hits come in. Here a key whose hits have all expired is dropped, at the
+    latest SWEEP_INTERVAL after its window ended: per-connection keys do not outlive it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._hits: dict[tuple[Hashable, int, float], list[float]] = {}
+        self._next_sweep = clock() + SWEEP_INTERVAL
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    def hit(self, windows: list[tuple[int, float]], key: Hashable) -> bool:
+        """Count one hit in every window, unless one of them is full (then count none)."""
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        keyed = [((key, amount, seconds), amount, seconds) for amount, seconds in windows]
+        for window_key, amount, seconds in keyed:
+            hits = self._hits.get(window_key)
+            if hits is None:
+                continue
+            expired = bisect.bisect_right(hits, now - seconds)
+            if expired:
+                del hits[:expired]
+            if len(hits) >= amount:
+                return False
+        for window_key, _, _ in keyed:
+            self._hits.setdefault(window_key, []).append(now)
+        return True
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + SWEEP_INTERVAL
+        stale = [k for k, hits in self._hits.items() if not hits or hits[-1] <= now - k[2]]
+        for key in stale:
+            del self._hits[key]
 
 
 class RateLimits:
@@ -20,7 +69,7 @@ class RateLimits:
 
     def __init__(self, settings: LimitsSettings) -> None:
         self._settings = settings
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._windows = MovingWindows()
         self._connect = _items(settings.connect_per_ip)
         self._handshakes = _items(settings.handshakes_per_ip)
         self._events = _items(settings.events_per_connection)
@@ -32,27 +81,28 @@ class RateLimits:
     def settings(self) -> LimitsSettings:
         return self._settings
 
-    def _hit(self, items: list[RateLimitItem], *keys: str) -> bool:
-        # Test every window first so a refused attempt does not consume the others.
-        if not all(self._limiter.test(item, *keys) for item in items):
-            return False
-        return all([self._limiter.hit(item, *keys) for item in items])
+    @property
+    def tracked_keys(self) -> int:
+        """Windows currently kept in memory (each a key's hit times)."""
+        return len(self._windows)
 
     def allow_connect(self, address: str) -> bool:
         """A new connection (Socket.IO namespace or HTTP stream) from this address."""
-        return self._hit(self._connect, "connect", address)
+        return self._windows.hit(self._connect, ("connect", address))
 
     def allow_handshake(self, address: str) -> bool:
         """A new Engine.IO session, before any namespace (and so before any token)."""
-        return self._hit(self._handshakes, "handshake", address)
+        return self._windows.hit(self._handshakes, ("handshake", address))
 
     def allow_event(self, connection: str, event: str) -> bool:
         """One client event on one connection; each event name has its own budget."""
-        return self._hit(self._overrides.get(event, self._events), "event", connection, event)
+        return self._windows.hit(
+            self._overrides.get(event, self._events), ("event", connection, event)
+        )
 
     def strike(self, connection: str) -> bool:
         """Record a refused event; True once the connection has been refused too often."""
-        return not self._hit(self._strikes, "strike", connection)
+        return not self._windows.hit(self._strikes, ("strike", connection))
 
     def open_user_connection(self, user_id: str) -> bool:
         """Count a connection of this user, unless the user already has the maximum open."""
