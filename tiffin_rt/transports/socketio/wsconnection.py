@@ -5,33 +5,28 @@ parser, two tasks and the coroutine frames of every middleware and of Engine.IO'
 (about 12 KiB per idle connection, measured). Here aiohttp answers nothing: the 101 response is
 written on its transport, the transport is moved to `WebSocketConnection`, and aiohttp's handler
 is told the connection is gone, so its request, frames and task are freed. What is left per
-connection is this protocol object and the bytes of a frame still arriving.
+connection is this protocol object and a sans-IO `wsproto` connection (about 1.7 KB).
 
-Server side of RFC 6455 without extensions: client frames must be masked and carry no RSV bits;
-fragmented messages are joined; pings are answered; a close frame is echoed. A message larger
-than the limit closes with 1009, invalid UTF-8 with 1007, anything else malformed with 1002.
+The RFC 6455 frames are wsproto's (masking, fragments, control frames, UTF-8, close codes);
+this module moves bytes between it and the transport. A message larger than the limit closes
+with 1009 before more of it is buffered; what wsproto finds malformed closes with its code
+(1002 protocol error, 1007 invalid UTF-8); a client's close frame is answered with its code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import contextlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from aiohttp import web
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TEXT = 0x1
-_BINARY = 0x2
-_CLOSE = 0x8
-_PING = 0x9
-_PONG = 0xA
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 NORMAL_CLOSURE = 1000
-PROTOCOL_ERROR = 1002
-INVALID_TEXT = 1007
 MESSAGE_TOO_BIG = 1009
 
 
@@ -55,7 +50,7 @@ def handshake_accept(request: web.Request) -> bytes:
         valid = False
     if not valid:
         raise web.HTTPBadRequest(text=f"Handshake error: {key!r}")
-    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest())
+    return generate_accept_token(key.encode())
 
 
 def switching_protocols(accept: bytes) -> bytes:
@@ -67,34 +62,17 @@ def switching_protocols(accept: bytes) -> bytes:
     )
 
 
-def close_frame(code: int) -> bytes:
-    return bytes((0x80 | _CLOSE, 2)) + code.to_bytes(2, "big")
-
-
-def _sendable(code: int) -> bool:
-    """A close code that may appear in a close frame (RFC 6455 section 7.4)."""
-    return (1000 <= code <= 1011 and code not in (1004, 1005, 1006)) or 3000 <= code < 5000
-
-
-def _unmask(data: bytes, mask: bytes) -> bytes:
-    size = len(data)
-    if not size:
-        return data
-    key = (mask * ((size + 3) // 4))[:size]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
-
-
 class WebSocketConnection(asyncio.Protocol):
-    """Reads client frames from the transport and hands whole messages to `sink`."""
+    """Feeds the transport's bytes to wsproto and hands whole messages to `sink`."""
 
     __slots__ = (
-        "_buffer",
         "_closing",
         "_limit",
         "_lost",
-        "_opcode",
         "_parts",
         "_paused",
+        "_size",
+        "_ws",
         "sink",
         "transport",
     )
@@ -102,10 +80,10 @@ class WebSocketConnection(asyncio.Protocol):
     def __init__(self, sink: MessageSink, transport: asyncio.Transport, *, max_message: int):
         self.sink: MessageSink | None = sink
         self.transport = transport
+        self._ws = Connection(ConnectionType.SERVER)
         self._limit = max_message
-        self._buffer = b""
-        self._parts: list[bytes] | None = None
-        self._opcode = 0
+        self._parts: list[str | bytes] | None = None  # a message arriving in several pieces
+        self._size = 0
         self._closing = False
         self._paused = False
         self._lost: asyncio.Future[None] | None = None
@@ -114,7 +92,6 @@ class WebSocketConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closing = True
-        self._buffer = b""
         self._parts = None
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
@@ -125,49 +102,44 @@ class WebSocketConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        buf = self._buffer + data if self._buffer else data
-        if self._paused:
-            self._buffer = buf
+        self._ws.receive_data(data)
+        if not self._paused:
+            self._handle_events()
+
+    def _handle_events(self) -> None:
+        """What wsproto parsed, until paused: frames not taken yet stay in its buffer."""
+        ws = self._ws
+        for event in ws.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                self._piece(event.data, event.message_finished)
+            elif isinstance(event, Ping):
+                self.transport.write(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                # The client's close frame is echoed; a malformed frame is answered with
+                # wsproto's code (1002 protocol error, 1007 invalid UTF-8).
+                self.close(event.code)
+            if self._closing or self._paused:
+                return
+
+    def _piece(self, data: str | bytes | bytearray, finished: bool) -> None:
+        size = self._size + (len(data.encode()) if isinstance(data, str) else len(data))
+        if size > self._limit:
+            self.close(MESSAGE_TOO_BIG)  # before buffering more of it
             return
-        pos = 0
-        end = len(buf)
-        while end - pos >= 2:
-            first = buf[pos]
-            second = buf[pos + 1]
-            if first & 0x70 or not second & 0x80:  # RSV bits without an extension, or unmasked
-                self.close(PROTOCOL_ERROR)
-                return
-            opcode = first & 0x0F
-            length = second & 0x7F
-            head = 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            if opcode >= _CLOSE:
-                if length > 125 or not first & 0x80:
-                    self.close(PROTOCOL_ERROR)
-                    return
-            elif length + sum(map(len, self._parts or ())) > self._limit:
-                self.close(MESSAGE_TOO_BIG)  # before buffering it
-                return
-            start = pos + head + 4
-            if end - start < length:
-                break
-            payload = _unmask(buf[start : start + length], buf[pos + head : start])
-            pos = start + length
-            self._frame(opcode, bool(first & 0x80), payload)
-            if self._closing:
-                return
-            if self._paused:
-                break  # the rest waits here until the sink has caught up
-        self._buffer = buf[pos:] if pos < end else b""
+        if not finished:
+            if self._parts is None:
+                self._parts = []
+            self._parts.append(data if isinstance(data, str) else bytes(data))
+            self._size = size
+            return
+        parts, self._parts, self._size = self._parts or [], None, 0
+        message: str | bytes
+        if isinstance(data, str):
+            message = "".join(cast(list[str], parts)) + data
+        else:
+            message = b"".join(cast(list[bytes], parts)) + data
+        if self.sink is not None:
+            self.sink.on_message(message)
 
     # -- flow control (the sink has too many messages waiting) -----------------------------
 
@@ -180,50 +152,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self._paused and not self._closing:
             self._paused = False
             self.transport.resume_reading()
-            if self._buffer:
-                self.data_received(b"")
-
-    # -- frames ------------------------------------------------------------------------------
-
-    def _frame(self, opcode: int, fin: bool, payload: bytes) -> None:
-        if opcode in (_TEXT, _BINARY):
-            if self._parts is not None:
-                self.close(PROTOCOL_ERROR)  # a new message inside a fragmented one
-            elif fin:
-                self._message(opcode, payload)
-            else:
-                self._parts = [payload]
-                self._opcode = opcode
-        elif opcode == 0:
-            if self._parts is None:
-                self.close(PROTOCOL_ERROR)
-                return
-            self._parts.append(payload)
-            if fin:
-                parts, self._parts = self._parts, None
-                self._message(self._opcode, b"".join(parts))
-        elif opcode == _PING:
-            self.transport.write(bytes((0x80 | _PONG, len(payload))) + payload)
-        elif opcode == _PONG:
-            pass
-        elif opcode == _CLOSE:
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL_CLOSURE
-            self.close(code if _sendable(code) else PROTOCOL_ERROR)
-        else:
-            self.close(PROTOCOL_ERROR)
-
-    def _message(self, opcode: int, payload: bytes) -> None:
-        if self.sink is None:
-            return
-        if opcode == _TEXT:
-            try:
-                text = payload.decode()
-            except UnicodeDecodeError:
-                self.close(INVALID_TEXT)
-                return
-            self.sink.on_message(text)
-        else:
-            self.sink.on_message(payload)
+            self._handle_events()
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -232,12 +161,13 @@ class WebSocketConnection(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
-        self._buffer = b""
         self._parts = None
         transport = self.transport
-        if not transport.is_closing():
-            transport.write(close_frame(code))
-            transport.close()
+        if transport.is_closing():
+            return
+        with contextlib.suppress(LocalProtocolError):  # a close frame went out already
+            transport.write(self._ws.send(CloseConnection(code=code)))
+        transport.close()
 
     async def wait_closed(self) -> None:
         """Until the transport is gone (what was buffered written, or the peer gone)."""
