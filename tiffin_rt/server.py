@@ -20,12 +20,23 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 1024
 
 
-async def _freeze_startup_objects(_app: web.Application) -> None:
-    """What is alive once the server has started (modules, settings, pools) lives as long as
-    the process: take it out of the cyclic garbage collector's scans, so that a full
-    collection walks only what connections and events created, and pauses the loop less."""
+# Collections of the youngest objects once per this many allocations (CPython's default: 700).
+# Objects that die young cost nothing; fewer collections mean fewer pauses of the event loop.
+YOUNG_COLLECTION_THRESHOLD = 50_000
+
+
+async def _tune_garbage_collector(_app: web.Application) -> None:
+    """Fewer, not longer, pauses of the event loop for the cyclic garbage collector.
+
+    What is alive once the server has started (modules, settings, pools) lives as long as the
+    process: it is taken out of the collector's scans (`gc.freeze`), so a full collection walks
+    only what connections and events created. And the youngest generation is collected every
+    50,000 allocations instead of 700: at 500 events a second CPython's default collected it
+    about 15 times a second, each time pausing every delivery in flight.
+    """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, 20, 10)
 
 
 def serve(settings: Settings) -> None:
@@ -34,7 +45,7 @@ def serve(settings: Settings) -> None:
 
     configure_logging(settings.logging.level)
     app = create_app(settings)
-    app.on_startup.append(_freeze_startup_objects)  # after the database and listener started
+    app.on_startup.append(_tune_garbage_collector)  # after the database and listener started
     try:
         web.run_app(
             app,
