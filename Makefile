@@ -39,7 +39,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict tiffin_rt
 
-# `make bench` runs every scenario against tiffin_rt and both peers (about 6 minutes);
+# `make bench` runs every scenario against tiffin_rt and both peers (about 5 minutes);
 # `make bench BENCH_ARGS="--scenario fanout --servers tiffin,node"` runs a part of it.
 BENCH_ARGS ?=
 bench: install bench/node_modules/.installed
