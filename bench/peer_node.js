@@ -43,7 +43,7 @@ const server = http.createServer((req, res) => {
   if (!url.pathname.startsWith("/socket.io/")) { res.writeHead(404); res.end(); }
 });
 
-const io = new Server(server, { pingInterval: pingInterval * 1000, cors: { origin: false } });
+const io = new Server(server, { pingInterval: pingInterval * 1000, pingTimeout: pingInterval * 1000, cors: { origin: false } });
 const nsp = io.of("/notifications");
 nsp.on("connection", (socket) => {
   socket.on("joinRoom", (room, ack) => {

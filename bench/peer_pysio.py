@@ -27,7 +27,10 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sio = socketio.AsyncServer(
-        async_mode="aiohttp", cors_allowed_origins=[], ping_interval=ping_interval
+        async_mode="aiohttp",
+        cors_allowed_origins=[],
+        ping_interval=ping_interval,
+        ping_timeout=ping_interval,
     )
     app = web.Application()
     sio.attach(app)

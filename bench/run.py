@@ -174,6 +174,7 @@ async def start_server(kind: str, dsn: str, ping_interval: float, logdir: Path) 
             TIFFIN_RT__DATABASE__DSN=dsn,
             TIFFIN_RT__AUTH__JWT_SECRET=SECRET,
             TIFFIN_RT__DELIVERY__PING_INTERVAL=str(ping_interval),
+            TIFFIN_RT__DELIVERY__PING_TIMEOUT=str(ping_interval),
         )
         argv = [
             PYTHON,
@@ -529,8 +530,10 @@ async def idle(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
             opened = (await group.stats())["open"]
             await asyncio.sleep(2.0)
             rss1 = rss_bytes(server.pid)
-            hold = 2 * opts.ping_interval + 2
-            log(f"  {opened} connections open; holding {hold:.0f}s (two ping intervals)")
+            # Two ping rounds, and one ping timeout more: a server that misses a pong has
+            # dropped the connection by then.
+            hold = 3 * opts.ping_interval + 2
+            log(f"  {opened} connections open; holding {hold:.0f}s (two pings and a timeout)")
             await asyncio.sleep(hold)
             held = (await group.stats())["open"]
             rss2 = rss_bytes(server.pid)
@@ -734,7 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ping-interval",
         type=float,
         default=5.0,
-        help="Engine.IO ping interval given to every server (seconds)",
+        help="Engine.IO ping interval, and ping timeout, given to every server (seconds)",
     )
     parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument(
