@@ -25,6 +25,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.transports.socketio.clock import FixedDelayClock
 from tiffin_rt.transports.socketio.websocket import (
     DeliveryLimits,
@@ -177,20 +178,17 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.pong_clock: FixedDelayClock[FastSocket] = FixedDelayClock(
             self.ping_timeout, FastSocket.pong_overdue
         )
-        self._spawned: set[asyncio.Task[None]] = set()
+        self._spawned = BackgroundTasks("Engine.IO")
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A short task (a close after a lost connection or a missed pong), kept until done."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._spawned.add(task)
-        task.add_done_callback(self._spawned.discard)
+        self._spawned.spawn(work)
 
     async def shutdown(self) -> None:
         await super().shutdown()
         self.ping_clock.close()
         self.pong_clock.close()
-        if self._spawned:
-            await asyncio.wait(list(self._spawned), timeout=5)
+        await self._spawned.wait(seconds=5)
 
 
 class FastAsyncServer(socketio.AsyncServer):  # type: ignore[misc]

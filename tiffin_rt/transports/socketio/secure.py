@@ -8,8 +8,6 @@ Subclasses write `on_<event>(sid, ...)` handlers and the `connected`/`disconnect
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -20,6 +18,7 @@ from typing import Any
 import socketio
 
 from tiffin_rt.auth import AuthError, Identity, TokenVerifier
+from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.deadlines import Deadlines
 
@@ -70,7 +69,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # One loop timer for every connection's next expiry step (see deadlines.py).
         self._expiry: Deadlines[str] = Deadlines(self._expiry_due)
         self._warned: set[str] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks(f"{namespace} namespace")
 
     # -- hooks for subclasses ------------------------------------------------------------
 
@@ -89,13 +88,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Stop the expiry timers (at application shutdown)."""
         self._expiry.clear()
         self._warned.clear()
-        tasks = list(self._background)
-        self._background.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._background.cancel_all()
 
     # -- connection lifecycle ------------------------------------------------------------
 
@@ -207,9 +200,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A short task (an emit, a disconnect), kept until done so shutdown can cancel it."""
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(work)
 
     def _end(self, sid: str, code: str, message: str) -> None:
         self._spawn(self._disconnect(sid, code, message))

@@ -137,7 +137,6 @@ class SupportNamespace(SecureNamespace):
         self._typing = TypingTracker(
             throttle=settings.typing_throttle, timeout=settings.typing_timeout
         )
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- connection lifecycle ------------------------------------------------------------
 
@@ -155,16 +154,6 @@ class SupportNamespace(SecureNamespace):
             self._spawn(self._store.typing_event(self._store.pool, who, conversation_id, False))
         if is_agent(identity.role):
             self._spawn(self._presence.left(identity.user_id))
-
-    def _spawn(self, work: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("support background work failed: %s", task.exception())
 
     def _who(self, sid: str) -> Who:
         identity = self._identities[sid]
@@ -268,13 +257,6 @@ class SupportNamespace(SecureNamespace):
                 continue
             who = Who(identity.user_id, identity.role, sid)
             await self._store.typing_event(self._store.pool, who, conversation_id, False)
-
-    async def close(self) -> None:
-        await super().close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SupportSink:
