@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from tiffin_rt.transports.socketio.deadlines import TIMER_TOLERANCE
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_TOLERANCE = 0.001
 
 
 class FixedDelayClock(Generic[T]):
@@ -54,7 +54,7 @@ class FixedDelayClock(Generic[T]):
         self._timer = None
         loop = asyncio.get_running_loop()
         queue = self._queue
-        now = loop.time() + _TOLERANCE
+        now = loop.time() + TIMER_TOLERANCE
         while queue and queue[0][0] <= now:
             due, item = queue.popleft()
             try:

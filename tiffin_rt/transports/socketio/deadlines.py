@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 
 # Fire what is due within this much of now, as asyncio's own loop does (clock resolution).
-_TOLERANCE = 0.001
+TIMER_TOLERANCE = 0.001
 
 
 class Deadlines(Generic[K]):
@@ -78,7 +78,7 @@ class Deadlines(Generic[K]):
         loop = asyncio.get_running_loop()
         heap = self._heap
         live = self._live
-        now = loop.time() + _TOLERANCE
+        now = loop.time() + TIMER_TOLERANCE
         while heap and heap[0][0] <= now:
             _, seq, key = heapq.heappop(heap)
             if live.get(key) != seq:
