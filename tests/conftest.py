@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.helpers import base_url, make_settings
 from tests.pg import PostgresForTests
+from tests.served import ServeApp, served_servers
 from tiffin_rt.app import create_app
 from tiffin_rt.config import Settings
 
@@ -48,6 +49,13 @@ StartServer = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture
+async def aiohttp_server() -> AsyncIterator[ServeApp]:
+    """pytest-aiohttp's fixture, but the server runs as `tiffin-rt serve` runs it."""
+    async for start in served_servers():
+        yield start
+
+
+@pytest.fixture
 def start_server(dsn: str, aiohttp_server: Callable[..., Awaitable[TestServer]]) -> StartServer:
     """Start a tiffin_rt server on 127.0.0.1; keyword sections override settings."""
 
@@ -71,5 +79,7 @@ def url(server: TestServer) -> str:
 def pytest_report_header() -> str:
     import os
 
-    wanted = os.environ.get("TIFFIN_TEST_DSN") or "127.0.0.1:5432, else embedded"
-    return f"tiffin_rt: PostgreSQL from TIFFIN_TEST_DSN={wanted}"
+    wanted = os.environ.get("TIFFIN_TEST_DSN")
+    if wanted:
+        return f"tiffin_rt: PostgreSQL from TIFFIN_TEST_DSN={wanted}"
+    return "tiffin_rt: PostgreSQL at 127.0.0.1:5432, else embedded (TIFFIN_TEST_DSN unset)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -41,6 +42,20 @@ async def _tune_garbage_collector(_app: web.Application) -> None:
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, 20, 10)
 
 
+def runner_options(settings: Settings) -> dict[str, Any]:
+    """How `serve` runs the app; tests build their servers with exactly these.
+
+    aiohttp cancels no request handler when its client goes away (`handler_cancellation` is off,
+    as in `web.run_app`); every streaming handler notices the disconnect itself.
+    """
+    return {
+        "handler_cancellation": False,
+        "shutdown_timeout": settings.server.shutdown_timeout,
+        "access_log_class": AccessLogger,
+        "access_log": logging.getLogger("aiohttp.access") if settings.server.access_log else None,
+    }
+
+
 def serve(settings: Settings) -> None:
     """Block until SIGINT/SIGTERM; raises OSError when the port cannot be bound."""
     from tiffin_rt.cli import CliError
@@ -53,10 +68,8 @@ def serve(settings: Settings) -> None:
             app,
             host=settings.server.host,
             port=settings.server.port,
-            shutdown_timeout=settings.server.shutdown_timeout,
             backlog=LISTEN_BACKLOG,
-            access_log_class=AccessLogger,
-            access_log=logging.getLogger("aiohttp.access") if settings.server.access_log else None,
+            **runner_options(settings),
             print=lambda text: log.info("%s", text.strip()),
             loop=uvloop.new_event_loop(),
         )

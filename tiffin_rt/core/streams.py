@@ -25,11 +25,12 @@ CLOSE = StreamMessage(event_id=-1, data="", final=True)
 class StreamQueue(asyncio.Queue[StreamMessage]):
     """A watcher's messages not yet taken by its stream, and how many bytes they hold."""
 
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, on_overflow: Callable[[], None], client_gone: Callable[[], bool]) -> None:
         super().__init__()
         self.queued_bytes = 0
         self.on_overflow = on_overflow
-        self.overflowed = False
+        self.client_gone = client_gone
+        self.ended = False
 
     def _put(self, item: StreamMessage) -> None:
         self.queued_bytes += len(item.data)
@@ -45,13 +46,19 @@ def _ignore() -> None:
     pass
 
 
+def _never() -> bool:
+    return False
+
+
 class OrderStreams:
     """Who is watching which order; each watcher has a queue of pre-encoded messages.
 
     A stream whose client stops reading stops taking messages; once its queue holds more
     than `max_buffered_bytes`, its on_overflow is called (the SSE handler drops the
     connection: the client reconnects with Last-Event-ID and resumes from the log) and it
-    gets nothing more.
+    gets nothing more. A stream whose client has gone (`client_gone`) is told to end by
+    `end_gone()`, which the transport calls every second: no handler waits for an event that
+    may never come while its connection, its user's connection count and its queue are held.
     """
 
     def __init__(self, max_buffered_bytes: int | None = None) -> None:
@@ -60,9 +67,12 @@ class OrderStreams:
 
     @contextmanager
     def watch(
-        self, order_id: str, on_overflow: Callable[[], None] = _ignore
+        self,
+        order_id: str,
+        on_overflow: Callable[[], None] = _ignore,
+        client_gone: Callable[[], bool] = _never,
     ) -> Iterator[StreamQueue]:
-        queue = StreamQueue(on_overflow)
+        queue = StreamQueue(on_overflow, client_gone)
         self._watchers[order_id].add(queue)
         try:
             yield queue
@@ -79,16 +89,25 @@ class OrderStreams:
             return 0
         limit = self._max_buffered
         for queue in watchers:
-            if queue.overflowed:
+            if queue.ended:
                 continue
             queue.put_nowait(message)
             if limit is not None and queue.queued_bytes > limit:
-                queue.overflowed = True
-                while not queue.empty():
-                    queue.get_nowait()
-                queue.put_nowait(CLOSE)
+                _end(queue)
                 queue.on_overflow()
         return len(watchers)
+
+    def end_gone(self) -> int:
+        """Tell every stream whose client has gone to end; how many were told."""
+        gone = [
+            queue
+            for watchers in self._watchers.values()
+            for queue in watchers
+            if not queue.ended and queue.client_gone()
+        ]
+        for queue in gone:
+            _end(queue)
+        return len(gone)
 
     def close_all(self) -> None:
         """Ask every stream to end now (server shutdown); clients reconnect and resume."""
@@ -101,3 +120,11 @@ class OrderStreams:
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._watchers.values())
+
+
+def _end(queue: StreamQueue) -> None:
+    """Drop what the stream has not taken and make CLOSE its next message; it gets no more."""
+    queue.ended = True
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(CLOSE)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -30,6 +32,11 @@ from tiffin_rt.transports.sse_replay import nothing_left, requested_resume, send
 log = logging.getLogger(__name__)
 
 ROUTE = "/api/notifications/orders/{id}/status"
+
+# How often streams whose client has gone are told to end. aiohttp cancels no handler when its
+# client leaves (`tiffin-rt serve` runs without handler cancellation), so a stream waiting for
+# its order's next event would otherwise hold its connection count until that event came.
+GONE_CHECK_INTERVAL = 1.0
 
 
 class SseSink:
@@ -78,7 +85,13 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
 
-    with app[ORDER_STREAMS].watch(order_id, on_overflow=fell_behind) as queue:
+    def client_gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    with app[ORDER_STREAMS].watch(
+        order_id, on_overflow=fell_behind, client_gone=client_gone
+    ) as queue:
         # Subscribed first, then read: anything committed in between is in the queue or the read.
         snapshot = await queries.fetch(pool, order_id)
         if snapshot is None:
@@ -93,61 +106,81 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         async with sse_response(
             request, ping_interval=settings.notifications.sse_ping_interval
         ) as stream:
-            replayed = None
-            if resume_from is not None:
-                replayed = await send_missed(
-                    stream,
-                    pool,
-                    order_id=snapshot.order_id,
-                    after=resume_from,
-                    terminal=terminal,
-                    limit=settings.replay.max_events,
-                    retry_ms=settings.notifications.sse_retry_ms,
-                )
-            if replayed is not None:
-                last_sent = replayed.last_sent
-                if replayed.finished:
-                    return stream
-            else:
-                first = {
-                    "orderId": snapshot.order_id,
-                    "status": snapshot.status,
-                    "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
-                    "eventId": snapshot.last_event_id,
-                }
-                last_sent = snapshot.last_event_id or 0
-                await stream.send(
-                    orjson.dumps(first).decode(),
-                    id=str(last_sent) if snapshot.last_event_id else None,
-                    retry=settings.notifications.sse_retry_ms,
-                )
-                if snapshot.status in terminal:
-                    return stream
-            guard = StreamGuard(
-                who=who, order_id=order_id, access=app[ROOM_ACCESS], leeway=settings.auth.leeway
-            )
-            while stream.is_connected():
-                message = await guard.next(queue)
-                if message is None:
-                    await end_stream(stream, "token_expired", "the token expired")
-                    break
-                if message is CLOSE:
-                    break
-                if not await guard.allowed():
-                    await end_stream(stream, "forbidden", f"you may no longer watch {order_id}")
-                    break
-                if message.event_id == 0:
-                    # from a backend's own NOTIFY channel: no log id, nothing to resume from
-                    await stream.send(message.data)
-                elif message.event_id > last_sent:
-                    await stream.send(message.data, id=str(message.event_id))
-                    last_sent = message.event_id
+            try:
+                replayed = None
+                if resume_from is not None:
+                    replayed = await send_missed(
+                        stream,
+                        pool,
+                        order_id=snapshot.order_id,
+                        after=resume_from,
+                        terminal=terminal,
+                        limit=settings.replay.max_events,
+                        retry_ms=settings.notifications.sse_retry_ms,
+                    )
+                if replayed is not None:
+                    last_sent = replayed.last_sent
+                    if replayed.finished:
+                        return stream
                 else:
-                    continue
-                if message.final:
-                    break
+                    first = {
+                        "orderId": snapshot.order_id,
+                        "status": snapshot.status,
+                        "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
+                        "eventId": snapshot.last_event_id,
+                    }
+                    last_sent = snapshot.last_event_id or 0
+                    await stream.send(
+                        orjson.dumps(first).decode(),
+                        id=str(last_sent) if snapshot.last_event_id else None,
+                        retry=settings.notifications.sse_retry_ms,
+                    )
+                    if snapshot.status in terminal:
+                        return stream
+                guard = StreamGuard(
+                    who=who, order_id=order_id, access=app[ROOM_ACCESS], leeway=settings.auth.leeway
+                )
+                while stream.is_connected():
+                    message = await guard.next(queue)
+                    if message is None:
+                        await end_stream(stream, "token_expired", "the token expired")
+                        break
+                    if message is CLOSE:
+                        break
+                    if not await guard.allowed():
+                        await end_stream(stream, "forbidden", f"you may no longer watch {order_id}")
+                        break
+                    if message.event_id == 0:
+                        # from a backend's own NOTIFY channel: no log id, nothing to resume from
+                        await stream.send(message.data)
+                    elif message.event_id > last_sent:
+                        await stream.send(message.data, id=str(message.event_id))
+                        last_sent = message.event_id
+                    else:
+                        continue
+                    if message.final:
+                        break
+            except ConnectionResetError:
+                log.debug("SSE client on order %s left mid-write", order_id)
         return stream
+
+
+async def _end_streams_of_gone_clients(app: web.Application) -> AsyncIterator[None]:
+    async def check_forever() -> None:
+        streams = app[ORDER_STREAMS]
+        while True:
+            await asyncio.sleep(GONE_CHECK_INTERVAL)
+            streams.end_gone()
+
+    task = asyncio.create_task(check_forever(), name="tiffin_rt-sse-gone-clients")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def setup_sse(app: web.Application) -> None:
     app.router.add_get(ROUTE, order_status_stream)
+    app.cleanup_ctx.append(_end_streams_of_gone_clients)
