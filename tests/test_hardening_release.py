@@ -56,11 +56,13 @@ async def test_a_user_who_reloads_the_stream_page_many_times_is_not_locked_out(
     tok = token(settings, "alice")
     # Each reload: the browser opens the stream, gets the current status, and goes away.
     for _ in range(3 * settings.limits.connections_per_user):
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{url}{ORDER_1}?access_token={tok}") as response:
-                assert response.status == 200, await response.text()
-                first = await anext(sse_events(response))
-                assert first.json()["orderId"] == "1"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{url}{ORDER_1}?access_token={tok}") as response,
+        ):
+            assert response.status == 200, await response.text()
+            first = await anext(sse_events(response))
+            assert first.json()["orderId"] == "1"
         await _wait_until_none_open(url)
 
     # Everything the streams held is free: all of alice's connections may be opened again.
@@ -91,7 +93,8 @@ async def test_a_stream_whose_client_vanishes_is_released_without_any_event(
     await anext(sse_events(response))
     assert (await _open_connections(url))["sse"] == 1
     # The client's network goes mid-stream, without closing the request first.
-    assert response.connection is not None and response.connection.transport is not None
+    assert response.connection is not None
+    assert response.connection.transport is not None
     response.connection.transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
     response.close()
     await http.close()
