@@ -180,7 +180,7 @@ async def test_a_fragmented_message_over_the_limit_is_refused_before_it_is_whole
 async def test_a_client_that_stops_answering_pings_is_closed_and_forgotten(
     start_server: StartServer, settings: Settings
 ) -> None:
-    server = await start_server(delivery={"ping_interval": 0.5, "ping_timeout": 0.5})
+    server = await start_server(delivery={"ping_interval": 1, "ping_timeout": 0.5})
     url = str(server.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket")
@@ -243,17 +243,18 @@ async def test_clients_that_answer_pings_stay_with_a_coarse_loop_clock(
     # uvloop's loop.time() moves in whole milliseconds; coarser here so that a ping answered
     # at once lands on the same tick, and ping_timeout is a multiple of ping_interval as in
     # the bench (5 and 20): stale pong deadlines then fall on the very tick a ping is due.
+    # (ping_interval is whole seconds: the handshake cannot announce a fraction.)
     loop = asyncio.get_running_loop()
     precise = loop.time
-    monkeypatch.setattr(loop, "time", lambda: round(precise(), 2))
-    server = await start_server(delivery={"ping_interval": 0.1, "ping_timeout": 0.4})
+    monkeypatch.setattr(loop, "time", lambda: round(precise(), 1))
+    server = await start_server(delivery={"ping_interval": 1, "ping_timeout": 2})
     url = str(server.make_url("")).rstrip("/")
     clients = [await sio_client(url, token(settings, f"user{i}")) for i in range(5)]
     ended: list[str] = []
     for index, (client, _) in enumerate(clients):
         client.on("disconnect", lambda *_, i=index: ended.append(str(i)), namespace=NS)
     try:
-        await asyncio.sleep(2.5)  # 25 ping rounds each
+        await asyncio.sleep(4.5)  # 4 ping rounds each: stale pong deadlines meet live pings
         assert ended == []
         assert all(client.connected for client, _ in clients)
     finally:

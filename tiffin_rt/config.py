@@ -188,10 +188,18 @@ class ReplaySettings(_Section):
 class DeliverySettings(_Section):
     """How events are written to connections: pings, compression, slow-client limits."""
 
-    ping_interval: float = Field(default=25.0, gt=0)
+    ping_interval: float = 25.0
     ping_timeout: float = Field(default=20.0, gt=0)
     websocket_compression: bool = False
     max_buffered_kib: int = Field(default=1024, ge=16)
+
+    @field_validator("ping_interval")
+    @classmethod
+    def _whole_seconds(cls, value: float) -> float:
+        # python-engineio announces int(ping_interval) * 1000 ms: a fraction would be told wrong.
+        if value < 1 or not float(value).is_integer():
+            raise ValueError(f"a whole number of seconds, at least 1 (got {value})")
+        return value
 
 
 class LoggingSettings(_Section):
