@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tiffin_rt.core.events import iso_utc
+from tiffin_rt.core.storable import unstorable
 
 # Event-log kinds written by the support chat; the support sink delivers exactly these.
 SUPPORT_MESSAGE = "support_message"
@@ -105,6 +106,14 @@ def _object(data: object, shape: str) -> dict[str, Any]:
     return data
 
 
+def _storable(value: str, name: str) -> str:
+    """Refused here, as the client's fault, rather than by the database as an outage."""
+    reason = unstorable(value)
+    if reason is not None:
+        raise ChatError("invalid_payload", f"{name} {reason}")
+    return value
+
+
 def _id(value: object, name: str, *, required: bool = True) -> int | None:
     if value is None and not required:
         return None
@@ -129,12 +138,15 @@ def parse_start(data: object, limits: Limits) -> StartRequest:
         raise ChatError("invalid_payload", "subject must be a non-empty string")
     if len(subject) > limits.max_subject:
         raise ChatError("too_long", f"subject is longer than {limits.max_subject} characters")
+    _storable(subject, "subject")
     order = doc.get("orderId")
     if isinstance(order, bool) or not isinstance(order, str | int | None):
         raise ChatError("invalid_payload", "orderId must be a string or number")
     order_id = None if order in (None, "") else str(order)
     if order_id is not None and len(order_id) > MAX_ORDER_ID:
         raise ChatError("invalid_payload", f"orderId is longer than {MAX_ORDER_ID} characters")
+    if order_id is not None:
+        _storable(order_id, "orderId")
     return StartRequest(subject=subject.strip(), order_id=order_id)
 
 
@@ -148,6 +160,7 @@ def parse_message(data: object, limits: Limits) -> MessageRequest:
         raise ChatError("empty_text", "text is empty")
     if len(text) > limits.max_text:
         raise ChatError("too_long", f"text is longer than {limits.max_text} characters")
+    _storable(text, "text")
     client_id = doc.get("clientMessageId")
     if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_MESSAGE_ID:
         raise ChatError(
@@ -155,6 +168,7 @@ def parse_message(data: object, limits: Limits) -> MessageRequest:
             f"clientMessageId must be a string of 1 to {MAX_CLIENT_MESSAGE_ID} characters, "
             "unique per message and the same on a resend",
         )
+    _storable(client_id, "clientMessageId")
     return MessageRequest(conversation_id, text, client_id)
 
 

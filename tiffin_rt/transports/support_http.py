@@ -7,7 +7,13 @@ import logging
 from aiohttp import web
 
 from tiffin_rt.core.chat import ChatError, Limits, history_request
-from tiffin_rt.db.support import DATABASE_ERRORS, SupportStore, Who
+from tiffin_rt.db.support import (
+    DATABASE_ERRORS,
+    INPUT_ERRORS,
+    SupportStore,
+    Who,
+    input_error_name,
+)
 from tiffin_rt.keys import request_identity
 from tiffin_rt.transports.http_auth import json_error
 from tiffin_rt.transports.socketio.support import Presence
@@ -30,6 +36,11 @@ def _refused(exc: ChatError) -> web.Response:
     return json_error(_STATUS.get(exc.code, 400), exc.code, exc.message)
 
 
+def _bad_input(exc: Exception) -> web.Response:
+    log.warning("support REST: the database refused the input (%s)", input_error_name(exc))
+    return json_error(400, "invalid_payload", "the request holds data that cannot be stored")
+
+
 def _database_down(exc: Exception) -> web.Response:
     log.warning("support REST failed on the database: %s", exc)
     return json_error(503, "unavailable", "the database is unavailable; try again")
@@ -43,6 +54,8 @@ async def list_conversations(request: web.Request) -> web.Response:
         summaries = await request.app[SUPPORT_STORE].summaries(_who(request), status)
     except ChatError as exc:
         return _refused(exc)
+    except INPUT_ERRORS as exc:
+        return _bad_input(exc)
     except DATABASE_ERRORS as exc:
         return _database_down(exc)
     return web.json_response({"conversations": [s.payload() for s in summaries]})
@@ -64,6 +77,8 @@ async def conversation_messages(request: web.Request) -> web.Response:
         messages, has_more = await request.app[SUPPORT_STORE].history(_who(request), page)
     except ChatError as exc:
         return _refused(exc)
+    except INPUT_ERRORS as exc:
+        return _bad_input(exc)
     except DATABASE_ERRORS as exc:
         return _database_down(exc)
     return web.json_response(

@@ -39,7 +39,14 @@ from tiffin_rt.core.chat import (
 )
 from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
-from tiffin_rt.db.support import DATABASE_ERRORS, AgentsOnline, SupportStore, Who
+from tiffin_rt.db.support import (
+    DATABASE_ERRORS,
+    INPUT_ERRORS,
+    AgentsOnline,
+    SupportStore,
+    Who,
+    input_error_name,
+)
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 
@@ -61,6 +68,13 @@ def acked(handler: Handler) -> Handler:
             return error(exc.code, exc.message)
         except AccessDenied as exc:
             return error(exc.code, exc.message)
+        except INPUT_ERRORS as exc:
+            log.warning(
+                "/support %s: the database refused the input (%s)",
+                handler.__name__,
+                input_error_name(exc),
+            )
+            return error("invalid_payload", "the request holds data that cannot be stored")
         except DATABASE_ERRORS as exc:
             log.warning("/support %s failed on the database: %s", handler.__name__, exc)
             return error("unavailable", "the database is unavailable; try again")
