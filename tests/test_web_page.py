@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.helpers import base_url, make_settings
+from tests.helpers import base_url, make_settings, sio_client, token
 from tiffin_rt.app import create_app
 from tiffin_rt.web import VENDOR_SCRIPT
 
@@ -65,8 +65,10 @@ async def browser(demo_server: TestServer) -> AsyncIterator[Browser]:
         yield browser
 
 
-async def open_as(browser: Browser, base: str, user: str) -> Page:
-    context = await browser.new_context(viewport={"width": 1360, "height": 860})
+async def open_as(
+    browser: Browser, base: str, user: str, *, width: int = 1360, height: int = 860
+) -> Page:
+    context = await browser.new_context(viewport={"width": width, "height": height})
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
@@ -209,3 +211,101 @@ async def test_the_page_recovers_after_the_server_restarts(
         await expect(customer.locator("#badge")).to_have_text("1")
         await expect(customer.locator("#conn-sse")).to_have_attribute("data-state", "live")
         await customer.context.close()
+
+
+async def test_finished_orders_offer_no_next_step_on_the_kitchen_and_support_boards(
+    browser: Browser, demo_server: TestServer, db: asyncpg.Connection
+) -> None:
+    base = base_url(demo_server)
+    kitchen = await open_as(browser, base, "kitchen-spice-garden")
+    support = await open_as(browser, base, "sam")
+    # Order 2 cancelled with the kitchen's own button, order 1 walked to delivered.
+    await kitchen.locator('#kitchen-board [data-order-id="2"] [data-action="cancel"]').click()
+    for status in ("confirmed", "preparing", "ready", "delivered"):
+        await db.execute("UPDATE orders SET status = $1 WHERE id = 1", status)
+    for page, board in ((kitchen, "#kitchen-board"), (support, "#support-board")):
+        cancelled = page.locator(f'{board} [data-order-id="2"]')
+        delivered = page.locator(f'{board} [data-order-id="1"]')
+        await expect(cancelled).to_have_attribute("data-status", "cancelled")
+        await expect(delivered).to_have_attribute("data-status", "delivered")
+        for ticket in (cancelled, delivered):
+            await expect(ticket.locator("button")).to_have_count(0)
+        await expect(page.locator(f"{board} button").filter(has_text="undefined")).to_have_count(0)
+        # The orders still open keep both buttons.
+        await expect(page.locator(f'{board} [data-order-id="4"] button')).to_have_count(2)
+
+
+# Every pair of neighbouring timeline labels, as boxes with room between them (or not).
+LABELS_APART = """() => {
+  const crowded = [];
+  for (const timeline of document.querySelectorAll(".timeline")) {
+    const labels = [...timeline.querySelectorAll(".step-label")];
+    const boxes = labels.map((l) => [l.textContent, l.getBoundingClientRect()]);
+    for (let i = 1; i < boxes.length; i += 1) {
+      const [a, ra] = boxes[i - 1];
+      const [b, rb] = boxes[i];
+      const apart = rb.left - ra.right >= 4 || ra.left - rb.right >= 4 || rb.top - ra.bottom >= 2;
+      if (!apart) crowded.push(`${a}|${b}`);
+    }
+  }
+  return crowded;
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 700, 1360])
+async def test_every_view_fits_the_screen_and_timeline_labels_stay_apart(
+    browser: Browser, demo_server: TestServer, db: asyncpg.Connection, width: int
+) -> None:
+    base = base_url(demo_server)
+    # A cancelled order shows six steps, the most a timeline has.
+    await db.execute("UPDATE orders SET status = 'cancelled' WHERE id = 2")
+    await db.execute("UPDATE orders SET status = 'preparing' WHERE id = 1")
+    for user in ("alice", "kitchen-spice-garden", "sam"):
+        page = await open_as(browser, base, user, width=width, height=844)
+        await expect(page.locator('[data-order-id="1"]').first).to_have_attribute(
+            "data-status", "preparing"
+        )
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width, user
+        if user == "alice":
+            await expect(page.locator(".timeline")).to_have_count(2)
+            assert await page.evaluate(LABELS_APART) == []
+        await page.context.close()
+    welcome = await (await browser.new_context(viewport={"width": width, "height": 844})).new_page()
+    await welcome.goto(f"{base}/")
+    await expect(welcome.locator("#persona-cards .persona")).to_have_count(5)
+    assert await welcome.evaluate("document.documentElement.scrollWidth") <= width
+    await welcome.context.close()
+
+
+async def test_a_refused_page_shows_what_the_server_said_and_recovers(
+    dsn: str, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    settings = make_settings(dsn, demo={"enabled": True}, limits={"connections_per_user": 2})
+    server = await aiohttp_server(create_app(settings), host="127.0.0.1", shutdown_timeout=3)
+    base = base_url(server)
+    kitchen_token = token(settings, "kitchen-spice-garden", "kitchen", vendor_id="spice-garden")
+    # Two other tabs of the same user hold both connections the user may have.
+    tabs = [await sio_client(base, kitchen_token) for _ in range(2)]
+    async with chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        await page.goto(f"{base}/#as=kitchen-spice-garden")
+        pill = page.locator("#conn-socket")
+        notice = page.locator("#notice")
+        # The HTTP 429 (loading the orders) and the Socket.IO refusal both say why.
+        await expect(page.locator(".toast").filter(has_text="Cannot load orders")).to_contain_text(
+            "too many open connections for this user; close another tab"
+        )
+        await expect(pill).to_have_attribute("data-state", "offline")
+        await expect(pill.locator(".state")).to_have_text("refused")
+        await expect(pill).to_have_attribute("title", "too many open connections for this user")
+        await expect(notice).to_have_text(
+            "Live updates refused: too many open connections for this user; close another tab"
+        )
+        # The other tabs close: the page tries again by itself and shows the board.
+        for client, _ in tabs:
+            await client.disconnect()
+        await expect(pill).to_have_attribute("data-state", "live", timeout=20_000)
+        await expect(page.locator('#kitchen-board [data-order-id="1"]')).to_have_count(1)
+        await expect(notice).to_be_hidden()
+        await page.context.close()

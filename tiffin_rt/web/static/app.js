@@ -43,6 +43,55 @@ const clock = (iso) => {
   return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 };
 const vendorName = (id) => VENDOR_NAME[id] || id || "";
+// The status after this one in the usual flow; none for delivered, cancelled or anything unknown.
+const nextStatus = (status) => (TERMINAL.has(status) || !FLOW.includes(status) ? null : FLOW[FLOW.indexOf(status) + 1]);
+
+// ---------------------------------------------------------------- refusals (what the server said)
+
+// The server's own words from an HTTP error body ({"error": {"code", "message"}}), else the status.
+async function httpError(response) {
+  const data = await response.json().catch(() => ({}));
+  const error = new Error((data.error && data.error.message) || `HTTP ${response.status}`);
+  error.status = response.status;
+  error.code = data.error && data.error.code;
+  return error;
+}
+
+// What a Socket.IO connect_error carries from the server: a namespace refusal's {code, message},
+// or a refused long-polling handshake's JSON body. Null when nothing answered (or the browser
+// hides the answer, as it does for a refused WebSocket handshake).
+function refusalOf(err) {
+  if (!err) return null;
+  if (err.data && typeof err.data.message === "string") return { code: err.data.code, message: err.data.message };
+  if (err.type !== "TransportError") return err.message ? { code: undefined, message: err.message } : null;
+  const xhr = err.context;
+  if (xhr && typeof xhr.status === "number" && xhr.status >= 400) {
+    try {
+      const body = JSON.parse(xhr.responseText);
+      if (body.error && body.error.message) return { code: body.error.code, message: body.error.message };
+    } catch { /* not our JSON */ }
+    return { code: `http_${xhr.status}`, message: `HTTP ${xhr.status}` };
+  }
+  return null;
+}
+
+// A sentence for the person in front of the page: the server's message and what to do about it.
+function explain(message) {
+  if (/too many open connections/.test(message)) return `${message}; close another tab`;
+  return message;
+}
+
+// The banner under the top bar: shown while the server refuses this page, cleared once it is live.
+function showNotice(text) {
+  const notice = $("notice");
+  notice.textContent = text || "";
+  notice.hidden = !text;
+}
+
+// Whether the server answers at all, to tell "refused" from "unreachable" when the reason is hidden.
+async function serverAnswers() {
+  try { return (await fetch("/healthz", { cache: "no-store" })).ok; } catch { return false; }
+}
 
 // ---------------------------------------------------------------- session (token)
 
@@ -54,7 +103,7 @@ async function mintToken() {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ user: session.user.id }),
   });
-  if (!response.ok) throw new Error(`token: HTTP ${response.status}`);
+  if (!response.ok) throw await httpError(response);
   const body = await response.json();
   session.token = body.token;
   session.expiresAt = Date.now() + body.expiresIn * 1000;
@@ -82,9 +131,8 @@ async function api(method, path, body, retried = false) {
     session.token = null;
     return api(method, path, body, true);
   }
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error((data.error && data.error.message) || `HTTP ${response.status}`);
-  return data;
+  if (!response.ok) throw await httpError(response);
+  return response.json().catch(() => ({}));
 }
 
 // ---------------------------------------------------------------- connection pills
@@ -303,7 +351,7 @@ async function moveOrder(order, status, button) {
 }
 
 function boardCard(order, canMove) {
-  const next = FLOW[FLOW.indexOf(order.status) + 1];
+  const next = nextStatus(order.status);
   const times = stepTimes(order);
   const since = times[order.status];
   const actions = [];
@@ -376,8 +424,11 @@ const render = {
   },
 };
 
+let ordersLoaded = false;
+
 async function loadOrders() {
   const { orders: list } = await api("GET", "/api/demo/orders");
+  ordersLoaded = true;
   const fresh = new Set(list.map((o) => o.id));
   for (const id of [...orders.keys()]) if (!fresh.has(id)) orders.delete(id);
   for (const order of list) orders.set(order.id, order);
@@ -397,6 +448,7 @@ async function loadOrders() {
 let lastEventId = 0;
 let socketReconnected = false;
 let notificationsSocket = null;
+const REFUSED_RETRY_MS = 5000;
 
 function noteEventId(id) {
   if (typeof id === "number" && id > lastEventId) lastEventId = id;
@@ -415,10 +467,13 @@ function connectNotifications() {
 
   socket.on("connect", async () => {
     setPill("conn-socket", "live", "live");
-    if (connectedBefore) {
-      socketReconnected = true;
-      // After a restart or a network drop: reload what the page shows, then keep listening.
-      try { await loadOrders(); } catch { /* shown by the pills */ }
+    $("conn-socket").title = "Socket.IO /notifications";
+    if (connectedBefore) socketReconnected = true;
+    if (connectedBefore || !ordersLoaded) {
+      // After a restart, a network drop or a refusal: reload what the page shows, then keep listening.
+      try { await loadOrders(); showNotice(""); } catch (err) { showNotice(explain(err.message)); }
+    } else {
+      showNotice("");
     }
     connectedBefore = true;
     joinSupportRooms(socket);
@@ -427,15 +482,26 @@ function connectNotifications() {
     setPill("conn-socket", "reconnecting", reason === "io server disconnect" ? "disconnected" : "reconnecting");
     if (reason === "io server disconnect") setTimeout(() => socket.connect(), 1000);
   });
-  socket.on("connect_error", (err) => {
-    const code = err && err.data && err.data.code;
-    if (code === "token_expired" || code === "unauthorized") {
+  socket.on("connect_error", async (err) => {
+    const refusal = refusalOf(err);
+    if (refusal && (refusal.code === "token_expired" || refusal.code === "unauthorized")) {
       session.token = null;
       setPill("conn-socket", "reconnecting", "re-authenticating");
       setTimeout(() => socket.connect(), 1000);
-    } else {
-      setPill("conn-socket", "offline", "server unreachable");
+      return;
     }
+    if (refusal) {
+      // The server answered and said no: say what it said. A namespace refusal is not retried
+      // by the client itself, so try again a little later (another tab may have closed).
+      setPill("conn-socket", "offline", "refused");
+      $("conn-socket").title = refusal.message;
+      showNotice(`Live updates refused: ${explain(refusal.message)}`);
+      if (err.type !== "TransportError") setTimeout(() => { if (!socket.connected) socket.connect(); }, REFUSED_RETRY_MS);
+      return;
+    }
+    const answers = await serverAnswers();
+    if (socket.connected) return;
+    setPill("conn-socket", "offline", answers ? "refused" : "server unreachable");
   });
   socket.io.on("reconnect_attempt", (attempt) => setPill("conn-socket", "reconnecting", `reconnecting (${attempt})`));
 
@@ -517,14 +583,22 @@ function renderMenu() {
 async function start() {
   $("bell").addEventListener("click", toggleDrawer);
   let users = [];
+  let usersError = null;
   try {
-    users = (await (await fetch("/api/demo/users")).json()).users || [];
-  } catch {
-    users = [];
+    const response = await fetch("/api/demo/users");
+    if (response.status === 404) users = [];
+    else if (!response.ok) throw await httpError(response);
+    else users = (await response.json()).users || [];
+  } catch (err) {
+    usersError = err.status ? err.message : "the server is not reachable";
   }
   const wanted = new URLSearchParams(location.hash.slice(1)).get("as");
   const user = users.find((u) => u.id === wanted) || null;
   $("personas").replaceChildren(...users.map((u) => personaButton(u, user)));
+  if (usersError) {
+    $("persona-cards").replaceChildren(el("p", { class: "error" }, `Cannot list the demo users: ${explain(usersError)}`));
+    return;
+  }
   if (!users.length) {
     $("persona-cards").replaceChildren(el("p", { class: "error" },
       "The demo is off on this server (demo.enabled: false), so there are no demo users to pick."));
@@ -549,11 +623,14 @@ async function start() {
     await mintToken();
     await loadOrders();
   } catch (err) {
-    toast("Cannot load orders", err.message, "error");
+    toast("Cannot load orders", explain(err.message), "error");
+    showNotice(`Cannot load orders: ${explain(err.message)}`);
   }
   if (typeof io === "function") {
     connectNotifications();
-    if (window.tiffinChat && user.role !== "kitchen") window.tiffinChat.mount(user, { el, toast, freshToken, session, clock });
+    if (window.tiffinChat && user.role !== "kitchen") {
+      window.tiffinChat.mount(user, { el, toast, freshToken, session, clock, refusalOf, explain, showNotice, serverAnswers });
+    }
   }
 }
 

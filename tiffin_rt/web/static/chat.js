@@ -4,6 +4,7 @@
 
 (function () {
   const TYPING_REPEAT_MS = 2000;
+  const REFUSED_RETRY_MS = 5000;
 
   function newClientMessageId() {
     if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
@@ -250,6 +251,7 @@
     let connectedBefore = false;
     socket.on("connect", async () => {
       setState("live", "live");
+      state.title = "";
       try {
         await sync();
       } catch (err) {
@@ -258,14 +260,23 @@
       connectedBefore = true;
     });
     socket.on("disconnect", () => setState("reconnecting", "reconnecting"));
-    socket.on("connect_error", (err) => {
-      const code = err && err.data && err.data.code;
-      if (code === "token_expired" || code === "unauthorized") {
+    socket.on("connect_error", async (err) => {
+      const refusal = h.refusalOf(err);
+      if (refusal && (refusal.code === "token_expired" || refusal.code === "unauthorized")) {
         h.session.token = null;
         setTimeout(() => socket.connect(), 1000);
         setState("reconnecting", "re-authenticating");
+      } else if (refusal && /namespace/i.test(refusal.message)) {
+        setState("offline", "not on this server");
+      } else if (refusal) {
+        // Refused with a reason (e.g. too many open connections): say it, and try again later.
+        setState("offline", "refused");
+        state.title = refusal.message;
+        h.showNotice(`Support chat refused: ${h.explain(refusal.message)}`);
+        if (err.type !== "TransportError") setTimeout(() => { if (!socket.connected) socket.connect(); }, REFUSED_RETRY_MS);
       } else {
-        setState("offline", /namespace/i.test(err.message) ? "not on this server" : "offline");
+        const answers = await h.serverAnswers();
+        if (!socket.connected) setState("offline", answers ? "refused" : "offline");
       }
     });
     socket.on("tokenExpiring", async () => {
