@@ -89,7 +89,12 @@ async def test_health_and_readiness(server: TestServer, url: str) -> None:
             assert health["connections"] == {"socketio": 0, "sse": 0}
         async with http.get(f"{url}/readyz") as response:
             assert response.status == 200
-            assert (await response.json())["checks"] == {"database": "ok", "listener": "ok"}
+            assert (await response.json())["checks"] == {
+                "database": "ok",
+                "schema": "ok",
+                "triggers": "ok",
+                "listener": "ok",
+            }
 
 
 async def test_readiness_reports_a_lost_listener_until_it_reconnects(

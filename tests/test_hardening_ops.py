@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
+import asyncpg
 import engineio
 import pytest
+from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import TEST_SECRET, base_url
-from tiffin_rt.config import ConfigError, load_settings
+from tests.helpers import (
+    TEST_SECRET,
+    base_url,
+    disconnecting,
+    make_settings,
+    sio_client,
+    token,
+)
+from tests.tcp_proxy import FreezableProxy
+from tiffin_rt.config import ConfigError, Settings, load_settings
+from tiffin_rt.db import migrate
+from tiffin_rt.db.triggers import TRIGGER_NAMES
+
+NS = "/notifications"
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -43,3 +63,145 @@ async def test_a_real_client_is_told_the_configured_ping_interval(
         assert (client.ping_interval, client.ping_timeout) == (2.0, 1.5)
     finally:
         await client.disconnect()
+
+
+# --- a silently dead pooled connection (#14) -------------------------------------------------
+
+
+@pytest.fixture
+async def proxy(dsn: str) -> AsyncIterator[FreezableProxy]:
+    """PostgreSQL behind a TCP proxy whose open connections can be frozen."""
+    front = FreezableProxy(dsn)
+    await front.start()
+    yield front
+    await front.close()
+
+
+async def test_a_silently_dead_pooled_connection_answers_unavailable_and_is_replaced(
+    start_server: StartServer, proxy: FreezableProxy
+) -> None:
+    settings = make_settings(
+        proxy.dsn,
+        database={"command_timeout": 1, "pool_min": 1, "pool_max": 1},
+        limits={"order_cache_ttl": 0},  # every joinRoom reads the order
+    )
+    server = await start_server(settings)
+    url = base_url(server)
+    tok = token(settings, "alice")
+    headers = {"Authorization": f"Bearer {tok}"}
+
+    async with disconnecting(sio_client(url, tok)) as (client, _), aiohttp.ClientSession() as http:
+
+        async def join(room: str) -> Any:
+            return await client.call("joinRoom", room, namespace=NS, timeout=30)
+
+        async def joined_after_recovery() -> None:
+            # the dead connection was dropped: the next query gets a fresh one
+            assert await join("order-2") == {"ok": True, "room": "order-2"}
+
+        async def over_socketio() -> None:
+            reply = await join("order-1")
+            assert reply["ok"] is False
+            assert reply["error"]["code"] == "unavailable"
+
+        async def over_rest() -> None:
+            async with http.get(f"{url}/api/notifications", headers=headers) as response:
+                assert response.status == 503
+                assert (await response.json())["error"]["code"] == "unavailable"
+
+        async def over_sse() -> None:
+            async with http.get(
+                f"{url}/api/notifications/orders/1/status", params={"access_token": tok}
+            ) as response:
+                assert response.status == 503
+                assert (await response.json())["error"]["code"] == "unavailable"
+
+        async def readiness() -> None:
+            async with http.get(f"{url}/readyz") as response:
+                assert response.status == 503
+                body = await response.json()
+                assert body["checks"]["database"] == "unreachable: TimeoutError"
+
+        for probe in (over_socketio, over_rest, over_sse, readiness):
+            await joined_after_recovery()
+            # the pooled connection (and the listener's) go silent; new ones are refused
+            assert proxy.freeze() >= 2
+            # each answers instead of waiting on the dead connection for good
+            await asyncio.wait_for(probe(), 30)
+            proxy.thaw()
+        await joined_after_recovery()
+
+
+# --- /readyz: schema access and the orders table's triggers (#15) ----------------------------
+
+
+async def readyz(url: str) -> tuple[int, dict[str, str]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as response:
+        return response.status, (await response.json())["checks"]
+
+
+READY = {"database": "ok", "schema": "ok", "triggers": "ok", "listener": "ok"}
+
+
+async def test_readiness_fails_while_an_orders_trigger_is_missing_or_disabled(
+    server: TestServer, url: str, db: asyncpg.Connection, settings: Settings
+) -> None:
+    assert await readyz(url) == (200, READY)
+    for name in TRIGGER_NAMES:
+        await db.execute(f"DROP TRIGGER {name} ON public.orders")
+        status, checks = await readyz(url)
+        assert (status, checks["triggers"]) == (503, f"missing {name} on public.orders")
+        await migrate.upgrade(db, settings.orders)  # `tiffin-rt db upgrade` puts it back
+        assert await readyz(url) == (200, READY)
+    await db.execute("ALTER TABLE public.orders DISABLE TRIGGER tiffin_rt_order_status")
+    status, checks = await readyz(url)
+    assert (status, checks["triggers"]) == (503, "disabled tiffin_rt_order_status on public.orders")
+    await db.execute("ALTER TABLE public.orders ENABLE TRIGGER tiffin_rt_order_status")
+    assert await readyz(url) == (200, READY)
+    await db.execute("DROP TABLE public.orders")
+    status, checks = await readyz(url)
+    assert status == 503
+    assert checks["triggers"] == f"missing {', '.join(TRIGGER_NAMES)} on public.orders"
+
+
+@pytest.fixture
+async def app_role(dsn: str, db: asyncpg.Connection, settings: Settings) -> AsyncIterator[str]:
+    """A login role that is not a superuser, granted what the server needs; its dsn."""
+    role = f"tiffin_app_{uuid.uuid4().hex[:8]}"
+    await migrate.upgrade(db, settings.orders)
+    await db.execute(f'CREATE ROLE "{role}" LOGIN')
+    for grant in (
+        f'GRANT USAGE ON SCHEMA tiffin_rt, public TO "{role}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tiffin_rt TO "{role}"',
+        f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA tiffin_rt TO "{role}"',
+        f'GRANT SELECT, UPDATE ON public.orders TO "{role}"',
+    ):
+        await db.execute(grant)
+    parts = urlsplit(dsn)
+    yield urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+    await db.execute(f'DROP OWNED BY "{role}"')
+    await db.execute(f'DROP ROLE "{role}"')
+
+
+async def test_readiness_fails_while_the_role_has_lost_access_to_the_schema(
+    app_role: str, start_server: StartServer, db: asyncpg.Connection
+) -> None:
+    role = urlsplit(app_role).username
+    server = await start_server(make_settings(app_role, database={"auto_migrate": False}))
+    url = base_url(server)
+    assert await readyz(url) == (200, READY)
+    lost = {
+        "REVOKE USAGE ON SCHEMA tiffin_rt FROM {}": "this role has no USAGE on schema tiffin_rt",
+        "REVOKE SELECT ON tiffin_rt.events FROM {}": "this role lacks SELECT on tiffin_rt.events",
+        "REVOKE INSERT ON tiffin_rt.support_messages FROM {}": (
+            "this role lacks INSERT on tiffin_rt.support_messages"
+        ),
+        "REVOKE SELECT ON public.orders FROM {}": "this role lacks SELECT on public.orders",
+    }
+    for revoke, said in lost.items():
+        await db.execute(revoke.format(f'"{role}"'))
+        status, checks = await readyz(url)
+        assert (status, checks["schema"]) == (503, said)
+        grant = revoke.replace("REVOKE", "GRANT").replace(" FROM ", " TO ")
+        await db.execute(grant.format(f'"{role}"'))
+        assert await readyz(url) == (200, READY)

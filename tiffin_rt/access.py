@@ -9,6 +9,7 @@ import asyncpg
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.policy import OrderParties, may_join
 from tiffin_rt.core.rooms import InvalidRoom, Room, parse_room
+from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.db.orders import OrderQueries
 
 
@@ -56,7 +57,11 @@ class RoomAccess:
             return entry[1]
         if self._pool is None or self._orders is None:
             raise AccessDenied("unavailable", "the database is not ready yet")
-        snapshot = await self._orders.fetch(self._pool, order_id)
+        try:
+            snapshot = await self._orders.fetch(self._pool, order_id)
+        except DB_ERRORS:
+            # a refused or timed-out query (database.command_timeout): the client may retry
+            raise AccessDenied("unavailable", "the database is unavailable; try again") from None
         parties = snapshot.parties if snapshot is not None else None
         self.remember(order_id, parties)
         return parties

@@ -20,6 +20,7 @@ from tiffin_rt.db import migrate
 from tiffin_rt.db.embedded import EmbeddedPostgres
 from tiffin_rt.db.listener import EventListener, ListenerOptions
 from tiffin_rt.db.orders import OrderQueries
+from tiffin_rt.db.pool import create_pool
 from tiffin_rt.db.pruner import prune_forever
 from tiffin_rt.keys import (
     DSN,
@@ -94,13 +95,7 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     try:
         await _migrate(app[DSN], settings)
-        pool = await asyncpg.create_pool(
-            app[DSN],
-            min_size=settings.database.pool_min,
-            max_size=settings.database.pool_max,
-            timeout=10,
-            server_settings={"application_name": "tiffin_rt"},
-        )
+        pool = await create_pool(app[DSN], settings.database)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise StartupError(f"database.dsn: cannot connect: {exc}") from exc
     try:

@@ -37,6 +37,7 @@ class DatabaseSettings(_Section):
     auto_migrate: bool = True
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=10, ge=1)
+    command_timeout: float = Field(default=5.0, gt=0)
     listen_channel: str = "tiffin_rt_events"
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_timeout: float = Field(default=3.0, gt=0)

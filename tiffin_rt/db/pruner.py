@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 # Tables with a created_at column that are pruned by age, and what their rows are called.
 PRUNABLE = {"tiffin_rt.events": "event", "tiffin_rt.inbox": "notification"}
+# A large first prune may take longer than database.command_timeout allows a request.
+PRUNE_TIMEOUT = 600.0
 
 
 async def prune_once(
@@ -22,6 +24,7 @@ async def prune_once(
     result: str = await pool.execute(
         f"DELETE FROM {table} WHERE created_at < now() - make_interval(secs => $1)",
         retention_days * 86400.0,
+        timeout=PRUNE_TIMEOUT,
     )
     return int(result.split()[-1])
 
@@ -36,6 +39,6 @@ async def prune_forever(
                 log.info(
                     "pruned %d %s(s) older than %g days", removed, PRUNABLE[table], retention_days
                 )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("pruning %s failed: %s", table, exc)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("pruning %s failed: %s: %s", table, type(exc).__name__, exc)
         await asyncio.sleep(interval)

@@ -1,14 +1,15 @@
-"""GET /healthz (the process is up) and GET /readyz (database and listener)."""
+"""GET /healthz (the process is up) and GET /readyz (database, schema, triggers, listener)."""
 
 from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from aiohttp import web
 
 from tiffin_rt import __version__
-from tiffin_rt.keys import LISTENER, ORDER_STREAMS, POOL, ROUTER, SOCKETIO
+from tiffin_rt.db import readiness
+from tiffin_rt.db.inbox import DB_ERRORS
+from tiffin_rt.keys import LISTENER, ORDER_STREAMS, POOL, ROUTER, SETTINGS, SOCKETIO
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -34,18 +35,46 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def readyz(request: web.Request) -> web.Response:
-    app = request.app
-    checks: dict[str, str] = {}
+# /readyz answers within this, whatever the database does: a probe still running then counts
+# as unreachable and finishes in the background (its query has the same bound, and the pool
+# drops a connection that does not answer).
+PROBE_SECONDS = 2.0
+_probes: set[asyncio.Task[readiness.Readiness]] = set()
+
+
+async def _database_checks(app: web.Application) -> dict[str, str]:
     pool = app.get(POOL)
     if pool is None:
-        checks["database"] = "starting"
-    else:
-        try:
-            await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=2)
-            checks["database"] = "ok"
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
+        return {"database": "starting"}
+    probe = asyncio.create_task(
+        readiness.check(pool, app[SETTINGS].orders, query_seconds=PROBE_SECONDS),
+        name="tiffin_rt-readyz",
+    )
+    _probes.add(probe)
+    probe.add_done_callback(_probe_done)
+    done, _ = await asyncio.wait({probe}, timeout=PROBE_SECONDS)
+    if not done:
+        return {"database": "unreachable: TimeoutError"}
+    exc = probe.exception()
+    if isinstance(exc, DB_ERRORS):
+        return {"database": f"unreachable: {type(exc).__name__}"}
+    if exc is not None:
+        raise exc
+    found = probe.result()
+    return {"database": "ok", "schema": found.schema, "triggers": found.triggers}
+
+
+def _probe_done(probe: asyncio.Task[readiness.Readiness]) -> None:
+    _probes.discard(probe)
+    if not probe.cancelled():
+        probe.exception()  # retrieved: a late failure was already reported as unreachable
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers, this role may use the schema, the orders table's
+    triggers are in place and enabled, and the listener is connected."""
+    app = request.app
+    checks = await _database_checks(app)
     listener = app.get(LISTENER)
     checks["listener"] = "ok" if listener is not None and listener.connected else "disconnected"
     ready = all(v == "ok" for v in checks.values())

@@ -17,6 +17,7 @@ from tiffin_rt.core.policy import may_join, sees_all_orders
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.core.rooms import Room
 from tiffin_rt.core.streams import CLOSE, OrderStreams, StreamMessage
+from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.keys import (
     ORDER_QUERIES,
     ORDER_STREAMS,
@@ -93,7 +94,11 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         order_id, on_overflow=fell_behind, client_gone=client_gone
     ) as queue:
         # Subscribed first, then read: anything committed in between is in the queue or the read.
-        snapshot = await queries.fetch(pool, order_id)
+        try:
+            snapshot = await queries.fetch(pool, order_id)
+        except DB_ERRORS as exc:
+            log.warning("SSE order %s: database unavailable: %s", order_id, type(exc).__name__)
+            return json_error(503, "unavailable", "the database is unavailable; try again")
         if snapshot is None:
             if sees_all_orders(who):
                 return json_error(404, "not_found", f"no order {order_id}")

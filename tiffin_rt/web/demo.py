@@ -19,6 +19,7 @@ from tiffin_rt.auth import Identity, mint_token
 from tiffin_rt.core.policy import may_join
 from tiffin_rt.core.rooms import Room
 from tiffin_rt.db.demo_orders import DemoOrders, OrderFilter
+from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.demo import ALL_STATUSES, VENDOR_NAMES, TransitionError, move_order
 from tiffin_rt.keys import ORDER_QUERIES, POOL, SETTINGS, request_identity
 from tiffin_rt.transports.http_auth import json_error
@@ -101,8 +102,8 @@ def _answers_problems(handler: Handler) -> Handler:
             return await handler(request)
         except _Problem as exc:
             return json_error(exc.status, exc.code, exc.message)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("demo endpoint %s failed: %s", request.path, exc)
+        except DB_ERRORS as exc:
+            log.warning("demo endpoint %s failed: %s: %s", request.path, type(exc).__name__, exc)
             return json_error(503, "unavailable", "the database is not reachable right now")
 
     return wrapped
