@@ -31,7 +31,11 @@ def _field(doc: dict[str, Any], name: str | None) -> str | None:
 
 
 def event_from_payload(mapping: ChannelMapping, payload: str) -> Event:
-    """Map one NOTIFY payload to an order status event, or raise MalformedPayload."""
+    """Map one NOTIFY payload to an order status event, or raise MalformedPayload.
+
+    The event names no parties: `customer_field` only adds a room to send to. Who may see the
+    order stays what the orders table says (see order_rooms.parties_of).
+    """
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -57,7 +61,6 @@ def event_from_payload(mapping: ChannelMapping, payload: str) -> Event:
             "orderId": order_id,
             "status": status,
             "previousStatus": _field(doc, mapping.previous_status_field),
-            "customerId": customer,
         },
         order_id=order_id,
         customer_id=customer,

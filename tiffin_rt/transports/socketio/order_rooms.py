@@ -1,7 +1,7 @@
 """Keeps `order-<id>` rooms true to the orders table as the order's events arrive.
 
-Every order event carries the order's customer, vendor and rider. They refresh the room
-policy's cache, and any connection in the order's room that the policy no longer admits
+Every order event from the log carries the order's customer, vendor and rider. They refresh
+the room policy's cache, and any connection in the order's room that the policy no longer admits
 (a rider taken off the order, say) is removed before the event is delivered.
 """
 
@@ -18,8 +18,19 @@ from tiffin_rt.transports.socketio.secure import SecureNamespace
 _KINDS = frozenset({ORDER_STATUS, ORDER_PARTIES})
 
 
-def parties_of(event: Event) -> OrderParties:
+# A log event names all three, read from the order's row by the trigger (null: nobody).
+_PARTY_FIELDS = ("customerId", "vendorId", "riderId")
+
+
+def parties_of(event: Event) -> OrderParties | None:
+    """The order's parties, or None when the event does not name all of them.
+
+    Events from `notifications.extra_channels` (and hand-written log rows) leave them out: a
+    missing field is unknown, not "nobody", so the cache and the rooms stay as they are.
+    """
     p = event.payload
+    if not all(name in p for name in _PARTY_FIELDS):
+        return None
 
     def text(name: str) -> str | None:
         value = p.get(name)
@@ -40,6 +51,8 @@ class OrderRoomsSink:
             if event.kind not in _KINDS or event.order_id is None:
                 continue
             parties = parties_of(event)
+            if parties is None:
+                continue
             self._access.remember(event.order_id, parties)
             room = Room("order", event.order_id)
             for namespace in self._namespaces:
