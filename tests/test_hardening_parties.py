@@ -49,9 +49,10 @@ async def test_channel_payloads_without_parties_keep_every_party_in_on_every_tra
     headers = {"Authorization": f"Bearer {token(channel_settings, 'bob')}"}
     async with (
         disconnecting(join(url, channel_settings, "bob", "customer")) as (bob, to_bob),
-        disconnecting(
-            join(url, channel_settings, "k", "kitchen", vendor_id="green-bowl")
-        ) as (kitchen, to_kitchen),
+        disconnecting(join(url, channel_settings, "k", "kitchen", vendor_id="green-bowl")) as (
+            kitchen,
+            to_kitchen,
+        ),
         disconnecting(join(url, channel_settings, "ravi", "rider")) as (ravi, to_ravi),
         disconnecting(join(url, channel_settings, "mallory", "customer")) as (mallory, _),
         aiohttp.ClientSession(headers=headers) as http,

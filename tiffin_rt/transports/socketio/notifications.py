@@ -26,6 +26,7 @@ from tiffin_rt.core.rooms import (
     room_for_vendor,
 )
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.membership import enter_if_connected, gone
 from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ class NotificationsNamespace(SecureNamespace):
             room = await self._access.check(self._identities[sid], room_name)
         except AccessDenied as exc:
             return error(exc.code, exc.message)
-        await self.enter_room(sid, room.name)
+        if not await enter_if_connected(self, sid, room.name):
+            return gone()
         return ok(room=room.name)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:

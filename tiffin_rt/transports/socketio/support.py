@@ -48,6 +48,7 @@ from tiffin_rt.db.support import (
     input_error_name,
 )
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.membership import enter_if_connected, gone
 from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,9 @@ class SupportNamespace(SecureNamespace):
         if is_agent(identity.role):
             self._spawn(self._presence.left(identity.user_id))
 
-    def _who(self, sid: str) -> Who:
-        identity = self._identities[sid]
+    def _who(self, sid: str, identity: Identity | None = None) -> Who:
+        """Take it before the handler's first await: the connection may be gone after it."""
+        identity = identity or self._identities[sid]
         return Who(identity.user_id, identity.role, sid)
 
     # -- client events ---------------------------------------------------------------------
@@ -183,15 +185,17 @@ class SupportNamespace(SecureNamespace):
         request = parse_start(data, self._chat)
         if request.order_id is not None:
             await self._access.check(identity, room_for_order(request.order_id))
-        conversation = await self._store.start(self._who(sid), request)
-        await self.enter_room(sid, room_for_conversation(conversation.id))
+        conversation = await self._store.start(self._who(sid, identity), request)
+        if not await enter_if_connected(self, sid, room_for_conversation(conversation.id)):
+            return gone()
         return ok(conversation=conversation.payload())
 
     @acked
     async def on_joinConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         who = self._who(sid)
         conversation, unread = await self._store.join(who, conversation_id_of(data))
-        await self.enter_room(sid, room_for_conversation(conversation.id))
+        if not await enter_if_connected(self, sid, room_for_conversation(conversation.id)):
+            return gone()
         read_by = await self._store.read_positions(who, conversation.id)
         return ok(conversation=conversation.payload(), unreadCount=unread, readBy=read_by)
 
@@ -209,11 +213,10 @@ class SupportNamespace(SecureNamespace):
     @acked
     async def on_message(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_message(data, self._chat)
-        message, duplicate = await self._store.post(self._who(sid), request)
+        who = self._who(sid)
+        message, duplicate = await self._store.post(who, request)
         if self._typing.update((sid, request.conversation_id), False, time.monotonic()):
-            await self._store.typing_event(
-                self._store.pool, self._who(sid), request.conversation_id, False
-            )
+            await self._store.typing_event(self._store.pool, who, request.conversation_id, False)
         return ok(message=message.payload(), duplicate=duplicate)
 
     @acked
