@@ -4,17 +4,17 @@ python-socketio's AsyncManager.emit encodes a room emit once but then starts one
 recipient, each putting the packet on that socket's queue for that socket's writer task.
 FastManager builds the WebSocket frame once and appends it to each recipient's outbox; a
 single callback at the end of the loop tick writes each outbox with one transport write, so
-a batch of events from the listener costs one write per connection. Order status updates
-carry a key (the order id) so a connection that is behind keeps only the latest status per
-order (see websocket.FastSocket.deliver). Connections on the stock transport (long-polling,
-or WebSocket with compression configured) are sent through python-socketio as before,
-awaited one after another rather than as a task each.
+a batch of events from the listener costs one write per connection. Nothing is merged or
+dropped: a connection that is behind gets every frame, in order, or is disconnected past
+`delivery.max_buffered_kib` and resumes from its last event id (see websocket.FastSocket.deliver).
+Connections on the stock transport (long-polling, upgrades from it, or WebSocket with
+compression configured) are sent through python-socketio as before, awaited one after another
+rather than as a task each, with the same limit (stock.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -27,6 +27,7 @@ from socketio import packet as sio_packet
 
 from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.transports.socketio.clock import FixedDelayClock
+from tiffin_rt.transports.socketio.stock import PacketQueue, StockSocket
 from tiffin_rt.transports.socketio.websocket import (
     DeliveryLimits,
     FastSocket,
@@ -36,7 +37,6 @@ from tiffin_rt.transports.socketio.websocket import (
 
 log = logging.getLogger(__name__)
 
-ORDER_STATUS_EVENT = "orderStatusUpdate"
 BACKLOG_RETRY_SECONDS = 0.02
 # environ keys kept for the life of a connection (namespaces connect later and read them).
 # Not the aiohttp request: it would keep the parsed upgrade request alive; REMOTE_ADDR is the
@@ -62,7 +62,6 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
         self._dirty: list[FastSocket] = []
         self._behind: set[FastSocket] = set()
         self._retry: asyncio.TimerHandle | None = None
-        self._unique = itertools.count()
 
     async def emit(
         self,
@@ -103,11 +102,6 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         text = "4" + encoded
         frame = ws_frame(text.encode())
-        key: object
-        if event == ORDER_STATUS_EVENT and isinstance(data, dict) and "orderId" in data:
-            key = (ORDER_STATUS_EVENT, data["orderId"])
-        else:
-            key = next(self._unique)
         skip = skip_sid if isinstance(skip_sid, list | set | tuple) else (skip_sid,)
         sockets = self.server.eio.sockets
         slow: list[str] = []
@@ -118,7 +112,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             if socket is None:
                 continue
             if type(socket) is FastSocket and socket.transport is not None:
-                self._queue(socket, key, frame)
+                self._queue(socket, frame)
             else:
                 slow.append(eio_sid)
         for eio_sid in slow:
@@ -126,15 +120,15 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
                 eio_sid, eio_packet.Packet(eio_packet.MESSAGE, encoded)
             )
 
-    def _queue(self, socket: FastSocket, key: object, frame: bytes) -> None:
+    def _queue(self, socket: FastSocket, frame: bytes) -> None:
         outbox = socket.outbox
         if outbox is None:
-            socket.outbox = [(key, frame)]
+            socket.outbox = [frame]
             if not self._dirty:
                 asyncio.get_running_loop().call_soon(self._flush)
             self._dirty.append(socket)
         else:
-            outbox.append((key, frame))
+            outbox.append(frame)
 
     def _flush(self) -> None:
         """End of the loop tick: one write per connection for everything queued to it."""
@@ -145,10 +139,41 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             socket.outbox = None
             if frames and socket.deliver(frames, limits):
                 self._behind.add(socket)
+        self._retry_behind()
+
+    def _retry_behind(self) -> None:
         if self._behind and self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(
                 BACKLOG_RETRY_SECONDS, self._flush_behind
             )
+
+    async def wait_for_room(self, sid: str, namespace: str) -> None:
+        """Until the connection has taken most of what it was sent; a replay paces itself by it.
+
+        Live events are never held back: a client that does not keep up with them is cut off
+        past the limit. A replay can wait, so a client that missed more than the limit is not
+        cut off again for being sent all of it at once.
+        """
+        eio_sid = self.eio_sid_from_sid(sid, namespace)
+        low_water = self.limits.low_water
+        while eio_sid is not None:
+            socket = self.server.eio.sockets.get(eio_sid)
+            if socket is None or socket.closed:
+                return
+            if type(socket) is FastSocket:
+                frames = socket.outbox  # what this tick queued: written now, to be counted
+                socket.outbox = None
+                if frames and socket.deliver(frames, self.limits):
+                    self._behind.add(socket)
+                    self._retry_behind()
+                unsent = socket.unsent
+            elif isinstance(socket, StockSocket):
+                unsent = socket.unsent
+            else:
+                return
+            if unsent <= low_water:
+                return
+            await asyncio.sleep(BACKLOG_RETRY_SECONDS)
 
     def _flush_behind(self) -> None:
         """Clients that were behind: write their backlog once they have caught up."""
@@ -166,9 +191,12 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
     _async: dict[str, Any]
 
-    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.websocket_compression = websocket_compression
+        self.max_buffered = max_buffered  # read by StockSocket
         # _async is the driver module's shared dict: copy it before replacing the transport.
         self._async = dict(self._async)
         self._async["websocket"] = websocket_driver(websocket_compression)
@@ -179,6 +207,10 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
             self.ping_timeout, FastSocket.pong_overdue
         )
         self._spawned = BackgroundTasks("Engine.IO")
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
+        """Each socket's packet queue, counting its bytes for `delivery.max_buffered_kib`."""
+        return PacketQueue()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A short task (a close after a lost connection or a missed pong), kept until done."""
@@ -201,6 +233,7 @@ class FastAsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(
             client_manager=FastManager(DeliveryLimits(max_buffered=max_buffered)),
             websocket_compression=websocket_compression,
+            max_buffered=max_buffered,
             **kwargs,
         )
 
@@ -208,16 +241,18 @@ class FastAsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         return FastEngineServer
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
-        """A WebSocket connection becomes a lean socket before its first ping is scheduled."""
+        """A socket becomes lean (WebSocket) or bounded (stock) before its first ping."""
         await super()._handle_eio_connect(eio_sid, environ)
         kept = {k: environ[k] for k in _KEPT_ENVIRON if k in environ}
         request = environ.get("aiohttp.request")
         kept["REMOTE_ADDR"] = str(getattr(request, "remote", None) or "unknown")
         self.environ[eio_sid] = kept
-        if self._websocket_compression:
+        socket = self.eio.sockets.get(eio_sid)
+        if type(socket) is not engineio.async_socket.AsyncSocket:
             return
         query = parse_qs(environ.get("QUERY_STRING", ""))
-        if query.get("transport") == ["websocket"] and "sid" not in query:
-            socket = self.eio.sockets.get(eio_sid)
-            if type(socket) is engineio.async_socket.AsyncSocket:
-                socket.__class__ = FastSocket
+        websocket_first = query.get("transport") == ["websocket"] and "sid" not in query
+        if websocket_first and not self._websocket_compression:
+            socket.__class__ = FastSocket
+        else:
+            socket.__class__ = StockSocket

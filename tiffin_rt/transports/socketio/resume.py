@@ -37,6 +37,7 @@ from tiffin_rt.core.inbox import (
 from tiffin_rt.core.replay import Handoffs, InvalidEventId, parse_last_event_id, resumable
 from tiffin_rt.db import inbox, replay
 from tiffin_rt.keys import LISTENER, POOL
+from tiffin_rt.transports.socketio.fanout import FastManager
 from tiffin_rt.transports.socketio.notifications import NAMESPACE, NotificationsNamespace
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,17 @@ class SocketResume:
     async def _emit(self, sid: str, name: str, payload: Any) -> None:
         await self._sio.emit(name, payload, to=sid, namespace=NAMESPACE)
 
+    async def _paced(self, sid: str) -> None:
+        """Before each replayed event: wait while the client has not taken what it was sent."""
+        manager = self._sio.manager
+        if isinstance(manager, FastManager):
+            await manager.wait_for_room(sid, NAMESPACE)
+
     async def _emit_events(self, sid: str, events: Sequence[Event]) -> None:
         for event in events:
             message = live_message(event)
             if message is not None:
+                await self._paced(sid)
                 await self._emit(sid, *message)
 
     # -- connection lifecycle --------------------------------------------------------------
@@ -283,6 +291,7 @@ class SocketResume:
             items = await inbox.newest_unread(pool, conn.user_id, self._inbox.on_connect_limit)
             self.handoffs.record_sent(sid, (i.id for i in items))
             for item in items:
+                await self._paced(sid)
                 await self._emit(sid, "notification", inbox_message(item))
         await self._emit(sid, "unreadCount", {"unread": unread})
 

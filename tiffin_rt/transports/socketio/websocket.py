@@ -11,9 +11,9 @@ once. Compression stays off unless `delivery.websocket_compression` is set; then
 upgrades from long-polling, the stock transport is used unchanged.
 
 Backpressure: a connection whose unsent bytes pass `low_water` is *behind*; what it is sent
-meanwhile waits in a small per-connection backlog where a later order status replaces an
-earlier one for the same order. Past `max_buffered` bytes the connection is dropped; the
-client reconnects and resumes from the last event id it saw.
+meanwhile waits, every frame in order, in a per-connection backlog. Past `max_buffered` bytes
+(kernel buffer and backlog together) the connection is dropped with one warning; the client
+reconnects and resumes from the last event id it saw, so nothing is lost or merged.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from tiffin_rt.transports.socketio.stock import StockSocket
 from tiffin_rt.transports.socketio.wsconnection import (
     HandedOver,
     WebSocketConnection,
@@ -94,8 +95,8 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
     # Class defaults until the WebSocket is adopted; instances set their own when they differ.
     connection: WebSocketConnection | None = None
     transport: asyncio.Transport | None = None
-    outbox: list[tuple[object, bytes]] | None = None
-    backlog: dict[object, bytes] | None = None
+    outbox: list[bytes] | None = None
+    backlog: list[bytes] | None = None
     backlog_size: int = 0
     # The due time of this socket's live entry in the server's ping or pong clock; 0.0: none.
     ping_due: float = 0.0
@@ -164,6 +165,13 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
     # -- writing -------------------------------------------------------------------------
 
     @property
+    def unsent(self) -> int:
+        """Bytes written but not yet taken by the kernel, and the backlog."""
+        transport = self.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return buffered + self.backlog_size
+
+    @property
     def writable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
@@ -177,11 +185,11 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
             return
         parts: list[bytes] = []
         if self.backlog is not None:
-            parts.extend(self.backlog.values())
+            parts.extend(self.backlog)
             self.backlog = None
             self.backlog_size = 0
         if self.outbox is not None:
-            parts.extend(frame for _, frame in self.outbox)
+            parts.extend(self.outbox)
             self.outbox = None
         parts.append(data)
         self.transport.write(b"".join(parts))
@@ -194,7 +202,7 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
             return
         self.write(packet_frame(pkt))
 
-    def deliver(self, frames: list[tuple[object, bytes]], limits: DeliveryLimits) -> bool:
+    def deliver(self, frames: list[bytes], limits: DeliveryLimits) -> bool:
         """Write frames now, or keep them in the backlog while the client is behind.
 
         Returns True when the socket still has a backlog to flush later.
@@ -205,19 +213,15 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
         buffered = transport.get_write_buffer_size()
         if self.backlog is None and buffered <= limits.low_water:
             if len(frames) == 1:
-                transport.write(frames[0][1])
+                transport.write(frames[0])
             else:
-                transport.write(b"".join(frame for _, frame in frames))
+                transport.write(b"".join(frames))
             return False
         backlog = self.backlog
         if backlog is None:
-            backlog = self.backlog = {}
-        for key, frame in frames:
-            old = backlog.pop(key, None)
-            if old is not None:
-                self.backlog_size -= len(old)
-            backlog[key] = frame
-            self.backlog_size += len(frame)
+            backlog = self.backlog = []
+        backlog.extend(frames)
+        self.backlog_size += sum(map(len, frames))
         if buffered + self.backlog_size > limits.max_buffered:
             log.warning(
                 "%s: client is %d bytes behind (limit %d); disconnecting it",
@@ -243,7 +247,7 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
             return False
         if transport.get_write_buffer_size() > limits.low_water:
             return True
-        transport.write(b"".join(backlog.values()))
+        transport.write(b"".join(backlog))
         self.backlog = None
         self.backlog_size = 0
         return False
@@ -349,6 +353,8 @@ def websocket_driver(compress: bool) -> type[Any]:
                 )
                 await ws.prepare(request)
                 self._sock = ws
+                if isinstance(socket, StockSocket):
+                    socket.ws_transport = request.transport  # cut if it falls too far behind
                 await self.handler(self)
                 return ws
             limit = self.server.max_http_buffer_size

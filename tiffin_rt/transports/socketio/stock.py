@@ -1,0 +1,116 @@
+"""The stock Engine.IO socket (long-polling, WebSocket upgraded from it, compressed), bounded.
+
+python-engineio puts every packet for a socket on an unbounded asyncio.Queue. Long-polling
+takes them with the client's next GET; the WebSocket writer task takes all of them at once and
+sends them one by one, waiting whenever the transport's buffer is full. A client that stops
+polling, or stops reading its WebSocket, lets that queue grow without end. Here the queue counts
+its bytes and the socket counts the batch last taken from it (what the writer or the last GET
+still holds); past `delivery.max_buffered_kib` together, the connection is dropped with one
+warning, as a lean WebSocket (websocket.py) and an SSE stream are: the client reconnects and
+resumes from its last event id, so it misses nothing.
+
+This is the one module that reaches into python-engineio's socket internals for that: its
+queue (made by `create_queue`), `poll`, and the transport of a stock WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+
+log = logging.getLogger(__name__)
+
+
+def packet_size(pkt: eio_packet.Packet | None) -> int:
+    """About the bytes a packet takes on the wire: its data and its type."""
+    if pkt is None:
+        return 0
+    data = pkt.data
+    if isinstance(data, bytes):
+        return len(data) + 1
+    if isinstance(data, str):
+        return (len(data) if data.isascii() else len(data.encode())) + 1
+    return 1  # a control packet (or the handshake's small JSON)
+
+
+class PacketQueue(asyncio.Queue[eio_packet.Packet | None]):
+    """A socket's packets not yet taken for sending, and how many bytes they hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued_bytes = 0
+
+    def _put(self, item: eio_packet.Packet | None) -> None:
+        self.queued_bytes += packet_size(item)
+        super()._put(item)
+
+    def _get(self) -> eio_packet.Packet | None:
+        item: eio_packet.Packet | None = super()._get()
+        self.queued_bytes -= packet_size(item)
+        return item
+
+    def discard(self) -> None:
+        """Forget every packet waiting (the connection is being dropped)."""
+        while not self.empty():
+            self.get_nowait()
+            self.task_done()
+
+
+class StockSocket(AsyncSocket):  # type: ignore[misc]
+    """python-engineio's socket with `delivery.max_buffered_kib` on its unsent packets."""
+
+    # Set by engineio's BaseSocket.__init__ (untyped upstream).
+    server: Any
+    sid: str
+    queue: Any
+
+    # Bytes of the last batch taken from the queue: held by the WebSocket writer until it has
+    # sent them all (it takes the next batch only then), or in the last polling response.
+    in_flight: int = 0
+    # A stock WebSocket's transport (set by the WebSocket driver): cut when the client is behind.
+    ws_transport: asyncio.Transport | None = None
+    overflowed: bool = False
+
+    @property
+    def unsent(self) -> int:
+        queue = self.queue
+        queued = queue.queued_bytes if isinstance(queue, PacketQueue) else 0
+        return int(queued) + self.in_flight
+
+    async def poll(self) -> list[eio_packet.Packet]:
+        self.in_flight = 0
+        packets: list[eio_packet.Packet] = await super().poll()
+        self.in_flight = sum(map(packet_size, packets))
+        return packets
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        if self.overflowed:
+            return
+        await super().send(pkt)
+        limit: int = self.server.max_buffered
+        unsent = self.unsent
+        if unsent > limit and not self.closed:
+            self._overflow(unsent, limit)
+
+    def _overflow(self, unsent: int, limit: int) -> None:
+        """Too far behind: drop what waits and the connection; the client resumes from its id."""
+        self.overflowed = True
+        log.warning(
+            "%s: client is %d bytes behind (limit %d); disconnecting it", self.sid, unsent, limit
+        )
+        if isinstance(self.queue, PacketQueue):
+            self.queue.discard()
+        self.in_flight = 0
+        if self.ws_transport is not None:
+            self.ws_transport.abort()  # a writer waiting for the buffer to drain gives up
+        self.server.spawn(self._drop())
+
+    async def _drop(self) -> None:
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+        if self.server.sockets.get(self.sid) is self:
+            # Its next poll is answered 400 (unknown session) and the client reconnects.
+            del self.server.sockets[self.sid]
