@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
+import asyncpg
 import socketio
 from aiohttp.test_utils import TestServer
 
@@ -57,6 +59,27 @@ class Recorder(ABC):
     """What a Socket.IO client received; subclasses keep it their way and set `changed`."""
 
     changed: asyncio.Event
+    # The markers (see `marker_arrived`) this client received; they are never among its events.
+    _markers: set[str]
+
+    def record(self, name: str, data: Any) -> None:
+        """Keep an event, or note a marker a test sent itself (markers are not events)."""
+        key = marker_key(name, data)
+        if key is None:
+            self.add(name, data)
+            return
+        if not hasattr(self, "_markers"):
+            self._markers = set()
+        self._markers.add(key)
+        self.changed.set()
+
+    async def wait_for_marker(self, key: str, timeout: float = 5.0) -> None:
+        async def arrived() -> None:
+            while key not in getattr(self, "_markers", ()):
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(arrived(), timeout)
 
     @abstractmethod
     def add(self, name: str, data: Any) -> None: ...
@@ -99,7 +122,7 @@ async def recording_client(
     client = socketio.AsyncClient(reconnection=False)
     for name in events:
         client.on(
-            name, (lambda n: lambda data=None: recorder.add(n, data))(name), namespace=namespace
+            name, (lambda n: lambda data=None: recorder.record(n, data))(name), namespace=namespace
         )
     await client.connect(
         url, namespaces=[namespace], auth=auth, transports=["websocket"], wait_timeout=5
@@ -205,3 +228,50 @@ async def connect_refusal(
     error = refusals[0]
     assert error["message"] == error["data"]["message"]
     return error["data"]
+
+
+# A marker is an event a test logs after the events under test; the client has everything
+# logged before it once the marker arrives, because each connection gets events in log order.
+MARKER_TYPE = "test-marker"
+
+
+def marker_key(name: str, data: Any) -> str | None:
+    """The marker's key if this event is a marker (a `notification` or a /support `message`)."""
+    if not isinstance(data, dict):
+        return None
+    if name == "notification" and data.get("type") == MARKER_TYPE:
+        return str(data.get("title"))
+    if name == "message" and "marker" in data:
+        return str(data["marker"])
+    return None
+
+
+async def marker_arrived(
+    db: asyncpg.Connection,
+    user_id: str,
+    *recorders: Recorder,
+    namespace: str = "/notifications",
+    timeout: float = 5.0,
+) -> None:
+    """Log a marker for `user_id` and wait until each recorder (that user's clients) has it.
+
+    Use it instead of sleeping before asserting that nothing else arrived. On /notifications
+    the marker is a notification (its inbox row removed in the same transaction, so unread
+    counts and the inbox stay as the test left them); on /support a `message` to the user room.
+    """
+    key = f"marker-{uuid.uuid4().hex}"
+    async with db.transaction():
+        if namespace == "/support":
+            await db.execute(
+                "SELECT tiffin_rt.append_event('support_message', ARRAY['user-' || $1],"
+                " jsonb_build_object('message', jsonb_build_object('marker', $2::text)))",
+                user_id,
+                key,
+            )
+        else:
+            event_id = await db.fetchval(
+                "SELECT tiffin_rt.notify_user($1, $2, $3, '')", user_id, MARKER_TYPE, key
+            )
+            await db.execute("DELETE FROM tiffin_rt.inbox WHERE event_id = $1", event_id)
+    for recorder in recorders:
+        await recorder.wait_for_marker(key, timeout)

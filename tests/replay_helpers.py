@@ -12,7 +12,7 @@ import asyncpg
 import socketio
 from aiohttp import web
 
-from tests.helpers import Recorder, disconnecting, eventually, recording_client
+from tests.helpers import Recorder, disconnecting, eventually, marker_arrived, recording_client
 from tiffin_rt.keys import LISTENER
 
 NAMESPACE = "/notifications"
@@ -43,14 +43,13 @@ class Log(Recorder):
     def event_ids(self) -> list[int]:
         return [d["eventId"] for n, d in self.entries if isinstance(d, dict) and "eventId" in d]
 
-    async def quiet(self, seconds: float = 0.3) -> None:
-        """Let anything still in flight arrive (used before asserting nothing more came)."""
-        await asyncio.sleep(seconds)
-
-    async def settled(self, name: str, count: int) -> list[Any]:
-        """Wait for `count` events `name`, let any more in flight arrive, and return them all."""
+    async def settled(
+        self, name: str, count: int, db: asyncpg.Connection, user_id: str
+    ) -> list[Any]:
+        """Wait for `count` events `name`, then for a marker logged after them (so any more that
+        were coming have arrived), and return them all."""
         await self.wait_for(name, count)
-        await self.quiet()
+        await marker_arrived(db, user_id, self)
         return self.of(name)
 
 

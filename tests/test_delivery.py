@@ -16,7 +16,7 @@ import orjson
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import SseEvent, eventually, sio_client, sse_events, token
+from tests.helpers import SseEvent, eventually, marker_arrived, sio_client, sse_events, token
 from tiffin_rt.config import Settings
 from tiffin_rt.keys import SOCKETIO
 
@@ -47,8 +47,9 @@ async def test_a_burst_in_one_transaction_arrives_whole_and_in_order(
             ids = [n["eventId"] for n in notes]
             assert ids == sorted(ids)
             assert len(set(ids)) == 200
-        await asyncio.sleep(0.2)
-        assert len(on_first.of("notification")) == 200
+        await marker_arrived(db, "alice", on_first, on_second)
+        for received in (on_first, on_second):
+            assert len(received.of("notification")) == 200
     finally:
         await first.disconnect()
         await second.disconnect()

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import base_url, eventually, token
+from tests.helpers import base_url, eventually, marker_arrived, token
 from tests.replay_helpers import NAMESPACE, connect, connected, delivered_live
 from tiffin_rt.config import Settings
 from tiffin_rt.db import inbox
@@ -142,7 +142,7 @@ async def test_on_connect_a_device_gets_its_unread_notifications_once(
         [count] = await log.wait_for("unreadCount")
         assert count == {"unread": 3}
         live = await _notify(db, "alice", "live")
-        notes = await log.settled("notification", 4)
+        notes = await log.settled("notification", 4, db, "alice")
         assert [n["id"] for n in notes] == [*ids, live]
 
 
@@ -167,7 +167,7 @@ async def test_a_notification_committed_during_the_inbox_read_arrives_once(
 
     monkeypatch.setattr(inbox, "newest_unread", slow)
     async with connected(url, token(settings, "alice")) as (_, log):
-        notes = await log.settled("notification", 2)
+        notes = await log.settled("notification", 2, db, "alice")
         assert [n["id"] for n in notes] == [first, *committed]
 
 
@@ -192,7 +192,7 @@ async def test_a_read_on_one_device_reaches_the_other_live(
         assert status == 200
         reads = await on_phone.wait_for("notificationRead", 2)
         assert (reads[1]["ids"], reads[1]["unread"]) == ([ids[1]], 0)
-        await on_bob.quiet(0.2)
+        await marker_arrived(db, "bob", on_bob)
         assert on_bob.of("notificationRead") == []
     finally:
         for client in (phone, laptop, bob):
@@ -263,7 +263,7 @@ async def test_latest_mode_sends_the_unread_count_and_latest_n(
             (ids[2], True),
             (ids[1], False),
         ]
-        await log.quiet(0.2)
+        await marker_arrived(db, "alice", log)
         assert log.of("notification") == []
 
 
@@ -274,7 +274,7 @@ async def test_off_mode_sends_nothing_on_connect(
     url = base_url(server)
     await delivered_live(server.app, await _notify(db, "alice", "n"))
     async with connected(url, token(settings, "alice")) as (_, log):
-        await log.quiet(0.3)
+        await marker_arrived(db, "alice", log)
         assert log.entries == []
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -11,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import base_url, make_settings, sio_client, token
+from tests.helpers import base_url, make_settings, marker_arrived, sio_client, token
 from tiffin_rt.config import Settings
 from tiffin_rt.db.pruner import prune_once
 from tiffin_rt.keys import POOL
@@ -37,7 +36,7 @@ async def test_notify_user_reaches_every_device_of_that_user_only(
             assert note["data"] == {"code": "FREEDEL"}
             assert note["createdAt"].endswith("Z")
             assert note["id"] == note["eventId"]
-        await asyncio.sleep(0.2)
+        await marker_arrived(db, "bob", on_bob)
         assert on_bob.of("notification") == []
     finally:
         for client in (phone, laptop, bob):
@@ -140,7 +139,7 @@ async def test_two_server_processes_each_deliver_once_to_their_own_clients(
         for received in (got_first, got_second):
             await received.wait_for("orderStatusUpdate")
             await received.wait_for("notification")
-        await asyncio.sleep(0.3)
+        await marker_arrived(db, "alice", got_first, got_second)
         for received in (got_first, got_second):
             assert len(received.of("orderStatusUpdate")) == 1
             assert len(received.of("notification")) == 1

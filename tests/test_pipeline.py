@@ -16,9 +16,19 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import Received, disconnecting, make_settings, sio_client, sse_events, token
+from tests.helpers import (
+    Received,
+    disconnecting,
+    eventually,
+    make_settings,
+    marker_arrived,
+    sio_client,
+    sse_events,
+    token,
+)
 from tests.orders_tables import CUSTOM, DEMO, OrdersTable
 from tiffin_rt.config import Settings
+from tiffin_rt.keys import LISTENER
 
 
 @asynccontextmanager
@@ -86,7 +96,8 @@ async def test_customer_gets_own_orders_in_user_room_without_joining(
         [mine] = await to_alice.wait_for("orderStatusUpdate")
         [bobs] = await to_bob.wait_for("orderStatusUpdate")
         assert (mine["orderId"], bobs["orderId"]) == ("2", "3")
-        await asyncio.sleep(0.2)
+        await marker_arrived(db, "alice", to_alice)
+        await marker_arrived(db, "bob", to_bob)
         assert len(to_alice.of("orderStatusUpdate")) == 1
         assert len(to_bob.of("orderStatusUpdate")) == 1
     finally:
@@ -138,7 +149,7 @@ async def test_rolled_back_and_unchanged_updates_send_nothing(
         await orders.set_status(db, "1", "confirmed")
         [update] = await received.wait_for("orderStatusUpdate", timeout=5)
         assert update["status"] == "confirmed"
-        await asyncio.sleep(0.2)
+        await marker_arrived(db, "alice", received)
         assert len(received.of("orderStatusUpdate")) == 1
 
 
@@ -170,13 +181,16 @@ async def test_transaction_committing_after_a_later_one_is_not_lost(
             slow = db.transaction()
             await slow.start()
             await orders.set_status(db, "1", "confirmed")  # takes the lower id, commits last
+            lower = await db.fetchval("SELECT max(id) FROM tiffin_rt.events")
             await orders.set_status(other, "3", "ready")  # takes the higher id, commits first
-            await asyncio.sleep(0.3)
+            # The listener has seen the later event and holds it back for the missing one.
+            listener = server.app[LISTENER]
+            await eventually(lambda: listener.waiting_for == lower)
             assert received.of("orderStatusUpdate") == []  # held back: id order is kept
             await slow.commit()
             updates = await received.wait_for("orderStatusUpdate", count=2)
             assert [u["orderId"] for u in updates] == ["1", "3"]
-            await asyncio.sleep(0.2)
+            await marker_arrived(db, "admin", received)
             assert len(received.of("orderStatusUpdate")) == 2
         finally:
             await other.close()
@@ -199,5 +213,5 @@ async def test_listener_killed_while_updates_commit_loses_nothing(
             await asyncio.sleep(0.01)
         updates = await received.wait_for("orderStatusUpdate", count=30, timeout=15)
         assert [u["status"] for u in updates] == statuses
-        await asyncio.sleep(0.3)
+        await marker_arrived(db, "admin", received)
         assert len(received.of("orderStatusUpdate")) == 30

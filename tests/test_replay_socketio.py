@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import base_url, eventually, token
+from tests.helpers import base_url, eventually, marker_arrived, token
 from tests.replay_helpers import FIVE, NAMESPACE, connect, connected, delivered_live, set_statuses
 from tiffin_rt.config import Settings
 from tiffin_rt.db import replay
@@ -41,7 +41,7 @@ async def test_reconnect_gets_exactly_the_five_missed_in_order_then_live(
         [live] = await set_statuses(db, 1, ["ready"])
         updates = await log.wait_for("orderStatusUpdate", 6)
         assert updates[5]["eventId"] == live
-        await log.quiet()
+        await marker_arrived(db, "alice", log)
         assert [u["eventId"] for u in log.of("orderStatusUpdate")] == [*missed, live]
         assert log.of("resync") == []
 
@@ -58,7 +58,7 @@ async def test_missed_notifications_are_replayed_with_status_updates_in_log_orde
     async with connected(url, token(settings, "alice"), last_event_id=str(last)) as (_, log):
         await log.wait_for("orderStatusUpdate", 2)
         await log.wait_for("notification", 1)
-        await log.quiet()
+        await marker_arrived(db, "alice", log)
         names = [name for name, _ in log.entries if name != "unreadCount"]
         assert names == ["orderStatusUpdate", "notification", "orderStatusUpdate"]
         ids = log.event_ids()
@@ -79,14 +79,14 @@ async def test_rejoining_an_order_room_replays_what_that_room_missed(
     missed = await set_statuses(db, 3, FIVE)
     await set_statuses(db, 1, ["preparing"])  # another order: not in a room support rejoins
     async with connected(url, support, last_event_id=first) as (client, log):
-        await log.quiet(0.2)
+        await marker_arrived(db, "sam", log)
         assert log.of("orderStatusUpdate") == []  # support's own room had nothing
         ack = await client.call("joinRoom", "order-3", namespace=NAMESPACE)
         assert ack == {"ok": True, "room": "order-3"}
         updates = await log.wait_for("orderStatusUpdate", 5)
         assert [u["eventId"] for u in updates] == missed
         [live] = await set_statuses(db, 3, ["delivered"])
-        updates = await log.settled("orderStatusUpdate", 6)
+        updates = await log.settled("orderStatusUpdate", 6, db, "sam")
         assert [u["eventId"] for u in updates] == [*missed, live]
 
 
@@ -99,7 +99,7 @@ async def test_rejoining_a_room_sends_nothing_already_received_through_the_user_
         await log.wait_for("orderStatusUpdate", 4)
         ack = await client.call("joinRoom", "order-1", namespace=NAMESPACE)
         assert ack["ok"] is True
-        await log.quiet()
+        await marker_arrived(db, "alice", log)
         assert [u["eventId"] for u in log.of("orderStatusUpdate")] == missed
 
 
@@ -148,7 +148,7 @@ async def test_event_committed_while_the_replay_query_runs_arrives_once_and_in_o
 
     _around_replay_query(monkeypatch, **{when: commit_and_wait_for_live_delivery})
     async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
-        updates = await log.settled("orderStatusUpdate", 5)
+        updates = await log.settled("orderStatusUpdate", 5, db, "alice")
         assert [u["eventId"] for u in updates] == [*missed, *committed]
 
 
@@ -197,7 +197,7 @@ async def test_too_many_missed_events_get_resync_instead_of_a_flood(
     async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
         [resync] = await log.wait_for("resync")
         assert resync["reason"] == "too_many"
-        await log.quiet(0.2)
+        await marker_arrived(db, "alice", log)
         assert log.of("orderStatusUpdate") == []
 
 
@@ -208,7 +208,7 @@ async def test_connections_without_last_event_id_replay_nothing(
     await delivered_live(server.app, ids[-1])
     async with connected(url, token(settings, "alice")) as (client, log):
         await client.call("joinRoom", "order-1", namespace=NAMESPACE)
-        await log.quiet(0.3)
+        await marker_arrived(db, "alice", log)
         assert log.of("orderStatusUpdate") == []
         assert log.of("resync") == []
 
@@ -238,7 +238,7 @@ async def test_resuming_on_another_server_process_gets_the_missed_events_once(
     async with connected(url, token(settings, "alice"), last_event_id=last) as (_, log):
         await log.wait_for("orderStatusUpdate", 4)
         [live] = await set_statuses(db, 1, ["delivered"])
-        updates = await log.settled("orderStatusUpdate", 5)
+        updates = await log.settled("orderStatusUpdate", 5, db, "alice")
         assert [u["eventId"] for u in updates] == [*missed, live]
 
 

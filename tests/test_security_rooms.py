@@ -14,7 +14,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import make_settings, sio_client, sse_events, token
+from tests.helpers import make_settings, marker_arrived, sio_client, sse_events, token
 from tiffin_rt.config import Settings
 
 NS = "/notifications"
@@ -152,7 +152,8 @@ async def test_reassigned_rider_loses_the_room_and_the_new_one_gains_it(
         [update] = await to_ravi.wait_for("orderStatusUpdate")
         assert update["status"] == "ready"
         await to_alice.wait_for("orderStatusUpdate")
-        await asyncio.sleep(0.2)
+        await marker_arrived(db, "rita", to_rita)
+        await marker_arrived(db, "alice", to_alice)
         assert to_rita.of("orderStatusUpdate") == []
         assert [u["status"] for u in to_alice.of("orderStatusUpdate")] == ["ready"]
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,7 +10,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import base_url
+from tests.helpers import base_url, marker_arrived
 from tests.support_clients import NAMESPACE, Person, connect, connected
 from tiffin_rt.config import Settings
 
@@ -39,7 +38,7 @@ async def count_messages(db: asyncpg.Connection) -> int:
 
 
 async def test_a_conversation_reaches_the_agent_and_messages_arrive_in_order(
-    people: tuple[Person, Person, Person],
+    people: tuple[Person, Person, Person], db: asyncpg.Connection
 ) -> None:
     alice, bob, sam = people
     conversation = await alice.start("Missing naan", orderId=1)
@@ -74,7 +73,8 @@ async def test_a_conversation_reaches_the_agent_and_messages_arrive_in_order(
     assert answer == reply["message"]
     assert answer["senderRole"] == "support"
 
-    await asyncio.sleep(0.2)
+    await marker_arrived(db, "alice", alice.received, namespace=NAMESPACE)
+    await marker_arrived(db, "bob", bob.received, namespace=NAMESPACE)
     assert alice.received.of("message") == [answer]  # her own messages are not echoed back
     assert bob.received.of("message") == []
     assert bob.received.of("conversationOpened") == []
@@ -103,7 +103,7 @@ async def test_a_resend_with_the_same_client_message_id_is_stored_and_delivered_
     await alice.send(cid, "Anyone there?", "next")
     delivered = await sam.received.wait_for("message", 2)
     assert [m["text"] for m in delivered] == ["Hello?", "Anyone there?"]
-    await asyncio.sleep(0.2)
+    await marker_arrived(db, "sam", sam.received, namespace=NAMESPACE)
     assert len(sam.received.of("message")) == 2
     assert await count_messages(db) == 2
 
@@ -132,7 +132,7 @@ async def test_someone_elses_or_a_missing_conversation_is_forbidden_alike(
                     "message": f"you may not access conversation {conversation_id}",
                 },
             }, event
-    await asyncio.sleep(0.2)
+    await marker_arrived(db, "bob", bob.received, namespace=NAMESPACE)
     assert bob.received.of("message") == []
     assert await count_messages(db) == 1
 
@@ -261,6 +261,6 @@ async def test_a_dropped_database_connection_is_answered_and_a_resend_stores_onc
         assert refused["error"]["code"] == "unavailable"
     [delivered] = await sam.received.wait_for("message")
     assert delivered == answers[-1]["message"]
-    await asyncio.sleep(0.2)
+    await marker_arrived(db, "sam", sam.received, namespace=NAMESPACE)
     assert len(sam.received.of("message")) == 1
     assert await count_messages(db) == 1

@@ -10,8 +10,8 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import base_url, eventually, token
-from tests.support_clients import Person, connect, connected
+from tests.helpers import base_url, eventually, marker_arrived, token
+from tests.support_clients import NAMESPACE, Person, connect, connected
 from tiffin_rt.config import Settings
 
 
@@ -26,10 +26,11 @@ async def test_typing_reaches_the_others_is_throttled_and_clears_by_itself(
 ) -> None:
     server = await start_server(support={"typing_timeout": 0.6, "typing_throttle": 10})
     url = base_url(server)
-    async with connected(url, settings, "alice", support=["sam"]) as (alice, sam):
+    async with connected(url, settings, "alice", support=["sam", "kim"]) as (alice, sam, kim):
         conversation = await alice.start()
         cid = conversation["id"]
         await sam.call("joinConversation", {"conversationId": cid})
+        await kim.call("joinConversation", {"conversationId": cid})
 
         for _ in range(3):
             assert await alice.call("typing", {"conversationId": cid, "isTyping": True}) == {
@@ -53,12 +54,18 @@ async def test_typing_reaches_the_others_is_throttled_and_clears_by_itself(
         await alice.close()
         after_disconnect = await sam.received.wait_for("typing", 4)
         assert after_disconnect[-1] == {"conversationId": cid, "userId": "alice", "isTyping": False}
-        await asyncio.sleep(0.8)
-        assert len(sam.received.of("typing")) == 4  # nothing repeated after the timeout
+        # The marker: kim types and falls silent. Her clear comes from the timeout sweep that
+        # would repeat alice's, and after it (alice's deadline came first).
+        await kim.call("typing", {"conversationId": cid, "isTyping": True})
+        typing = await sam.received.wait_for("typing", 6, timeout=5)
+        assert typing[4:] == [  # nothing repeated for alice after the timeout
+            {"conversationId": cid, "userId": "kim", "isTyping": True},
+            {"conversationId": cid, "userId": "kim", "isTyping": False},
+        ]
 
 
 async def test_read_receipts_and_unread_counts(
-    server: TestServer, url: str, settings: Settings
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
 ) -> None:
     async with connected(url, settings, "alice", "bob", support=["sam"]) as (alice, bob, sam):
         conversation = await alice.start()
@@ -107,7 +114,8 @@ async def test_read_receipts_and_unread_counts(
         assert receipts[-1]["messageId"] == reply["id"]
         missing = await alice.call("read", {"conversationId": cid, "messageId": reply["id"] + 99})
         assert missing["error"]["code"] == "not_found"
-        await asyncio.sleep(0.2)
+        await marker_arrived(db, "alice", alice.received, namespace=NAMESPACE)
+        await marker_arrived(db, "bob", bob.received, namespace=NAMESPACE)
         assert len(alice.received.of("read")) == 1
         assert bob.received.of("read") == []
 
@@ -220,7 +228,7 @@ async def test_closing_tells_the_participants_and_the_agents(
         assert open_list["conversations"] == []
         closed_list = await kim.call("listConversations", {"status": "closed"})
         assert [c["id"] for c in closed_list["conversations"]] == [cid]
-        await asyncio.sleep(0.2)
+        await marker_arrived(db, "alice", alice.received, namespace=NAMESPACE)
         assert len(alice.received.of("conversationClosed")) == 1
 
 

@@ -3,14 +3,13 @@ alike, in log order, exactly once; a wake-up that carries no event still deliver
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import token
+from tests.helpers import marker_arrived, token
 from tests.replay_helpers import connect, delivered_live, set_statuses
 from tiffin_rt.config import Settings
 
@@ -34,7 +33,7 @@ async def test_small_and_oversized_events_of_one_transaction_arrive_once_in_orde
         ids = [n["eventId"] for n in notes]
         assert ids == sorted(ids)
         assert len(set(ids)) == 5
-        await log.quiet()
+        await marker_arrived(db, "alice", log)
         assert len(log.of("notification")) == 5
     finally:
         await client.disconnect()
@@ -93,7 +92,7 @@ async def test_a_wakeup_without_a_usable_event_still_delivers_from_the_log(
         await db.execute("SELECT tiffin_rt.notify_user('alice', 't', 'carried', 'b')")
         notes = await log.wait_for("notification", count=2)
         assert [n["title"] for n in notes] == ["from the log", "carried"]
-        await asyncio.sleep(0.2)
+        await marker_arrived(db, "alice", log)
         assert len(log.of("notification")) == 2
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     finally:

@@ -92,6 +92,11 @@ class EventListener:
         """The id of the last event delivered (None before the first connect)."""
         return self._cursor
 
+    @property
+    def waiting_for(self) -> int | None:
+        """The missing event id that later events are held back for (None when none is)."""
+        return self._gap.first_missing if self._gap is not None else None
+
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
