@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -205,3 +206,105 @@ async def test_readiness_fails_while_the_role_has_lost_access_to_the_schema(
         grant = revoke.replace("REVOKE", "GRANT").replace(" FROM ", " TO ")
         await db.execute(grant.format(f'"{role}"'))
         assert await readyz(url) == (200, READY)
+
+
+# --- an event id held past gap_timeout (#13) -------------------------------------------------
+
+
+async def late_counters(url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as response:
+        events = (await response.json())["events"]
+    return {k: events[k] for k in ("lateWatched", "lateDelivered", "lateAbandoned")}
+
+
+async def eventually_counters(url: str, expected: dict[str, int]) -> None:
+    for _ in range(500):
+        if await late_counters(url) == expected:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"/healthz never showed {expected}: {await late_counters(url)}")
+
+
+async def set_status(conn: asyncpg.Connection, order_id: int, status: str) -> None:
+    await conn.execute("UPDATE public.orders SET status = $2 WHERE id = $1", order_id, status)
+
+
+@asynccontextmanager
+async def held_past_gap_timeout(
+    url: str, settings: Settings, db: asyncpg.Connection, dsn: str
+) -> AsyncIterator[tuple[asyncpg.transaction.Transaction, Any]]:
+    """Order 1's update holds a lower event id in an open transaction while order 3's commits
+    and is delivered past it; yields that transaction and the admin's recorder."""
+    async with disconnecting(sio_client(url, token(settings, "admin", "admin"))) as (
+        client,
+        received,
+    ):
+        for room in ("order-1", "order-3"):
+            assert (await client.call("joinRoom", room, namespace=NS))["ok"] is True
+        other = await asyncpg.connect(dsn)
+        try:
+            slow = db.transaction()
+            await slow.start()
+            await set_status(db, 1, "confirmed")  # takes the lower id
+            await set_status(other, 3, "ready")  # commits first
+            updates = await received.wait_for("orderStatusUpdate", 1, timeout=10)
+            assert [u["orderId"] for u in updates] == ["3"]  # delivered past the gap
+            watched = {"lateWatched": 1, "lateDelivered": 0, "lateAbandoned": 0}
+            await eventually_counters(url, watched)
+            yield slow, received
+        finally:
+            await other.close()
+
+
+async def test_an_event_committed_within_the_late_window_is_delivered_late(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(dsn, database={"gap_timeout": 0.2, "late_event_window": 120})
+    server = await start_server(settings)
+    url = base_url(server)
+    async with held_past_gap_timeout(url, settings, db, dsn) as (slow, received):
+        await slow.commit()
+        updates = await received.wait_for("orderStatusUpdate", 2, timeout=10)
+        assert [(u["orderId"], u["status"]) for u in updates] == [
+            ("3", "ready"),
+            ("1", "confirmed"),
+        ]
+        await eventually_counters(url, {"lateWatched": 0, "lateDelivered": 1, "lateAbandoned": 0})
+
+
+async def test_a_rolled_back_holder_ends_the_watch_without_a_warning(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(dsn, database={"gap_timeout": 0.2, "late_event_window": 120})
+    server = await start_server(settings)
+    url = base_url(server)
+    async with held_past_gap_timeout(url, settings, db, dsn) as (slow, _):
+        await slow.rollback()
+        # long before the window ends, the watch is over: nothing can fill the id any more
+        await eventually_counters(url, {"lateWatched": 0, "lateDelivered": 0, "lateAbandoned": 0})
+    assert "stopped watching" not in caplog.text
+
+
+async def test_an_event_held_past_the_late_window_is_logged_and_counted(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(dsn, database={"gap_timeout": 0.2, "late_event_window": 1})
+    server = await start_server(settings)
+    url = base_url(server)
+    async with held_past_gap_timeout(url, settings, db, dsn) as (slow, received):
+        # the id the open transaction holds, seen from inside it
+        held = await db.fetchval("SELECT max(id) FROM tiffin_rt.events WHERE order_id = '1'")
+        await eventually_counters(url, {"lateWatched": 0, "lateDelivered": 0, "lateAbandoned": 1})
+        warnings = [r for r in caplog.records if "stopped watching" in r.getMessage()]
+        assert len(warnings) == 1
+        assert warnings[0].levelname == "WARNING"
+        assert f"[{held}]" in warnings[0].getMessage()
+        assert "database.late_event_window (1s)" in warnings[0].getMessage()
+        await slow.commit()
+        await set_status(db, 3, "delivered")  # the marker: delivery is in log order
+        updates = await received.wait_for("orderStatusUpdate", 2, timeout=10)
+        # as documented: the abandoned event stays in the log and reaches no client live
+        assert [(u["orderId"], u["status"]) for u in updates] == [
+            ("3", "ready"),
+            ("3", "delivered"),
+        ]

@@ -119,6 +119,7 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
             reconnect_min_delay=db.reconnect_min_delay,
             reconnect_max_delay=db.reconnect_max_delay,
             gap_timeout=db.gap_timeout,
+            late_event_window=db.late_event_window,
         ),
         channels=app[SETTINGS].notifications.extra_channels,
     )

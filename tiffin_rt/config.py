@@ -44,6 +44,7 @@ class DatabaseSettings(_Section):
     reconnect_min_delay: float = Field(default=0.1, gt=0)
     reconnect_max_delay: float = Field(default=10.0, gt=0)
     gap_timeout: float = Field(default=2.0, gt=0)
+    late_event_window: float = Field(default=600.0, gt=0)
     retention_days: float = Field(default=7.0, gt=0)
     prune_interval: float = Field(default=600.0, gt=0)
 

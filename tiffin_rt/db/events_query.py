@@ -53,6 +53,16 @@ async def running_transactions(conn: asyncpg.Connection) -> list[str]:
     return [r["x"] for r in rows]
 
 
+async def still_running(conn: asyncpg.Connection, xids: list[str]) -> list[str]:
+    """Those of `xids` still in progress."""
+    if not xids:
+        return []
+    rows = await conn.fetch(
+        "SELECT x FROM unnest($1::text[]) x WHERE pg_xact_status(x::xid8) = 'in progress'", xids
+    )
+    return [r["x"] for r in rows]
+
+
 async def any_still_running(conn: asyncpg.Connection, xids: list[str]) -> bool:
     if not xids:
         return False

@@ -34,7 +34,7 @@ class ListenerOptions:
     reconnect_min_delay: float = 0.1
     reconnect_max_delay: float = 10.0
     gap_timeout: float = 2.0
-    late_watch_seconds: float = 60.0
+    late_event_window: float = 600.0
     batch_size: int = 5000
 
 
@@ -42,6 +42,14 @@ class _Verdict(enum.Enum):
     WAIT = "wait"  # a transaction that may fill the gap is still running
     ROLLED_BACK = "rolled back"  # the missing ids will never appear
     TIMED_OUT = "timed out"  # waited gap_timeout; deliver past it, watch for late rows
+
+
+@dataclass(frozen=True, slots=True)
+class _LateWatch:
+    """An id delivered past after gap_timeout: its row is delivered late if it commits."""
+
+    deadline: float  # late_event_window after the gap timed out
+    xids: list[str]  # the transactions running when the gap was seen; one of them holds it
 
 
 class _Gap:
@@ -74,7 +82,9 @@ class EventListener:
         self._conn: asyncpg.Connection | None = None
         self._cursor: int | None = None
         self._gap: _Gap | None = None
-        self._late: dict[int, float] = {}
+        self._late: dict[int, _LateWatch] = {}
+        self.late_delivered = 0
+        self.late_abandoned = 0
         # Events carried by NOTIFY payloads, by id, not delivered yet; the log read is skipped
         # while they follow the cursor without a hole. _must_read: a wake-up carried no event.
         self._carried: dict[int, Event] = {}
@@ -86,6 +96,11 @@ class EventListener:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def late_watched(self) -> int:
+        """Ids skipped after gap_timeout whose transaction may still commit."""
+        return len(self._late)
 
     @property
     def cursor(self) -> int | None:
@@ -274,8 +289,12 @@ class EventListener:
             if verdict is not _Verdict.WAIT:
                 if verdict is _Verdict.TIMED_OUT:
                     # Its transaction may still commit: watch for the rows, deliver them late.
+                    watch = _LateWatch(
+                        deadline=time.monotonic() + self._options.late_event_window,
+                        xids=self._gap.xids if self._gap is not None else [],
+                    )
                     for missing in range(expected, event.id):
-                        self._late[missing] = time.monotonic() + self._options.late_watch_seconds
+                        self._late[missing] = watch
                 self._gap = None
                 expected = event.id + 1
                 continue
@@ -316,15 +335,35 @@ class EventListener:
         return _Verdict.WAIT if found else _Verdict.ROLLED_BACK
 
     async def _deliver_late(self, conn: asyncpg.Connection) -> None:
-        now = time.monotonic()
-        self._late = {i: deadline for i, deadline in self._late.items() if deadline > now}
-        if not self._late:
-            return
+        """Deliver watched rows that have appeared; stop watching the rest once no transaction
+        that could hold them is running (rolled back), or, logged and counted, once
+        late_event_window has passed."""
+        xids = sorted({x for watch in self._late.values() for x in watch.xids})
+        # Asked before the read: a holder that ended before this answer is visible to the read.
+        running = set(await events_query.still_running(conn, xids))
         late = await events_query.events_by_id(conn, self._late)
         if late:
             for event in late:
                 self._late.pop(event.id, None)
+            self.late_delivered += len(late)
             log.warning(
                 "delivering %d late event(s) out of order: %s", len(late), [e.id for e in late]
             )
             await self._deliver(late)
+        now = time.monotonic()
+        abandoned: list[int] = []
+        for event_id, watch in list(self._late.items()):
+            if running.isdisjoint(watch.xids):
+                del self._late[event_id]  # rolled back: the row never comes
+            elif watch.deadline <= now:
+                del self._late[event_id]
+                abandoned.append(event_id)
+        if abandoned:
+            self.late_abandoned += len(abandoned)
+            log.warning(
+                "stopped watching for event(s) %s: the transaction holding them is still open"
+                " after database.late_event_window (%gs); if it commits, the rows stay in the"
+                " log but reach no client live",
+                abandoned,
+                self._options.late_event_window,
+            )

@@ -30,6 +30,9 @@ async def healthz(request: web.Request) -> web.Response:
                 "cursor": listener.cursor if listener is not None else None,
                 "listenerReconnects": listener.reconnects if listener is not None else 0,
                 "malformedPayloads": listener.malformed_payloads if listener is not None else 0,
+                "lateWatched": listener.late_watched if listener is not None else 0,
+                "lateDelivered": listener.late_delivered if listener is not None else 0,
+                "lateAbandoned": listener.late_abandoned if listener is not None else 0,
             },
         }
     )
