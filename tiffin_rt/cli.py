@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -18,12 +19,51 @@ from tiffin_rt.db import migrate
 from tiffin_rt.db.embedded import EmbeddedPostgres
 
 EXIT_USAGE = 2
+EXIT_STOPPED = 128 + signal.SIGTERM
 DEFAULT_CONFIG = Path("config.yaml")
 T = TypeVar("T")
 
 
 class CliError(Exception):
     """Printed as one line on stderr; the command exits with status 2."""
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP ended the command after its cleanup ran."""
+
+
+# A polite stop ends a command as Ctrl-C does: its coroutine is cancelled, so every `finally`
+# runs (connections closed, the embedded PostgreSQL let go). Python's default for these
+# signals ends the process on the spot, which left its pid in the embedded server's handles.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, with SIGTERM/SIGHUP cancelling `main`; raises Stopped after its cleanup."""
+
+    async def until_stopped() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        stopped: list[int] = []
+
+        def stop(signum: int) -> None:
+            stopped.append(signum)
+            task.cancel()
+
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if stopped:
+                raise Stopped(signal.Signals(stopped[0]).name) from None
+            raise
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(until_stopped())
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--vendor-id", help="vendor id (required for --role kitchen)")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument(
+        "--ttl", type=int, default=3600, help="lifetime in seconds (default: %(default)s)"
+    )
 
     demo = sub.add_parser(
         "demo", help="demo helpers", description="Helpers for watching the demo page."
@@ -82,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     text = "advance demo orders one status at a time, as an order backend would (UPDATE orders)"
     simulate = demo_sub.add_parser("simulate", help=text, description=text)
     _add_config(simulate)
-    simulate.add_argument("--interval", type=float, default=3.0, help="seconds between steps")
+    simulate.add_argument(
+        "--interval", type=float, default=3.0, help="seconds between steps (default: %(default)s)"
+    )
     simulate.add_argument("--steps", type=int, help="stop after this many steps (default: never)")
 
     check = sub.add_parser(
@@ -144,9 +188,12 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
     actions = {"upgrade": upgrade, "downgrade": downgrade, "status": status}
     try:
-        asyncio.run(_with_connection(settings, actions[args.db_command]))
+        _run(_with_connection(settings, actions[args.db_command]))
     except migrate.SchemaError as exc:
         raise CliError(str(exc)) from None
+    except Stopped as exc:
+        print(f"tiffin-rt: db {args.db_command}: stopped by {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     return 0
 
 
@@ -182,9 +229,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
 
     try:
-        asyncio.run(_with_connection(settings, run))
+        _run(_with_connection(settings, run))
     except (asyncpg.PostgresError, OSError) as exc:
         raise CliError(f"demo simulate: {exc}") from None
+    except Stopped:
+        pass  # the usual way to end a simulation that runs until stopped
     return 0
 
 
