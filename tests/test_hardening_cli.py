@@ -6,11 +6,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.helpers import TEST_SECRET
@@ -52,14 +54,15 @@ def embedded(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, dsn: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = ENV if dsn is None else {**ENV, "TIFFIN_RT__DATABASE__DSN": dsn}
     return subprocess.run(
         [sys.executable, "-m", "tiffin_rt", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env=ENV,
+        env=env,
         cwd=REPO,
     )
 
@@ -124,3 +127,16 @@ def test_demo_simulate_help_shows_the_defaults() -> None:
     assert result.returncode == 0
     assert "seconds between steps (default: 3.0)" in result.stdout
     assert "(default: never)" in result.stdout
+
+
+async def test_serve_on_a_taken_port_fails_before_touching_the_database(
+    dsn: str, db: asyncpg.Connection
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await asyncio.to_thread(cli, "serve", "--port", str(port), dsn=dsn)
+    assert result.returncode == 2
+    assert result.stderr == f"tiffin-rt: server.port: 127.0.0.1:{port} is already in use\n"
+    assert await db.fetchval("SELECT to_regnamespace('tiffin_rt') IS NULL")  # not migrated

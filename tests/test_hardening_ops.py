@@ -20,6 +20,7 @@ from tests.conftest import StartServer
 from tests.helpers import (
     TEST_SECRET,
     base_url,
+    connect_refusal,
     disconnecting,
     make_settings,
     sio_client,
@@ -308,3 +309,33 @@ async def test_an_event_held_past_the_late_window_is_logged_and_counted(
             ("3", "ready"),
             ("3", "delivered"),
         ]
+
+
+# --- connections_per_user counts every transport, as the README says ------------------------
+
+
+async def test_connections_per_user_counts_socketio_sse_and_http_together(
+    start_server: StartServer, settings: Settings
+) -> None:
+    server = await start_server(limits={"connections_per_user": 2})
+    url = base_url(server)
+    tok = token(settings, "alice")
+    async with (
+        disconnecting(sio_client(url, tok)),
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{url}/api/notifications/orders/1/status", params={"access_token": tok}
+        ) as stream,
+    ):
+        assert stream.status == 200
+        await stream.content.readline()  # the stream is open: two connections now
+        refusal = await connect_refusal(url, {"token": tok})
+        assert refusal["code"] == "rate_limited"
+        async with http.get(
+            f"{url}/api/notifications", headers={"Authorization": f"Bearer {tok}"}
+        ) as response:
+            assert response.status == 429
+            assert (await response.json())["error"]["code"] == "rate_limited"
+        other = token(settings, "bob")  # another user is not affected
+        async with disconnecting(sio_client(url, other)):
+            pass

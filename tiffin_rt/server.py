@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 from typing import Any
 
 import uvloop
@@ -56,18 +57,40 @@ def runner_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bind and listen on every address `host` resolves to, before anything else starts: a
+    port already in use fails here, before the database is started or migrated."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def serve(settings: Settings) -> None:
     """Block until SIGINT/SIGTERM; raises OSError when the port cannot be bound."""
     from tiffin_rt.cli import CliError
 
     configure_logging(settings.logging.level)
+    sockets = listening_sockets(settings.server.host, settings.server.port)
     app = create_app(settings)
     app.on_startup.append(_tune_garbage_collector)  # after the database and listener started
     try:
         web.run_app(
             app,
-            host=settings.server.host,
-            port=settings.server.port,
+            sock=sockets,
             backlog=LISTEN_BACKLOG,
             **runner_options(settings),
             print=lambda text: log.info("%s", text.strip()),
