@@ -122,6 +122,25 @@ def test_handles_of_dead_processes_do_not_keep_postgres_running(
     assert postmaster_pid(data) is None
 
 
+def test_db_psql_opens_the_embedded_database_and_lets_it_go(
+    embedded: tuple[Path, Path],
+) -> None:
+    config, data = embedded
+    assert cli("db", "upgrade", "--config", str(config)).returncode == 0
+    query = "SELECT count(*) FROM public.orders"
+    result = cli("db", "psql", "--config", str(config), "--", "-At", "-c", query)
+    assert (result.returncode, result.stdout) == (0, "4\n"), result.stderr
+    assert postmaster_pid(data) is None
+    failed = cli("db", "psql", "--config", str(config), "--", "-c", "SELECT nonsense")
+    assert failed.returncode != 0  # psql's own status
+    assert "nonsense" in failed.stderr
+
+
+def test_db_psql_opens_a_configured_dsn(dsn: str) -> None:
+    result = cli("db", "psql", "--", "-At", "-c", "SELECT current_database()", dsn=dsn)
+    assert (result.returncode, result.stdout) == (0, f"{dsn.rsplit('/', 1)[1]}\n"), result.stderr
+
+
 def test_demo_simulate_help_shows_the_defaults() -> None:
     result = cli("demo", "simulate", "--help")
     assert result.returncode == 0

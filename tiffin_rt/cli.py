@@ -1,11 +1,13 @@
-"""tiffin-rt: serve, db upgrade|downgrade|status, token, check-config."""
+"""tiffin-rt: serve, db upgrade|downgrade|status|psql, token, check-config, demo simulate."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import errno
+import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ import asyncpg
 from tiffin_rt.auth import ROLES, AuthError, mint_token
 from tiffin_rt.config import ConfigError, Settings, load_settings
 from tiffin_rt.db import migrate
-from tiffin_rt.db.embedded import EmbeddedPostgres
+from tiffin_rt.db.embedded import EmbeddedPostgres, bundled_program
 
 EXIT_USAGE = 2
 EXIT_STOPPED = 128 + signal.SIGTERM
@@ -103,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "show the installed version, pending migrations and triggered tables"),
     ):
         _add_config(db_sub.add_parser(name, help=text, description=text))
+    text = (
+        "open psql on the configured database (the embedded one is started, and stopped when"
+        " psql exits, unless another process still uses it)"
+    )
+    psql = db_sub.add_parser("psql", help=text, description=text)
+    _add_config(psql)
+    psql.add_argument(
+        "psql_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- ARGS",
+        help="passed on to psql, e.g. -- -c 'SELECT count(*) FROM tiffin_rt.events'",
+    )
 
     token = sub.add_parser(
         "token",
@@ -167,8 +181,33 @@ async def _with_connection(
             await asyncio.to_thread(embedded.stop)
 
 
+def _psql(settings: Settings, psql_args: list[str]) -> int:
+    """Run psql in the foreground on the configured (or embedded) database."""
+    program = str(bundled_program("psql"))
+    if not Path(program).exists():
+        program = shutil.which("psql") or program
+    embedded = None
+    dsn = settings.database.dsn
+    if not dsn:
+        embedded = EmbeddedPostgres(data_dir=settings.database.embedded_dir)
+        dsn = embedded.start()
+    # psql owns the terminal: Ctrl-C cancels its query, not this process
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        args = psql_args[1:] if psql_args[:1] == ["--"] else psql_args
+        return subprocess.run([program, dsn, *args], check=False).returncode
+    except OSError as exc:
+        raise CliError(f"db psql: cannot run {program}: {exc.strerror or exc}") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if embedded is not None:
+            embedded.stop()
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
+    if args.db_command == "psql":
+        return _psql(settings, args.psql_args)
 
     async def upgrade(conn: asyncpg.Connection) -> None:
         applied = await migrate.upgrade(conn, settings.orders)

