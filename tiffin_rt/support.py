@@ -33,7 +33,7 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]], what: str)
         try:
             await work()
         except Exception as exc:
-            log.warning("support %s failed: %s", what, exc)
+            log.warning("support %s failed: %s: %s", what, type(exc).__name__, exc)
         await asyncio.sleep(seconds)
 
 
