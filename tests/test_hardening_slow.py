@@ -1,6 +1,7 @@
-"""Slow consumers, on every Socket.IO transport: a client that keeps up gets every event; one
-that stops reading (or polling) is cut off once, with one warning, and on reconnecting with its
-last event id gets every event it missed exactly once, in order. Nothing is merged or dropped."""
+"""Slow consumers on every transport (Socket.IO and SSE): a client that keeps up gets every
+event; one that stops reading (or polling) is cut off once, with one warning, and on
+reconnecting with its last event id gets every event it missed exactly once, in order.
+Nothing is merged or dropped."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import Recorder, base_url, eventually, recording_client, token
+from tests.helpers import Recorder, base_url, eventually, recording_client, sse_events, token
 from tiffin_rt.config import Settings
 
 NAMESPACE = "/notifications"
@@ -448,6 +449,122 @@ async def test_an_upgraded_client_that_stops_reading_is_cut_and_resumes_without_
             await healthy.until_status("end")
     finally:
         await proxy.close()
+    assert_whole(first, again.statuses(), sent)
+    assert from_start(healthy.statuses()) == ["start", *sent, "end"]
+    assert len(behind_warnings(caplog)) == 1
+
+
+# -- Server-Sent Events (the same limit, already in place: kept so) --------------------------
+
+
+class RawEventStream:
+    """An SSE client with a tiny receive buffer that reads only when told to."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.updates: list[dict[str, Any]] = []
+        self._text = ""
+
+    @classmethod
+    async def open(cls, server: TestServer, tok: str) -> RawEventStream:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=8192)
+        writer.write(
+            f"GET {SSE_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+            f"Authorization: Bearer {tok}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"transfer-encoding: chunked" in head.lower()
+        return cls(reader, writer)
+
+    async def read_chunk(self) -> None:
+        size = int((await asyncio.wait_for(self.reader.readline(), 10)).strip(), 16)
+        if size == 0:
+            raise EOFError("end of stream")
+        self._text += (await self.reader.readexactly(size + 2))[:-2].decode()
+        *complete, self._text = self._text.replace("\r\n", "\n").split("\n\n")
+        for block in complete:
+            fields = dict(line.partition(":")[::2] for line in block.split("\n"))
+            message = fields.get("event", " message").strip() == "message"
+            if "data" in fields and "id" in fields and message:
+                data = orjson.loads(fields["data"])
+                self.updates.append({**data, "eventId": int(fields["id"])})
+
+    async def until_status(self, status: str) -> None:
+        while status not in [u["status"] for u in self.updates]:
+            await self.read_chunk()
+
+    async def read_until_closed(self) -> None:
+        with contextlib.suppress(
+            ConnectionError, asyncio.IncompleteReadError, EOFError, ValueError
+        ):
+            while True:
+                await self.read_chunk()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+SSE_PATH = "/api/notifications/orders/1/status"
+
+
+async def record_stream(response: aiohttp.ClientResponse, received: Statuses) -> None:
+    async for event in sse_events(response):
+        if event.event in (None, "message") and event.id:
+            received.add("orderStatusUpdate", {**event.json(), "eventId": int(event.id)})
+
+
+@contextlib.asynccontextmanager
+async def event_stream(
+    http: aiohttp.ClientSession, url: str, tok: str, last_event_id: int | None = None
+) -> AsyncIterator[Statuses]:
+    headers = {"Authorization": f"Bearer {tok}"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    received = Statuses()
+    async with http.get(url + SSE_PATH, headers=headers) as response:
+        assert response.status == 200
+        reading = asyncio.create_task(record_stream(response, received))
+        try:
+            yield received
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await reading
+
+
+async def test_an_sse_client_that_stops_reading_is_cut_and_resumes_without_a_gap(
+    start_server: StartServer,
+    settings: Settings,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await start_server(**SECTIONS)
+    url = base_url(server)
+    caplog.set_level(logging.WARNING)
+    tok = token(settings, "alice")
+    async with aiohttp.ClientSession() as http, event_stream(http, url, tok) as healthy:
+        stalled = await RawEventStream.open(server, tok)
+        try:
+            await set_status(db, "start")
+            await stalled.until_status("start")
+            await healthy.until_status("start")
+            sent = await flood_until_cut(db, healthy, caplog)
+            await stalled.read_until_closed()
+        finally:
+            stalled.close()
+        first = [u["status"] for u in stalled.updates]
+        assert len(from_start(first)) < len(sent) + 1
+        last_id = max(u["eventId"] for u in stalled.updates)
+        async with event_stream(http, url, tok, last_id) as again:
+            await set_status(db, "end")
+            await again.until_status("end")
+        await healthy.until_status("end")
     assert_whole(first, again.statuses(), sent)
     assert from_start(healthy.statuses()) == ["start", *sent, "end"]
     assert len(behind_warnings(caplog)) == 1
