@@ -92,7 +92,11 @@ async def test_a_silently_dead_pooled_connection_answers_unavailable_and_is_repl
     tok = token(settings, "alice")
     headers = {"Authorization": f"Bearer {tok}"}
 
-    async with disconnecting(sio_client(url, tok)) as (client, _), aiohttp.ClientSession() as http:
+    async with (
+        disconnecting(sio_client(url, tok)) as (client, _),
+        disconnecting(sio_client(url, tok, namespace="/support", events=())) as (support, _),
+        aiohttp.ClientSession() as http,
+    ):
 
         async def join(room: str) -> Any:
             return await client.call("joinRoom", room, namespace=NS, timeout=30)
@@ -103,6 +107,13 @@ async def test_a_silently_dead_pooled_connection_answers_unavailable_and_is_repl
 
         async def over_socketio() -> None:
             reply = await join("order-1")
+            assert reply["ok"] is False
+            assert reply["error"]["code"] == "unavailable"
+
+        async def over_support() -> None:
+            reply = await support.call(
+                "startConversation", {"subject": "lunch?"}, namespace="/support", timeout=30
+            )
             assert reply["ok"] is False
             assert reply["error"]["code"] == "unavailable"
 
@@ -124,7 +135,7 @@ async def test_a_silently_dead_pooled_connection_answers_unavailable_and_is_repl
                 body = await response.json()
                 assert body["checks"]["database"] == "unreachable: TimeoutError"
 
-        for probe in (over_socketio, over_rest, over_sse, readiness):
+        for probe in (over_socketio, over_support, over_rest, over_sse, readiness):
             await joined_after_recovery()
             # the pooled connection (and the listener's) go silent; new ones are refused
             assert proxy.freeze() >= 2
