@@ -354,3 +354,42 @@ async def test_connections_per_user_counts_socketio_sse_and_http_together(
         other = token(settings, "bob")  # another user is not affected
         async with disconnecting(sio_client(url, other)):
             pass
+
+
+async def test_a_listener_whose_connection_dies_mid_read_reconnects_and_catches_up(
+    start_server: StartServer, proxy: FreezableProxy, dsn: str, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(proxy.dsn, database={"command_timeout": 1})
+    server = await start_server(settings)
+    url = base_url(server)
+    async with disconnecting(sio_client(url, token(settings, "admin", "admin"))) as (
+        client,
+        received,
+    ):
+        assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
+        locker = await asyncpg.connect(dsn)  # straight to PostgreSQL, not through the proxy
+        try:
+            hold = locker.transaction()
+            await hold.start()
+            await locker.execute("LOCK TABLE tiffin_rt.events IN ACCESS EXCLUSIVE MODE")
+            # an empty wake-up makes the listener read the log: the read waits on the lock
+            await db.execute("SELECT pg_notify('tiffin_rt_events', '')")
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                " 'tiffin_rt-listener' AND datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+            for _ in range(500):
+                if await db.fetchval(waiting):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the listener never read the log")
+            proxy.freeze()  # its answer will never arrive
+            await hold.rollback()
+            proxy.thaw()
+        finally:
+            await locker.close()
+        await set_status(db, 1, "confirmed")
+        updates = await received.wait_for("orderStatusUpdate", 1, timeout=20)
+        assert [(u["orderId"], u["status"]) for u in updates] == [("1", "confirmed")]

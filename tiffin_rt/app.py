@@ -116,6 +116,7 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
         options=ListenerOptions(
             heartbeat_interval=db.heartbeat_interval,
             heartbeat_timeout=db.heartbeat_timeout,
+            command_timeout=db.command_timeout,
             reconnect_min_delay=db.reconnect_min_delay,
             reconnect_max_delay=db.reconnect_max_delay,
             gap_timeout=db.gap_timeout,

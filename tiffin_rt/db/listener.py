@@ -31,6 +31,9 @@ Deliver = Callable[[Sequence[Event]], Awaitable[None]]
 class ListenerOptions:
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 3.0
+    # Every catch-up read gives up after this: a peer gone silent mid-query would otherwise
+    # hold the listener for good (the heartbeat runs only between reads).
+    command_timeout: float = 5.0
     reconnect_min_delay: float = 0.1
     reconnect_max_delay: float = 10.0
     gap_timeout: float = 2.0
@@ -160,6 +163,7 @@ class EventListener:
         conn = await asyncpg.connect(
             self._dsn,
             timeout=self._options.heartbeat_timeout * 3,
+            command_timeout=self._options.command_timeout,
             server_settings={"application_name": APPLICATION_NAME},
         )
         self._lost.clear()
