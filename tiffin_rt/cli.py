@@ -191,8 +191,9 @@ def _psql(settings: Settings, psql_args: list[str]) -> int:
     if not dsn:
         embedded = EmbeddedPostgres(data_dir=settings.database.embedded_dir)
         dsn = embedded.start()
-    # psql owns the terminal: Ctrl-C cancels its query, not this process
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # psql owns the terminal: Ctrl-C cancels its query, not this process (a handler, not
+    # SIG_IGN, which psql would inherit)
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
     try:
         args = psql_args[1:] if psql_args[:1] == ["--"] else psql_args
         return subprocess.run([program, dsn, *args], check=False).returncode
