@@ -10,7 +10,7 @@ from tiffin_rt.auth import Identity
 from tiffin_rt.core.policy import OrderParties, may_join
 from tiffin_rt.core.rooms import InvalidRoom, Room, parse_room
 from tiffin_rt.db.inbox import DB_ERRORS
-from tiffin_rt.db.orders import OrderQueries
+from tiffin_rt.db.orders import OrderQueries, OrderSnapshot
 
 
 class AccessDenied(Exception):
@@ -65,6 +65,17 @@ class RoomAccess:
         parties = snapshot.parties if snapshot is not None else None
         self.remember(order_id, parties)
         return parties
+
+    async def current(self, order_id: str) -> OrderSnapshot | None:
+        """The order as it is now (its status for a joiner), read past the cache and kept in it."""
+        if self._pool is None or self._orders is None:
+            raise AccessDenied("unavailable", "the database is not ready yet")
+        try:
+            snapshot = await self._orders.fetch(self._pool, order_id)
+        except DB_ERRORS:
+            raise AccessDenied("unavailable", "the order could not be read; try again") from None
+        self.remember(order_id, snapshot.parties if snapshot is not None else None)
+        return snapshot
 
     async def check(self, who: Identity, room_name: object) -> Room:
         """Return the parsed room, or raise AccessDenied (never revealing whether it exists)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import socketio
@@ -14,10 +15,12 @@ from tiffin_rt.core.events import (
     NOTIFICATION,
     ORDER_STATUS,
     Event,
+    iso_utc,
     notification_message,
     order_status_message,
 )
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
+from tiffin_rt.core.policy import may_join
 from tiffin_rt.core.rooms import (
     InvalidRoom,
     parse_room,
@@ -25,8 +28,9 @@ from tiffin_rt.core.rooms import (
     room_for_user,
     room_for_vendor,
 )
+from tiffin_rt.db.orders import OrderSnapshot
 from tiffin_rt.ratelimit import RateLimits
-from tiffin_rt.transports.socketio.membership import enter_if_connected, gone
+from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
 from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,16 @@ NAMESPACE = "/notifications"
 
 # Which connections must not get this event live now (see core.replay.Handoffs.hold).
 Hold = Callable[[Event], list[str]]
+
+
+def current_status(snapshot: OrderSnapshot) -> dict[str, Any]:
+    """The order's status now, shaped as the first event of its SSE stream."""
+    return {
+        "orderId": snapshot.order_id,
+        "status": snapshot.status,
+        "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
+        "eventId": snapshot.last_event_id,
+    }
 
 
 class NotificationsNamespace(SecureNamespace):
@@ -56,7 +70,21 @@ class NotificationsNamespace(SecureNamespace):
             return error(exc.code, exc.message)
         if not await enter_if_connected(self, sid, room.name):
             return gone()
-        return ok(room=room.name)
+        if room.kind != "order":
+            return ok(room=room.name)
+        # Read after entering: a change committed from now on reaches the room live.
+        try:
+            snapshot = await self._access.current(room.key)
+        except AccessDenied as exc:
+            await self.leave_room(sid, room.name)
+            return error(exc.code, exc.message)
+        if not still_connected(self, sid):
+            return gone()  # the disconnect took it out of every room
+        identity = self._identities[sid]
+        if not may_join(identity, room, snapshot.parties if snapshot else None):
+            await self.leave_room(sid, room.name)  # the order changed hands since the check
+            return error("forbidden", f"you may not join {room.name}")
+        return ok(room=room.name, order=current_status(snapshot) if snapshot else None)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
         identity = self._identities[sid]

@@ -185,7 +185,14 @@ class SocketResume:
                 log.warning("resuming connection %s failed: %s", sid, exc)
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)
             finally:
+                # Before any live event: a client that hears nothing else still has a position.
+                await self._emit(sid, "position", {"eventId": self._position(conn)})
                 await self._release(sid)
+
+    def _position(self, conn: _Connection) -> int | None:
+        """Every event of the connection's rooms after this id reaches it (live or replayed)."""
+        known = [i for i in (conn.ceiling, conn.last_event_id) if i is not None]
+        return max(known) if known else None
 
     async def _release(self, sid: str) -> None:
         """Send what was held back during the replay, then let live events through."""
@@ -247,8 +254,14 @@ class SocketResume:
     async def joining(self, sid: str, join: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         """Wraps joinRoom: a resumed connection gets the room's missed events, then live ones."""
         conn = self._connections.get(sid)
-        if conn is None or conn.last_event_id is None:
+        if conn is None:
             return await join
+        if conn.last_event_id is None:
+            ack = await join
+            if ack.get("ok"):
+                # Read after joining: every later event of the room reaches it live.
+                ack["eventId"] = self._cursor()
+            return ack
         async with conn.lock:
             before = set(self._rooms(sid))
             conn.ceiling = self._cursor()
@@ -263,6 +276,8 @@ class SocketResume:
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)
             finally:
                 await self._release(sid)
+            if ack.get("ok"):
+                ack["eventId"] = self._position(conn)
             return ack
 
     # -- inbox -----------------------------------------------------------------------------
