@@ -83,13 +83,20 @@ class LimitsSettings(_Section):
     handshakes_per_ip: str = "60/minute"
     events_per_connection: str = "20/second"
     event_overrides: dict[str, str] = Field(default_factory=dict)
+    # One budget per user across all their connections and event names: the per-connection
+    # limits alone multiply by connections_per_user and by the number of event names.
+    events_per_user: str = "50/second; 1000/minute"
     abuse_strikes: str = "50/minute"
     connections_per_user: int = Field(default=20, ge=1)
     max_message_bytes: int = Field(default=65536, ge=1024)
     order_cache_ttl: float = Field(default=5.0, ge=0)
 
     @field_validator(
-        "connect_per_ip", "handshakes_per_ip", "events_per_connection", "abuse_strikes"
+        "connect_per_ip",
+        "handshakes_per_ip",
+        "events_per_connection",
+        "events_per_user",
+        "abuse_strikes",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

@@ -74,6 +74,7 @@ class RateLimits:
         self._handshakes = _items(settings.handshakes_per_ip)
         self._events = _items(settings.events_per_connection)
         self._overrides = {name: _items(rate) for name, rate in settings.event_overrides.items()}
+        self._per_user = _items(settings.events_per_user)
         self._strikes = _items(settings.abuse_strikes)
         self._users: Counter[str] = Counter()
 
@@ -99,6 +100,10 @@ class RateLimits:
         return self._windows.hit(
             self._overrides.get(event, self._events), ("event", connection, event)
         )
+
+    def allow_user_event(self, user_id: str) -> bool:
+        """One event of this user on any connection: more connections buy no more server time."""
+        return self._windows.hit(self._per_user, ("user-events", user_id))
 
     def strike(self, connection: str) -> bool:
         """Record a refused event; True once the connection has been refused too often."""

@@ -154,6 +154,10 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if self._limits.strike(sid):
                 self._end(sid, "rate_limited", "too many refused events; disconnecting")
             return error("rate_limited", f"too many {event!r} events; slow down")
+        if not self._limits.allow_user_event(self._identities[sid].user_id):
+            if self._limits.strike(sid):
+                self._end(sid, "rate_limited", "too many refused events; disconnecting")
+            return error("rate_limited", "too many events from this user; slow down")
         try:
             inspect.signature(handler).bind(*args)
         except TypeError:
