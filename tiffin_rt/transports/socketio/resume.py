@@ -128,8 +128,8 @@ class SocketResume:
         except InvalidEventId as exc:
             conn = _Connection(None, ceiling, invalid=str(exc))
         self._connections[sid] = conn
-        if conn.last_event_id is not None or self._inbox.on_connect != "off":
-            self.handoffs.begin(sid, ceiling, floor=conn.last_event_id or 0)
+        # Always held until `position` is out, so it comes before every live event.
+        self.handoffs.begin(sid, ceiling, floor=conn.last_event_id or 0)
 
     def start(self, sid: str, identity: Identity) -> None:
         """After the connect handler accepted: replay, or send the inbox, once connected."""
