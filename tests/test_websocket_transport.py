@@ -217,7 +217,8 @@ async def test_shutdown_disconnects_socketio_clients(
 async def test_a_flood_of_events_in_one_write_is_answered_whole_and_in_order(
     start_server: StartServer, settings: Settings
 ) -> None:
-    server = await start_server(limits={"events_per_connection": "1000/second"})
+    flood = "1000/second"
+    server = await start_server(limits={"events_per_connection": flood, "events_per_user": flood})
     async with raw_websocket(server) as ws:
         ws.send_text("40/notifications," + json.dumps({"token": token(settings, "alice")}))
         assert (await ws.read_text()).startswith("40/notifications,{")
