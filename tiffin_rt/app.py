@@ -34,6 +34,7 @@ from tiffin_rt.keys import (
     SOCKETIO,
     VERIFIER,
 )
+from tiffin_rt.logs import quiet_client_faults
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.support import setup_support
 from tiffin_rt.transports.health import setup_health
@@ -163,6 +164,7 @@ async def _close_connections(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    quiet_client_faults()
     verifier = TokenVerifier(settings.auth)
     limits = RateLimits(settings.limits)
     app = web.Application(

@@ -15,6 +15,11 @@ _TOKEN = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|(?<=access_token=)[^&\s\"']+")
 QUIET_LOGGERS = ("engineio.server", "socketio.server", "aiohttp_jwt")
 
 
+# python-engineio logs a client's bad request (an unknown or closed session, a bad transport,
+# a refused origin) at ERROR once per kind, with this tail, then at INFO.
+_ENGINEIO_ONCE = " (further occurrences of this error will be logged with level INFO)"
+
+
 def redact(text: str) -> str:
     return _TOKEN.sub("[redacted]", text)
 
@@ -32,6 +37,26 @@ class RedactTokens(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+class ClientFaultsAsWarnings(logging.Filter):
+    """python-engineio's log-once ERRORs are what a client sent (a poll on a session the server
+    closed, a bad transport): a WARNING, never an ERROR an operator is paged for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.exc_info is None:
+            message = record.getMessage()
+            if message.endswith(_ENGINEIO_ONCE):
+                record.msg, record.args = message.removesuffix(_ENGINEIO_ONCE), None
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_client_faults() -> None:
+    """Install ClientFaultsAsWarnings on python-engineio's logger, once per process."""
+    logger = logging.getLogger("engineio.server")
+    if not any(isinstance(f, ClientFaultsAsWarnings) for f in logger.filters):
+        logger.addFilter(ClientFaultsAsWarnings())
 
 
 def configure_logging(level: str) -> None:
