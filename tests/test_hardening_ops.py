@@ -394,3 +394,19 @@ async def test_a_listener_whose_connection_dies_mid_read_reconnects_and_catches_
         await set_status(db, 1, "confirmed")
         updates = await received.wait_for("orderStatusUpdate", 1, timeout=20)
         assert [(u["orderId"], u["status"]) for u in updates] == [("1", "confirmed")]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("{ping_interval: true}", r"delivery\.ping_interval: .*a number of seconds, not True"),
+        ("{ping_timeout: yes}", r"delivery\.ping_timeout: .*a number of seconds, not True"),
+        ("{ping_interval: 86400000}", r"delivery: .*a browser timer's limit"),
+        ("{ping_interval: 2147000, ping_timeout: 484}", r"delivery: .*a browser timer's limit"),
+    ],
+)
+def test_a_ping_setting_no_client_can_keep_is_refused(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    with pytest.raises(ConfigError, match=error):
+        load_settings(write_config(tmp_path, f"delivery: {text}\n"), environ={})

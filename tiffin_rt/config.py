@@ -9,9 +9,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "TIFFIN_RT__"
+# The longest timer a browser sets (2^31 - 1 ms), in whole seconds.
+MAX_CLIENT_TIMER_SECONDS = (2**31 - 1) // 1000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
@@ -202,6 +211,13 @@ class DeliverySettings(_Section):
     websocket_compression: bool = False
     max_buffered_kib: int = Field(default=1024, ge=16)
 
+    @field_validator("ping_interval", "ping_timeout", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML's `yes`/`true` would pass as 1 second
+            raise ValueError(f"a number of seconds, not {value!r}")
+        return value
+
     @field_validator("ping_interval")
     @classmethod
     def _whole_seconds(cls, value: float) -> float:
@@ -209,6 +225,17 @@ class DeliverySettings(_Section):
         if value < 1 or not float(value).is_integer():
             raise ValueError(f"a whole number of seconds, at least 1 (got {value})")
         return value
+
+    @model_validator(mode="after")
+    def _a_timer_clients_can_set(self) -> DeliverySettings:
+        # Clients wait ping_interval + ping_timeout for a ping; a browser's setTimeout fires at
+        # once past 2^31 - 1 ms, so a longer wait would drop every connection at once.
+        if self.ping_interval + self.ping_timeout > MAX_CLIENT_TIMER_SECONDS:
+            raise ValueError(
+                f"ping_interval + ping_timeout: at most {MAX_CLIENT_TIMER_SECONDS} seconds"
+                " (a browser timer's limit)"
+            )
+        return self
 
 
 class LoggingSettings(_Section):
