@@ -64,8 +64,11 @@ class NotificationsNamespace(SecureNamespace):
             await self.enter_room(sid, room_for_vendor(identity.vendor_id))
 
     async def on_joinRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
+        identity = self._identities.get(sid)
+        if identity is None:  # it may run after waiting behind the connection's replay
+            return gone()
         try:
-            room = await self._access.check(self._identities[sid], room_name)
+            room = await self._access.check(identity, room_name)
         except AccessDenied as exc:
             return error(exc.code, exc.message)
         if not await enter_if_connected(self, sid, room.name):

@@ -256,16 +256,19 @@ class SocketResume:
         conn = self._connections.get(sid)
         if conn is None:
             return await join
-        if conn.last_event_id is None:
-            ack = await join
-            if ack.get("ok"):
-                # Read after joining: every later event of the room reaches it live.
-                ack["eventId"] = self._cursor()
-            return ack
+        # Under the lock: the connect-time replay may still run, and its resync clears the
+        # connection's last id (so a join racing it replays nothing).
         async with conn.lock:
+            last_event_id = conn.last_event_id
+            if last_event_id is None or sid not in self._connections:
+                ack = await join
+                if ack.get("ok"):
+                    # Read after joining: every later event of the room reaches it live.
+                    ack["eventId"] = self._cursor()
+                return ack
             before = set(self._rooms(sid))
             conn.ceiling = self._cursor()
-            self.handoffs.begin(sid, conn.ceiling, floor=conn.last_event_id)
+            self.handoffs.begin(sid, conn.ceiling, floor=last_event_id)
             try:
                 ack = await join
                 room = ack.get("room") if ack.get("ok") else None
