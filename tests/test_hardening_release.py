@@ -16,12 +16,14 @@ import pytest
 from tests.conftest import StartServer
 from tests.helpers import (
     connect_refusal,
+    eventually,
     make_settings,
     sio_client,
     sse_events,
     token,
 )
 from tests.orders_tables import DEMO
+from tiffin_rt.keys import SOCKETIO
 
 NS = "/notifications"
 ORDER_1 = "/api/notifications/orders/1/status"
@@ -167,4 +169,34 @@ async def test_a_polling_client_that_stops_polling_is_released_after_the_ping_ti
         # The client goes silent: no more GETs, no pong.
         await _wait_until_none_open(url)
     client, _ = await sio_client(url, tok)
+    await client.disconnect()
+
+
+async def test_a_polling_client_that_vanishes_mid_poll_is_released_within_seconds(
+    start_server: StartServer, dsn: str
+) -> None:
+    # The default pings (25 s + 20 s): the release must not wait for a ping timeout.
+    settings = make_settings(dsn, limits={"connections_per_user": 1})
+    server = await start_server(settings)
+    url = str(server.make_url("")).rstrip("/")
+    tok = token(settings, "alice")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/socket.io/?EIO=4&transport=polling") as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        poll = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(poll, data=f"40{NS}," + json.dumps({"token": tok})) as response:
+            assert response.status == 200
+        received = ""
+        while '"position"' not in received:  # the last thing the server sends on connect
+            async with http.get(poll) as response:
+                received += await response.text()
+    # The next poll waits for something to send; the client's network goes while it waits.
+    waiting = aiohttp.ClientSession()
+    pending = asyncio.ensure_future(waiting.get(poll))
+    departures = server.app[SOCKETIO].eio.departures
+    await eventually(lambda: len(departures) == 1)  # the GET waits on the server
+    pending.cancel()
+    await waiting.close()  # closes the GET's TCP connection mid-poll
+    await _wait_until_none_open(url)
+    client, _ = await sio_client(url, tok)  # the one allowed connection is free again
     await client.disconnect()

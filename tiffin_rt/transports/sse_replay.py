@@ -64,7 +64,7 @@ async def send_missed(
             if len(events) > limit:
                 reason, message = "too_many", f"more than {limit} events were missed"
     except DB_ERRORS as exc:
-        log.warning("replaying order %s after event %d failed: %s", order_id, after, exc)
+        log.warning("replaying order %s after event %d failed: %r", order_id, after, exc)
         reason, message = "unavailable", "the event log could not be read"
     if reason is not None:
         payload = {"reason": reason, "message": message, "lastEventId": after}

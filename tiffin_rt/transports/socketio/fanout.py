@@ -26,6 +26,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from tiffin_rt.background import BackgroundTasks
+from tiffin_rt.transports.departures import Departures
 from tiffin_rt.transports.socketio.clock import FixedDelayClock
 from tiffin_rt.transports.socketio.stock import PacketQueue, StockSocket
 from tiffin_rt.transports.socketio.websocket import (
@@ -207,6 +208,8 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
             self.ping_timeout, FastSocket.pong_overdue
         )
         self._spawned = BackgroundTasks("Engine.IO")
+        # Long-polling GETs whose client may leave while they wait (read by StockSocket).
+        self.departures = Departures()
 
     def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
         """Each socket's packet queue, counting its bytes for `delivery.max_buffered_kib`."""
@@ -220,6 +223,7 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
         await super().shutdown()
         self.ping_clock.close()
         self.pong_clock.close()
+        self.departures.close()
         await self._spawned.wait(seconds=5)
 
 

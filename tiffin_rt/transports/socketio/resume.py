@@ -182,7 +182,7 @@ class SocketResume:
                     await self._replay(sid, conn, rooms=self._rooms(sid))
                 await self._send_inbox(sid, conn)
             except _DB_ERRORS as exc:
-                log.warning("resuming connection %s failed: %s", sid, exc)
+                log.warning("resuming connection %s failed: %r", sid, exc)
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)
             finally:
                 # Before any live event: a client that hears nothing else still has a position.
@@ -275,7 +275,7 @@ class SocketResume:
                 if isinstance(room, str) and room not in before:
                     await self._replay(sid, conn, rooms=[room], exclude=sorted(before), room=room)
             except _DB_ERRORS as exc:
-                log.warning("replaying a room for %s failed: %s", sid, exc)
+                log.warning("replaying a room for %s failed: %r", sid, exc)
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)
             finally:
                 await self._release(sid)
@@ -324,7 +324,7 @@ class SocketResume:
         try:
             result = await inbox.mark_read(self._app[POOL], conn.user_id, ids)
         except _DB_ERRORS as exc:
-            log.warning("markRead for %s failed: %s", conn.user_id, exc)
+            log.warning("markRead for %s failed: %r", conn.user_id, exc)
             return error("unavailable", "the inbox could not be updated; try again")
         return ok(marked=result.marked, unread=result.unread)
 

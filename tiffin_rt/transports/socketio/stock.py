@@ -81,6 +81,32 @@ class StockSocket(AsyncSocket):  # type: ignore[misc]
         queued = queue.queued_bytes if isinstance(queue, PacketQueue) else 0
         return int(queued) + self.in_flight
 
+    async def handle_get_request(self, environ: dict[str, Any]) -> Any:
+        """A long-polling GET; if its client leaves while it waits, the session ends.
+
+        As socket.io's own server does ("poll connection closed prematurely"): without it a
+        client that vanished held its session, its user's connection slot and its rooms until
+        the ping timeout, since aiohttp does not cancel the waiting handler (see departures.py).
+        """
+        request = environ.get("aiohttp.request")
+        if request is None or self.upgrading or self.upgraded or "HTTP_UPGRADE" in environ:
+            return await super().handle_get_request(environ)
+        with self.server.departures.watch(request, self._poller_left):
+            return await super().handle_get_request(environ)
+
+    def _poller_left(self) -> None:
+        log.info("%s: the long-polling client left mid-poll; closing its session", self.sid)
+        self.server.spawn(
+            self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        )
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        """Closed without a close packet (the client's own close, a drop): a GET still waiting
+        is answered at once instead of after ping_interval + ping_timeout."""
+        await super().close(wait=wait, abort=abort, reason=reason)
+        if abort and isinstance(self.queue, PacketQueue):
+            self.queue.put_nowait(None)
+
     async def poll(self) -> list[eio_packet.Packet]:
         self.in_flight = 0
         packets: list[eio_packet.Packet] = await super().poll()

@@ -77,7 +77,7 @@ def acked(handler: Handler) -> Handler:
             )
             return error("invalid_payload", "the request holds data that cannot be stored")
         except DATABASE_ERRORS as exc:
-            log.warning("/support %s failed on the database: %s", handler.__name__, exc)
+            log.warning("/support %s failed on the database: %r", handler.__name__, exc)
             return error("unavailable", "the database is unavailable; try again")
 
     return answer
