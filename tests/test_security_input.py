@@ -105,13 +105,13 @@ MALFORMED = [
     "42/notifications,[]",  # no event name
     "42/notifications,null",
     "4\x00\xff garbage",
+    '42/nowhere,["joinRoom","order-1"]',  # a namespace it has not joined
 ]
 # Well-formed but pointless: ignored, the connection stays.
 IGNORED = [
     "42/notifications,[42]",  # event name not a string
     '42/notifications,["__class__"]',
     '43/notifications,12["x"]',  # an ack nobody asked for
-    '42/nowhere,["joinRoom","order-1"]',
 ]
 
 

@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 
 # Events python-socketio dispatches itself; they are not client events.
 _LIFECYCLE = frozenset({"connect", "disconnect"})
+# Names a client may never use for an event: python-socketio's reserved names (server and
+# client: connect, disconnect, connect_error, __disconnect_final) and socket.io's
+# (disconnecting, newListener, removeListener). Sent by a client they are unknown events.
+RESERVED_EVENTS = frozenset(
+    {
+        "connect",
+        "connect_error",
+        "disconnect",
+        "__disconnect_final",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+    }
+)
 
 
 def ok(**fields: Any) -> dict[str, Any]:
@@ -137,22 +151,30 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     # -- dispatch --------------------------------------------------------------------------
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
+        """python-socketio's own connect/disconnect (client events come to client_event)."""
         if event in _LIFECYCLE:
             return await super().trigger_event(event, *args)
+        return await self.client_event(event, *args)
+
+    async def client_event(self, event: Any, *args: Any) -> Any:
+        """An event a client sent: checked, rate limited, then its `on_<event>` handler."""
         sid = args[0]
         if sid not in self._identities:
             return error("unauthorized", "not connected")
         handler = None
-        if isinstance(event, str) and event.isidentifier() and not event.startswith("_"):
+        if (
+            isinstance(event, str)
+            and event not in RESERVED_EVENTS
+            and event.isidentifier()
+            and not event.startswith("_")
+        ):
             handler = getattr(self, f"on_{event}", None)
         if handler is None or not inspect.iscoroutinefunction(handler):
             # Unknown names are strikes, not budgets: they cannot buy fresh rate limits.
-            if self._limits.strike(sid):
-                self._end(sid, "rate_limited", "too many refused events; disconnecting")
+            self._strike(sid)
             return error("unknown_event", f"no such event {str(event)[:40]!r}")
         if not self._limits.allow_event(sid, event):
-            if self._limits.strike(sid):
-                self._end(sid, "rate_limited", "too many refused events; disconnecting")
+            self._strike(sid)
             return error("rate_limited", f"too many {event!r} events; slow down")
         if not self._limits.allow_user_event(self._identities[sid].user_id):
             if self._limits.strike(sid):
@@ -161,8 +183,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             inspect.signature(handler).bind(*args)
         except TypeError:
-            if self._limits.strike(sid):
-                self._end(sid, "rate_limited", "too many refused events; disconnecting")
+            self._strike(sid)
             return error("invalid_payload", f"wrong number of arguments for {event!r}")
         try:
             return await handler(*args)
@@ -170,6 +191,11 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             # The arguments may hold anything the client sent, tokens included: not logged.
             log.exception("handler for %r on %s failed", event, self.namespace)
             return error("internal", "the server could not handle this event")
+
+    def _strike(self, sid: str) -> None:
+        """A refused event; past `limits.abuse_strikes` the whole connection is closed."""
+        if self._limits.strike(sid):
+            self._spawn(self._abuse_disconnect(sid))
 
     # -- expiry ------------------------------------------------------------------------------
 
@@ -206,8 +232,16 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """A short task (an emit, a disconnect), kept until done so shutdown can cancel it."""
         self._background.spawn(work)
 
-    def _end(self, sid: str, code: str, message: str) -> None:
-        self._spawn(self._disconnect(sid, code, message))
+    async def _abuse_disconnect(self, sid: str) -> None:
+        """Say why, then close the client's whole connection, not only this namespace."""
+        if sid not in self._identities:
+            return
+        await self.emit(
+            "error",
+            {"code": "rate_limited", "message": "too many refused events; disconnecting"},
+            to=sid,
+        )
+        await self.server.end_connection(sid, self.namespace)
 
     async def _disconnect(self, sid: str, code: str, message: str) -> None:
         """Say why, then close: the client sees an `error` event and then `disconnect`."""

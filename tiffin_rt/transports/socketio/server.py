@@ -1,4 +1,8 @@
-"""The python-socketio server, attached to the aiohttp app."""
+"""The python-socketio server, attached to the aiohttp app, guarded against protocol abuse.
+
+With engine_guard.py, this is where python-socketio's dispatch internals (`_handle_connect`,
+`_handle_event`, `_handle_ack`, `_handle_eio_message`, `_binary_packet`) are overridden.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +12,179 @@ from typing import Any
 import orjson
 import socketio
 from aiohttp import web
+from socketio import packet as sio_packet
 
 from tiffin_rt.config import Settings
-from tiffin_rt.transports.socketio.fanout import FastAsyncServer
+from tiffin_rt.transports.socketio.engine_guard import end_session, refusal_response
+from tiffin_rt.transports.socketio.fanout import FastAsyncServer, FastEngineServer
+from tiffin_rt.transports.socketio.secure import SecureNamespace
 
 log = logging.getLogger(__name__)
 
 
-class GuardedServer(FastAsyncServer):
-    """A packet python-socketio cannot decode closes that one connection with one log line.
+# Binary attachments one Socket.IO message may announce (this server's events take none; a
+# browser client sends one per ArrayBuffer). Their bytes count towards limits.max_message_bytes.
+MAX_ATTACHMENTS = 10
 
-    Left alone, each malformed packet logs a full traceback at ERROR and the sender stays
-    connected to send the next one: a cheap way to flood the logs.
+_REFUSED_NAMESPACE = {
+    "message": "Invalid namespace",
+    "data": {"code": "invalid_namespace", "message": "Invalid namespace"},
+}
+
+
+class ProtocolFault(Exception):
+    """The client broke the Socket.IO protocol; the message is ours, never the client's data."""
+
+
+def announced_attachments(data: str) -> int:
+    """The attachment count in a binary packet's header (`51-/notifications,[...]`)."""
+    head, dash, _ = data[1:13].partition("-")
+    return int(head) if dash and head.isascii() and head.isdigit() else 0
+
+
+class GuardedEngineServer(FastEngineServer):
+    """Engine.IO whose long-polling sessions answer a bad POST at once (engine_guard.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A poll for a session that has ended (here, or by a restart) is the client's business:
+        # Engine.IO answers 400 and, without this, logs the first one of each kind at ERROR.
+        self.log_message_keys.update({"bad-sid"})
+
+    async def handle_request(self, request: web.Request) -> web.StreamResponse:
+        return refusal_response(request, await super().handle_request(request))
+
+    def _get_socket(self, sid: str) -> Any:
+        """An ended long-polling session still hands its last packets to one more poll.
+
+        The server ends a session at once (engine_guard.end_session), with the reason and the
+        close packet queued; a client that was not polling at that moment collects them with
+        its next GET instead of a 400. Afterwards Engine.IO forgets the session as usual.
+        """
+        socket = self.sockets.get(sid)
+        if socket is not None and socket.closed and not socket.upgraded and socket.queue.qsize():
+            return socket
+        return super()._get_socket(sid)
+
+
+class GuardedServer(FastAsyncServer):
+    """A client that breaks the protocol is closed with one log line, on every transport.
+
+    Left alone, python-socketio logs a full traceback for each packet it cannot decode (and
+    a warning for each event to a namespace the client has not joined), keeps the sender
+    connected to send the next one, accepts the root namespace without a token, and buffers
+    any number of announced binary attachments. Only registered SecureNamespaces (JWT on
+    connect) can be joined; an event to a namespace the client has not joined, an event whose
+    name is not a string, and a binary message past MAX_ATTACHMENTS attachments or
+    `limits.max_message_bytes` in all are faults.
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Bytes of the binary message each connection is sending, attachments so far included.
+        self._binary_bytes: dict[str, int] = {}
+
+    def _engineio_server_class(self) -> type[FastEngineServer]:
+        return GuardedEngineServer
+
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed or socket.closing:
+            return  # the rest of a POST, or of a WebSocket read, after a fault
         try:
+            self._count_binary(eio_sid, data)
             await super()._handle_eio_message(eio_sid, data)
         except Exception as exc:
-            # The packet itself may hold a token: only its size and the error type are logged.
+            self._binary_bytes.pop(eio_sid, None)
+            # The packet itself may hold a token: only its size and what was wrong are logged.
             size = len(data) if isinstance(data, str | bytes) else 0
+            reason = str(exc) if isinstance(exc, ProtocolFault) else type(exc).__name__
             log.warning(
-                "malformed Socket.IO packet (%s, %d bytes); closing %s",
-                type(exc).__name__,
-                size,
-                eio_sid,
+                "malformed Socket.IO packet (%s, %d bytes); closing %s", reason, size, eio_sid
             )
-            await self.eio.disconnect(eio_sid)
+            await end_session(socket)
+            return
+        if eio_sid not in self._binary_packet:
+            self._binary_bytes.pop(eio_sid, None)
+
+    def _count_binary(self, eio_sid: str, data: Any) -> None:
+        """A binary message's announced attachments and total size, checked before buffering."""
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        if eio_sid in self._binary_packet:
+            total = self._binary_bytes.get(eio_sid, 0) + size
+            if total > self.eio.max_http_buffer_size:
+                raise ProtocolFault("binary message over limits.max_message_bytes")
+            self._binary_bytes[eio_sid] = total
+        elif isinstance(data, str) and data[:1] in ("5", "6"):
+            if announced_attachments(data) > MAX_ATTACHMENTS:
+                raise ProtocolFault(f"more than {MAX_ATTACHMENTS} attachments announced")
+            self._binary_bytes[eio_sid] = size
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        self._binary_bytes.pop(eio_sid, None)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        """Only namespaces that verify a JWT can be joined; `/` and unknown ones are refused."""
+        namespace = namespace or "/"
+        if not isinstance(self.namespace_handlers.get(namespace), SecureNamespace):
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(
+                    sio_packet.CONNECT_ERROR, data=_REFUSED_NAMESPACE, namespace=namespace
+                ),
+            )
+            return
+        await super()._handle_connect(eio_sid, namespace, data)
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
+    ) -> None:
+        namespace = namespace or "/"
+        if not isinstance(data, list) or not data:
+            raise ProtocolFault("an event must be a non-empty array")
+        name = data[0]
+        if not isinstance(name, str) and (not isinstance(name, int) or isinstance(name, bool)):
+            raise ProtocolFault("an event name must be a string")
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            raise ProtocolFault(f"an event for {namespace[:40]!r}, which it has not joined")
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_event_internal(
+        self,
+        server: socketio.AsyncServer,
+        sid: str,
+        eio_sid: str,
+        data: list[Any],
+        namespace: str,
+        id: int | None,
+    ) -> None:
+        """A client event goes to its namespace's client_event, never to a lifecycle handler."""
+        handler = self.namespace_handlers[namespace]
+        result = await handler.client_event(data[0], sid, *data[1:])
+        if id is None:
+            return
+        args = list(result) if isinstance(result, tuple) else [] if result is None else [result]
+        await self._send_packet(
+            eio_sid, self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=args)
+        )
+
+    async def _handle_ack(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
+    ) -> None:
+        """An acknowledgement nobody asked for is dropped silently, as socket.io does."""
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        # Ids start at 1; python-socketio keeps its id counter under 0.
+        if sid is None or not id or id not in self.manager.callbacks.get(sid, {}):
+            return
+        await super()._handle_ack(eio_sid, namespace, id, data)
+
+    async def end_connection(self, sid: str, namespace: str) -> None:
+        """Close the client's whole connection now (not only this namespace), on any transport."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
+        if eio_sid is not None:
+            await end_session(self.eio.sockets.get(eio_sid))
 
 
 class _OrjsonCodec:

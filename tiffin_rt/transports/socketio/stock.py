@@ -22,6 +22,8 @@ from typing import Any
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from tiffin_rt.transports.socketio.engine_guard import guarded_post
+
 log = logging.getLogger(__name__)
 
 
@@ -112,6 +114,10 @@ class StockSocket(AsyncSocket):  # type: ignore[misc]
         packets: list[eio_packet.Packet] = await super().poll()
         self.in_flight = sum(map(packet_size, packets))
         return packets
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """A malformed or oversized POST is answered 400/413 at once (engine_guard.py)."""
+        await guarded_post(self, environ)
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if self.overflowed:

@@ -29,6 +29,7 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from tiffin_rt.transports.socketio.engine_guard import PacketError, decode_client_packet
 from tiffin_rt.transports.socketio.stock import StockSocket
 from tiffin_rt.transports.socketio.wsconnection import (
     HandedOver,
@@ -151,7 +152,13 @@ class FastSocket(AsyncSocket):  # type: ignore[misc]
                 if len(pending) <= MAX_PENDING_MESSAGES // 2 and self.connection is not None:
                     self.connection.resume_reading()
                 try:
-                    await self.receive(eio_packet.Packet(encoded_packet=data))
+                    pkt = decode_client_packet(data)
+                except PacketError as exc:
+                    log.warning("invalid Engine.IO packet (%s); closing %s", exc, self.sid)
+                    await self.close(wait=False, abort=True)
+                    break
+                try:
+                    await self.receive(pkt)
                 except engineio.exceptions.UnknownPacketError:
                     pass
                 except engineio.exceptions.SocketIsClosedError:
@@ -334,6 +341,13 @@ class _NoQueue:
 _NO_QUEUE = _NoQueue()
 
 
+async def _forget(socket: Any) -> None:
+    """Close a stock socket whose WebSocket handler ended early, and forget it."""
+    await socket.close(wait=False, abort=True, reason=socket.server.reason.TRANSPORT_CLOSE)
+    if socket.server.sockets.get(socket.sid) is socket:
+        del socket.server.sockets[socket.sid]
+
+
 def websocket_driver(compress: bool) -> type[Any]:
     """The class Engine.IO instantiates for each WebSocket (its `_async['websocket']`)."""
 
@@ -355,7 +369,13 @@ def websocket_driver(compress: bool) -> type[Any]:
                 self._sock = ws
                 if isinstance(socket, StockSocket):
                     socket.ws_transport = request.transport  # cut if it falls too far behind
-                await self.handler(self)
+                try:
+                    await self.handler(self)
+                finally:
+                    if socket is not None and not socket.closed:
+                        # The handler was cancelled (the client left): Engine.IO's own close
+                        # at the end of it never ran.
+                        self.server.spawn(_forget(socket))
                 return ws
             limit = self.server.max_http_buffer_size
             try:
@@ -391,6 +411,13 @@ def websocket_driver(compress: bool) -> type[Any]:
             msg = await self._sock.receive()
             if not isinstance(msg.data, bytes | str):
                 raise OSError()
+            try:
+                decode_client_packet(msg.data)
+            except PacketError as exc:
+                # Engine.IO's loop ends on OSError and closes the WebSocket.
+                sid = getattr(getattr(self.handler, "__self__", None), "sid", "?")
+                log.warning("invalid Engine.IO packet (%s); closing %s", exc, sid)
+                raise OSError() from None
             return msg.data
 
     return FastWebSocket

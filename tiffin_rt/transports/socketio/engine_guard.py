@@ -1,0 +1,117 @@
+"""Engine.IO faults on every transport: one WARNING line, then the session ends at once.
+
+Stock python-engineio, left alone, logs a traceback for a packet it cannot decode and keeps
+the session; a long-polling POST that must close its session waits, inside the POST, for a
+GET to collect the close packet (one that never comes when the client is the broken party).
+Here a client packet is decoded once by `decode_client_packet`, a session is ended by
+`end_session` without waiting for anybody, and a long-polling POST that is malformed or over
+`limits.max_message_bytes` is answered 400/413 at once (`guarded_post`, the POST handler of
+stock.StockSocket).
+
+With stock.py, server.py and websocket.py, this is where python-engineio's socket internals
+(its packet queue, `closed`/`closing`, the POST handler) are touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from aiohttp import web
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
+
+log = logging.getLogger(__name__)
+
+
+class PacketError(ValueError):
+    """What a client sent is not an Engine.IO packet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a long-polling POST was refused, kept on its request until the answer is built."""
+
+    status: int
+    code: str
+    message: str
+
+
+POST_REFUSAL = web.RequestKey("post_refusal", Refusal)
+
+
+def decode_client_packet(data: str | bytes) -> eio_packet.Packet:
+    """The Engine.IO packet in one message, or PacketError (an empty message, `abc`, bad base64)."""
+    try:
+        return eio_packet.Packet(encoded_packet=data)
+    except (ValueError, TypeError, IndexError) as exc:  # binascii.Error is a ValueError
+        raise PacketError(type(exc).__name__) from None
+
+
+async def end_session(socket: Any, *, abort: bool = False) -> None:
+    """Close an Engine.IO session now, on any transport, without waiting for a poll.
+
+    The close packet is queued (unless `abort`) for a GET that may be waiting; the None after
+    it ends the stock WebSocket writer, which then closes the WebSocket. A lean socket
+    (websocket.FastSocket) writes the close packet and closes its connection itself.
+    """
+    if socket is None or socket.closed or socket.closing:
+        return
+    await socket.close(wait=False, abort=abort, reason=socket.server.reason.SERVER_DISCONNECT)
+    socket.queue.put_nowait(None)
+
+
+async def guarded_post(socket: Any, environ: dict[str, Any]) -> None:
+    """A long-polling POST: its packets handled, or a 400/413 at once and the session ended.
+
+    python-engineio's own handler logs a traceback for a payload it cannot decode and answers
+    200; for one over the limit it waits, inside the POST, for a GET to collect the close
+    packet. Here the refusal is kept on the request (see refusal_response) and an
+    EngineIOError makes Engine.IO answer now and forget the session, which is already closed.
+    """
+    request: web.Request = environ["aiohttp.request"]
+    limit = socket.server.max_http_buffer_size
+    length = request.content_length or 0
+    if length > limit:
+        await _refuse(socket, request, 413, "too_large", f"a POST may carry at most {limit} bytes")
+    body = await request.content.read(length)
+    try:
+        # An empty body is an empty packet: as malformed as `abc` (Engine.IO's own reads none).
+        packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        if not packets:
+            raise ValueError("empty")
+    except (ValueError, TypeError, IndexError):  # UnicodeDecodeError is a ValueError
+        await _refuse(socket, request, 400, "bad_request", "not an Engine.IO payload")
+    for pkt in packets:
+        await socket.receive(pkt)
+        if pkt.packet_type == eio_packet.CLOSE:
+            return  # the client closed the session itself
+        if socket.closed or socket.closing:
+            # The Socket.IO layer found the packet malformed, logged it and ended the session.
+            request[POST_REFUSAL] = Refusal(400, "bad_request", "malformed Socket.IO packet")
+            raise eio_exceptions.EngineIOError()
+
+
+async def _refuse(
+    socket: Any, request: web.Request, status: int, code: str, message: str
+) -> NoReturn:
+    log.warning("long-polling POST refused (%s); closing %s", message, socket.sid)
+    request[POST_REFUSAL] = Refusal(status, code, message)
+    await end_session(socket)
+    raise eio_exceptions.EngineIOError()
+
+
+def refusal_response(request: web.Request, answer: web.StreamResponse) -> web.StreamResponse:
+    """A refused POST's answer: the JSON error shape, with Engine.IO's CORS headers kept."""
+    refusal = request.get(POST_REFUSAL)
+    if refusal is None:
+        return answer
+    response = web.json_response(
+        {"error": {"code": refusal.code, "message": refusal.message}}, status=refusal.status
+    )
+    for name, value in answer.headers.items():
+        if name.lower().startswith("access-control-"):
+            response.headers[name] = value
+    return response
