@@ -25,7 +25,7 @@ from tiffin_rt.core.chat import (
 from tiffin_rt.db.support import INPUT_ERRORS, SupportStore, Who
 
 NUL = ["a\x00b", "\x00", "ends in NUL\x00"]
-# A JSON "\ud800" decodes to these in Python's json (orjson, our Socket.IO codec, refuses them).
+# A JSON "\ud800" (what a browser's JSON.stringify writes for a lone surrogate) decodes to these.
 SURROGATES = ["lone \ud800 high", "lone \udfff low"]
 UNSTORABLE = NUL + SURROGATES
 LIMITS = Limits(max_text=100, max_subject=100, page_size=5, max_page_size=8)
@@ -72,7 +72,7 @@ async def test_unstorable_message_text_and_client_ids_are_invalid_payload_and_no
     conversation = await alice.start()
     await sam.call("joinConversation", {"conversationId": conversation["id"]})
     caplog.set_level(logging.WARNING)
-    for bad in NUL:
+    for bad in UNSTORABLE:
         for fields in ({"text": bad}, {"text": "fine", "clientMessageId": bad}):
             data = {"conversationId": conversation["id"], "clientMessageId": "c1", **fields}
             ack = await alice.call("message", data)
@@ -91,7 +91,7 @@ async def test_unstorable_subject_and_order_id_are_invalid_payload(
     alice_and_sam: tuple[Person, Person], db: asyncpg.Connection
 ) -> None:
     alice, sam = alice_and_sam
-    for bad in NUL:
+    for bad in UNSTORABLE:
         for fields in ({"subject": bad}, {"subject": "ok", "orderId": f"1{bad}"}):
             ack = await alice.call("startConversation", fields)
             assert ack["ok"] is False, (fields, ack)

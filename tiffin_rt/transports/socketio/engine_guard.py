@@ -60,7 +60,8 @@ async def end_session(socket: Any, *, abort: bool = False) -> None:
     if socket is None or socket.closed or socket.closing:
         return
     await socket.close(wait=False, abort=abort, reason=socket.server.reason.SERVER_DISCONNECT)
-    socket.queue.put_nowait(None)
+    if not abort:  # an aborted stock socket puts its None itself (stock.StockSocket.close)
+        socket.queue.put_nowait(None)
 
 
 async def guarded_post(socket: Any, environ: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ With engine_guard.py, this is where python-socketio's dispatch internals (`_hand
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -192,11 +193,20 @@ class _OrjsonCodec:
 
     @staticmethod
     def dumps(obj: Any, **_kwargs: Any) -> str:
-        return orjson.dumps(obj).decode()
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:  # a lone surrogate, which orjson cannot write and JSON can
+            return json.dumps(obj, separators=(",", ":"))
 
     @staticmethod
     def loads(text: str | bytes, **_kwargs: Any) -> Any:
-        return orjson.loads(text)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            # orjson refuses a lone surrogate ("\ud800"), which JSON allows and a browser's
+            # JSON.stringify writes: the event gets its invalid_payload answer, not a closed
+            # connection. Anything the standard parser refuses too is a malformed packet.
+            return json.loads(text)
 
 
 def create_socketio_server(settings: Settings) -> socketio.AsyncServer:

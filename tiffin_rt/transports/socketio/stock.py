@@ -103,10 +103,11 @@ class StockSocket(AsyncSocket):  # type: ignore[misc]
         )
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        """Closed without a close packet (the client's own close, a drop): a GET still waiting
-        is answered at once instead of after ping_interval + ping_timeout."""
+        """Closed without a close packet (the client's own close, a dropped connection): a GET
+        still waiting is answered at once instead of after ping_interval + ping_timeout."""
+        closing_now = not self.closed and not self.closing
         await super().close(wait=wait, abort=abort, reason=reason)
-        if abort and isinstance(self.queue, PacketQueue):
+        if abort and closing_now:
             self.queue.put_nowait(None)
 
     async def poll(self) -> list[eio_packet.Packet]:
