@@ -7,8 +7,9 @@ import time
 import asyncpg
 
 from tiffin_rt.auth import Identity
+from tiffin_rt.core.parse import OrderIdFormat
 from tiffin_rt.core.policy import OrderParties, may_join
-from tiffin_rt.core.rooms import InvalidRoom, Room, parse_room
+from tiffin_rt.core.rooms import InvalidRoom, Room, order_room, parse_room
 from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.db.orders import OrderQueries, OrderSnapshot
 
@@ -37,10 +38,26 @@ class RoomAccess:
         self._orders: OrderQueries | None = None
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, OrderParties | None]] = {}
+        self._order_ids = OrderIdFormat()
 
     def bind(self, *, pool: asyncpg.Pool, orders: OrderQueries) -> None:
         self._pool = pool
         self._orders = orders
+        self._order_ids = orders.id_format
+
+    def parse(self, room_name: object) -> Room:
+        """The room a client named, its order id as the database prints it, or AccessDenied."""
+        try:
+            return parse_room(room_name, self._order_ids)
+        except InvalidRoom as exc:
+            raise AccessDenied("invalid_room", str(exc)) from None
+
+    def order_room(self, order_id: object) -> Room:
+        """The room of an order id a client sent outside a room name (an SSE path)."""
+        try:
+            return order_room(order_id, self._order_ids)
+        except InvalidRoom as exc:
+            raise AccessDenied("invalid_room", str(exc)) from None
 
     def remember(self, order_id: str, parties: OrderParties | None) -> None:
         """Store what an order event says about the order's parties."""
@@ -79,10 +96,7 @@ class RoomAccess:
 
     async def check(self, who: Identity, room_name: object) -> Room:
         """Return the parsed room, or raise AccessDenied (never revealing whether it exists)."""
-        try:
-            room = parse_room(room_name)
-        except InvalidRoom as exc:
-            raise AccessDenied("invalid_room", str(exc)) from None
+        room = self.parse(room_name)
         order = None
         if room.kind == "order":
             order = await self.order_parties(room.key)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tiffin_rt.core.events import iso_utc
+from tiffin_rt.core.parse import InvalidNumber, parse_int, parse_optional_int
 from tiffin_rt.core.storable import unstorable
 
 # Event-log kinds written by the support chat; the support sink delivers exactly these.
@@ -115,13 +116,12 @@ def _storable(value: str, name: str) -> str:
 
 
 def _id(value: object, name: str, *, required: bool = True) -> int | None:
-    if value is None and not required:
-        return None
-    if isinstance(value, str) and value.isdigit() and len(value) < 20:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
-        raise ChatError("invalid_payload", f"{name} must be a positive integer id")
-    return value
+    try:
+        if required:
+            return parse_int(value, name, low=1, high=MAX_ID)
+        return parse_optional_int(value, name, low=1, high=MAX_ID)
+    except InvalidNumber as exc:
+        raise ChatError("invalid_payload", f"{name} must be a positive integer id: {exc}") from None
 
 
 def conversation_id_of(data: object) -> int:
@@ -203,14 +203,11 @@ def history_request(
     after_id = _id(after, "after", required=False)
     if before_id is not None and after_id is not None:
         raise ChatError("invalid_payload", "give before or after, not both")
-    if limit is None:
-        size = limits.page_size
-    else:
-        if isinstance(limit, str) and limit.isdigit() and len(limit) < 6:
-            limit = int(limit)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ChatError("invalid_payload", "limit must be a positive integer")
-        size = min(limit, limits.max_page_size)
+    try:
+        wanted = parse_optional_int(limit, "limit", low=1)
+    except InvalidNumber as exc:
+        raise ChatError("invalid_payload", f"limit must be a positive integer: {exc}") from None
+    size = limits.page_size if wanted is None else min(wanted, limits.max_page_size)
     return HistoryRequest(conversation_id, before_id, after_id, size)
 
 

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tiffin_rt.core.events import Event
+from tiffin_rt.core.parse import MAX_BIGINT, InvalidNumber, parse_optional_int
 
 # Is this connection (sid) in this room right now?
 Membership = Callable[[str, str], bool]
 
-MAX_EVENT_ID = 2**63 - 1
+MAX_EVENT_ID = MAX_BIGINT
 
 
 class InvalidEventId(ValueError):
@@ -24,19 +25,11 @@ class InvalidEventId(ValueError):
 
 
 def parse_last_event_id(value: object) -> int | None:
-    """None when absent; an int from an int or a decimal string (an SSE id is a string)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise InvalidEventId("lastEventId must be a non-negative integer")
-    if isinstance(value, str):
-        text = value.strip()
-        if not text.isdigit() or len(text) > 19:
-            raise InvalidEventId(f"lastEventId must be a non-negative integer (got {value!r:.40})")
-        value = int(text)
-    if not isinstance(value, int) or not 0 <= value <= MAX_EVENT_ID:
-        raise InvalidEventId(f"lastEventId must be a non-negative integer (got {value!r:.40})")
-    return value
+    """None when absent; an int from an int or a canonical decimal string (an SSE id)."""
+    try:
+        return parse_optional_int(value, "lastEventId", high=MAX_EVENT_ID)
+    except InvalidNumber as exc:
+        raise InvalidEventId(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from tiffin_rt.config import OrdersSettings
+from tiffin_rt.core.parse import OrderIdFormat
 from tiffin_rt.core.policy import OrderParties
 from tiffin_rt.db.triggers import qualified_table, quote_ident
 
@@ -25,6 +26,7 @@ class OrderQueries:
     """Built once per process: the id column's type is read so lookups use its index."""
 
     def __init__(self, orders: OrdersSettings, id_type: str = "text") -> None:
+        self.id_format = OrderIdFormat(id_type)
         q = quote_ident
         key = f"{q(orders.id_column)} = $1::text::{id_type}"
         self._select = (
@@ -63,8 +65,8 @@ class OrderQueries:
             row = await conn.fetchrow(self._select, order_id)
         except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError):
             return None  # not a valid id for the column's type, so no such order
-        if row is None:
-            return None
+        if row is None or row["id"] != order_id:
+            return None  # another spelling of an id ('1.0' for 1) names no room: no order
         return OrderSnapshot(
             order_id=row["id"],
             status=row["status"],

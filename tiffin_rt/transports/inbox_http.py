@@ -10,13 +10,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tiffin_rt.core.inbox import inbox_message
+from tiffin_rt.core.parse import MAX_BIGINT, InvalidNumber, parse_int, parse_optional_int
 from tiffin_rt.db import inbox
 from tiffin_rt.db.pruner import prune_forever
 from tiffin_rt.keys import POOL, SETTINGS, request_identity
 from tiffin_rt.transports.http_auth import json_error
 
 LIST_ROUTE = "/api/notifications"
-READ_ROUTE = r"/api/notifications/{id:\d+}/read"
+READ_ROUTE = "/api/notifications/{id}/read"
 READ_ALL_ROUTE = "/api/notifications/read-all"
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,10 @@ class BadQuery(Exception):
 
 
 def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadQuery(f"{name}: an integer from {low} to {high} (got {raw[:20]!r})")
-    return int(raw)
+    try:
+        return parse_optional_int(request.query.get(name), name, low=low, high=high)
+    except InvalidNumber as exc:
+        raise BadQuery(str(exc)) from None
 
 
 def _bool_param(request: web.Request, name: str) -> bool:
@@ -72,7 +71,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS].inbox
     try:
         limit = _int_param(request, "limit", 1, settings.max_page_size) or settings.page_size
-        before = _int_param(request, "before", 1, 2**63 - 1)
+        before = _int_param(request, "before", 1, MAX_BIGINT)
         unread_only = _bool_param(request, "unread")
     except BadQuery as exc:
         return json_error(400, "bad_request", exc.message)
@@ -93,9 +92,12 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 async def read_one(request: web.Request) -> web.Response:
     who = request_identity(request)
-    event_id = int(request.match_info["id"])
+    try:
+        event_id = parse_int(request.match_info["id"], "notification id", low=1)
+    except InvalidNumber as exc:
+        return json_error(400, "bad_request", str(exc))
     pool = request.app[POOL]
-    if event_id >= 2**63 or not await inbox.exists(pool, who.user_id, event_id):
+    if not await inbox.exists(pool, who.user_id, event_id):
         return json_error(404, "not_found", f"no notification {event_id} in your inbox")
     result = await inbox.mark_read(pool, who.user_id, [event_id])
     return web.json_response(

@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from tiffin_rt.core.chat import ChatError, Limits, history_request
+from tiffin_rt.core.parse import InvalidNumber, parse_int
 from tiffin_rt.db.support import (
     DATABASE_ERRORS,
     INPUT_ERRORS,
@@ -62,13 +63,14 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 
 async def conversation_messages(request: web.Request) -> web.Response:
-    raw_id = request.match_info["id"]
-    if not raw_id.isdigit() or len(raw_id) > 18:
-        return json_error(400, "invalid_payload", "a conversation id is a positive integer")
+    try:
+        conversation_id = parse_int(request.match_info["id"], "conversation id", low=1)
+    except InvalidNumber as exc:
+        return json_error(400, "invalid_payload", f"a conversation id is a positive integer: {exc}")
     query = request.query
     try:
         page = history_request(
-            int(raw_id),
+            conversation_id,
             query.get("before"),
             query.get("after"),
             query.get("limit"),

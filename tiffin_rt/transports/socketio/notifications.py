@@ -21,13 +21,7 @@ from tiffin_rt.core.events import (
 )
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
 from tiffin_rt.core.policy import may_join
-from tiffin_rt.core.rooms import (
-    InvalidRoom,
-    parse_room,
-    room_for_order,
-    room_for_user,
-    room_for_vendor,
-)
+from tiffin_rt.core.rooms import room_for_order, room_for_user, room_for_vendor
 from tiffin_rt.db.orders import OrderSnapshot
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
@@ -92,9 +86,9 @@ class NotificationsNamespace(SecureNamespace):
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
         identity = self._identities[sid]
         try:
-            room = parse_room(room_name)
-        except InvalidRoom as exc:
-            return error("invalid_room", str(exc))
+            room = self._access.parse(room_name)
+        except AccessDenied as exc:
+            return error(exc.code, exc.message)
         if room.name == room_for_user(identity.user_id):
             return error("forbidden", "a connection always stays in its own user room")
         await self.leave_room(sid, room.name)
