@@ -12,10 +12,10 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from tiffin_rt.access import AccessDenied
 from tiffin_rt.core.events import ORDER_STATUS, Event, iso_utc, order_status_message
 from tiffin_rt.core.policy import may_join, sees_all_orders
 from tiffin_rt.core.replay import InvalidEventId
-from tiffin_rt.core.rooms import Room
 from tiffin_rt.core.streams import CLOSE, OrderStreams, StreamMessage
 from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.keys import (
@@ -64,17 +64,24 @@ class SseSink:
             )
 
 
+def _left(order_id: str) -> web.StreamResponse:
+    """The client went away while the stream was being set up: nothing is written to it."""
+    log.debug("SSE client on order %s left before its stream started", order_id)
+    return web.Response(status=499)
+
+
 async def order_status_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     who = request_identity(request)
-    order_id = request.match_info["id"]
     queries, pool = app[ORDER_QUERIES], app[POOL]
     terminal = set(settings.notifications.terminal_statuses)
     try:
+        room = app[ROOM_ACCESS].order_room(request.match_info["id"])
         resume_from = requested_resume(request)
-    except InvalidEventId as exc:
+    except (AccessDenied, InvalidEventId) as exc:
         return json_error(400, "bad_request", str(exc))
+    order_id = room.key
 
     def fell_behind() -> None:
         log.warning(
@@ -99,11 +106,13 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         except DB_ERRORS as exc:
             log.warning("SSE order %s: database unavailable: %s", order_id, type(exc).__name__)
             return json_error(503, "unavailable", "the database is unavailable; try again")
+        if client_gone():
+            return _left(order_id)
         if snapshot is None:
             if sees_all_orders(who):
                 return json_error(404, "not_found", f"no order {order_id}")
             return json_error(403, "forbidden", f"you may not watch order {order_id}")
-        if not may_join(who, Room("order", order_id), snapshot.parties):
+        if not may_join(who, room, snapshot.parties):
             return json_error(403, "forbidden", f"you may not watch order {order_id}")
         if resume_from is not None and nothing_left(snapshot, resume_from, terminal):
             return web.Response(status=204)
