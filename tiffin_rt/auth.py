@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,19 @@ import jwt
 from tiffin_rt.config import AuthSettings
 
 ROLES = ("customer", "kitchen", "rider", "support", "admin")
+
+
+# PyJWT checks these with int(), which also takes "1700000000", True and 1e30: a string `exp`
+# would pass the check here yet be no expiry to the code that ends connections at `exp`.
+TIME_CLAIMS = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+
+
+def is_numeric_date(value: object) -> bool:
+    """RFC 7519 NumericDate: a JSON number (not a string or boolean), finite and in range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= MAX_NUMERIC_DATE
 
 
 class AuthError(Exception):
@@ -76,6 +90,12 @@ class TokenVerifier:
             raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
+        for name in TIME_CLAIMS:
+            if name in claims and not is_numeric_date(claims[name]):
+                raise AuthError(
+                    f"invalid token: {name} must be a number of seconds since 1970"
+                    f" up to {MAX_NUMERIC_DATE}"
+                )
         return claims
 
     def verify(self, token: object) -> Identity:

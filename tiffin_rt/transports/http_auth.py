@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 
+import jwt
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp_jwt import JWTMiddleware
 
-from tiffin_rt.auth import AuthError, TokenVerifier
+from tiffin_rt.auth import AuthError, Identity, TokenVerifier
 from tiffin_rt.keys import IDENTITY_KEY
 from tiffin_rt.ratelimit import RateLimits
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CLAIMS_KEY = "tiffin_rt.claims"
+_PASS_KEY = web.RequestKey("guard_pass", str)
 
 # Routes that need no token: health, the Socket.IO endpoint (it authenticates on connect),
 # the demo page, its static files and its token minting (which exists only with demo.enabled).
@@ -37,6 +41,27 @@ _PUBLIC = re.compile("|".join(f"(?:{p})" for p in PUBLIC_PATHS))
 logging.getLogger("aiohttp_jwt").setLevel(logging.CRITICAL)
 # aiohttp-jwt stores the claims under a string key, which aiohttp 3.14 warns about.
 warnings.filterwarnings("ignore", category=NotAppKeyWarning, module="aiohttp_jwt")
+
+
+class GuardPass:
+    """What aiohttp-jwt checks: a pass signed with a per-process key once TokenVerifier
+    accepted the client's token.
+
+    Fed the client's token, aiohttp-jwt would apply PyJWT's own rules (no leeway; `exp` as
+    anything int() takes, such as "1700000000") and could answer differently from Socket.IO
+    and SSE. Fed this pass, HTTP has the one verifier's result, and a route that somehow
+    escaped that verifier still finds no pass.
+    """
+
+    ALGORITHM = "HS256"
+    TTL = 60
+
+    def __init__(self) -> None:
+        self.key = secrets.token_urlsafe(48)
+
+    def issue(self, who: Identity) -> str:
+        claims = {"sub": who.user_id, "role": who.role, "exp": int(time.time()) + self.TTL}
+        return jwt.encode(claims, self.key, algorithm=self.ALGORITHM)
 
 
 def is_public(request: web.Request) -> bool:
@@ -79,21 +104,21 @@ def auth_middlewares(
     verifier: TokenVerifier, cookie_name: str, limits: RateLimits | None = None
 ) -> list[Middleware]:
     """Connection rate limit, then our verification (precise reasons, audience, issuer, leeway,
-    role rules shared with Socket.IO), then aiohttp-jwt as the guard no route can skip."""
+    claim types, role rules shared with Socket.IO and SSE), then aiohttp-jwt as the guard no
+    route can skip, fed by that verification (see GuardPass)."""
+
+    guard_pass = GuardPass()
 
     async def token_getter(request: web.Request) -> str | None:
-        return bearer_token(request, cookie_name)
+        return request.get(_PASS_KEY)
 
-    settings = verifier.settings
     jwt_middleware = JWTMiddleware(
-        verifier.key,
+        guard_pass.key,
         request_property=_CLAIMS_KEY,
         credentials_required=True,
         whitelist=PUBLIC_PATHS,
         token_getter=token_getter,
-        algorithms=verifier.algorithms,
-        audience=settings.jwt_audience,
-        issuer=settings.jwt_issuer,
+        algorithms=[GuardPass.ALGORITHM],
     )
 
     @web.middleware
@@ -126,6 +151,7 @@ def auth_middlewares(
         except AuthError as exc:
             return unauthorized(exc.code, exc.message)
         request[IDENTITY_KEY] = who
+        request[_PASS_KEY] = guard_pass.issue(who)
         if limits is None:
             return await handler(request)
         # An open SSE stream is a connection like a socket: it counts until it ends.
