@@ -40,6 +40,7 @@ from tiffin_rt.support import setup_support
 from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
 from tiffin_rt.transports.inbox_http import setup_inbox_http
+from tiffin_rt.transports.origins import OriginPolicy, setup_cors
 from tiffin_rt.transports.socketio.notifications import NotificationGateway, NotificationsSink
 from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.resume import (
@@ -167,8 +168,9 @@ def create_app(settings: Settings) -> web.Application:
     quiet_client_faults()
     verifier = TokenVerifier(settings.auth)
     limits = RateLimits(settings.limits)
+    origins = OriginPolicy(settings.server.cors_origins)
     app = web.Application(
-        middlewares=auth_middlewares(verifier, settings.auth.cookie_name, limits),
+        middlewares=auth_middlewares(verifier, settings.auth.cookie_name, limits, origins),
         client_max_size=settings.limits.max_message_bytes,
     )
     app[SETTINGS] = settings
@@ -180,7 +182,7 @@ def create_app(settings: Settings) -> web.Application:
     access = RoomAccess(cache_ttl=settings.limits.order_cache_ttl)
     app[ROOM_ACCESS] = access
 
-    sio = create_socketio_server(settings)
+    sio = create_socketio_server(settings, origins)
     app[SOCKETIO] = sio
     resume = SocketResume(app, sio, settings)
     notifications = ResumableNotificationsNamespace(
@@ -203,4 +205,5 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_connections)
     app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])
     setup_support(app, sio, limits)
+    setup_cors(app, origins)  # last: every REST and SSE route exists
     return app

@@ -18,8 +18,11 @@ from aiohttp_jwt import JWTMiddleware
 from tiffin_rt.auth import AuthError, Identity, TokenVerifier
 from tiffin_rt.keys import IDENTITY_KEY
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.origins import OriginPolicy
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
 
 _CLAIMS_KEY = "tiffin_rt.claims"
 _PASS_KEY = web.RequestKey("guard_pass", str)
@@ -73,15 +76,37 @@ def is_engineio_handshake(request: web.Request) -> bool:
     return request.path.startswith("/socket.io/") and "sid" not in request.query
 
 
+def _header_token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
 def bearer_token(request: web.Request, cookie_name: str) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+    header = _header_token(request)
+    if header:
+        return header
     query = request.query.get("access_token")
     if query:
         return query
     return request.cookies.get(cookie_name) or None
+
+
+def by_cookie(request: web.Request) -> bool:
+    """Authenticated by the cookie alone: what a cross-site form or image can send."""
+    return _header_token(request) is None and not request.query.get("access_token")
+
+
+# Status -> the error code answered for aiohttp's own refusals (404, 405, 413, ...).
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    429: "rate_limited",
+}
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def json_error(
@@ -101,7 +126,10 @@ def unauthorized(code: str, message: str) -> web.Response:
 
 
 def auth_middlewares(
-    verifier: TokenVerifier, cookie_name: str, limits: RateLimits | None = None
+    verifier: TokenVerifier,
+    cookie_name: str,
+    limits: RateLimits | None = None,
+    origins: OriginPolicy | None = None,
 ) -> list[Middleware]:
     """Connection rate limit, then our verification (precise reasons, audience, issuer, leeway,
     claim types, role rules shared with Socket.IO and SSE), then aiohttp-jwt as the guard no
@@ -123,12 +151,20 @@ def auth_middlewares(
 
     @web.middleware
     async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every HTTP error in the JSON error shape, aiohttp's own (404, 405, 413) included."""
         try:
             return await handler(request)
-        except (web.HTTPUnauthorized, web.HTTPForbidden) as exc:
-            if exc.content_type == "application/json":
-                raise  # a handler's own JSON answer
-            return unauthorized("unauthorized", exc.reason or "unauthorized")
+        except web.HTTPException as exc:
+            if exc.status < 400 or exc.content_type == "application/json":
+                raise  # a redirect, or a handler's own JSON answer
+            if exc.status == 401:
+                return unauthorized("unauthorized", exc.reason or "unauthorized")
+            kept = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+            code = _CODES.get(exc.status, "error")
+            message = (
+                exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
+            )
+            return json_error(exc.status, code, message, kept)
 
     @web.middleware
     async def connection_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -150,6 +186,16 @@ def auth_middlewares(
             who = verifier.verify(bearer_token(request, cookie_name))
         except AuthError as exc:
             return unauthorized(exc.code, exc.message)
+        if (
+            origins is not None
+            and request.method not in _SAFE_METHODS
+            and by_cookie(request)
+            and not origins.allows_request(request)
+        ):
+            log.warning("cross-site %s %s with the cookie refused", request.method, request.path)
+            return json_error(
+                403, "forbidden", "cross-site request refused: send the token as a Bearer header"
+            )
         request[IDENTITY_KEY] = who
         request[_PASS_KEY] = guard_pass.issue(who)
         if limits is None:

@@ -16,6 +16,7 @@ from aiohttp import web
 from socketio import packet as sio_packet
 
 from tiffin_rt.config import Settings
+from tiffin_rt.transports.origins import OriginPolicy
 from tiffin_rt.transports.socketio.engine_guard import end_session, refusal_response
 from tiffin_rt.transports.socketio.fanout import FastAsyncServer, FastEngineServer
 from tiffin_rt.transports.socketio.secure import SecureNamespace
@@ -209,14 +210,16 @@ class _OrjsonCodec:
             return json.loads(text)
 
 
-def create_socketio_server(settings: Settings) -> socketio.AsyncServer:
-    # None makes Engine.IO accept only the server's own origin; [] would turn the check off.
-    origins: list[str] | None = list(settings.server.cors_origins) or None
+def create_socketio_server(
+    settings: Settings, origins: OriginPolicy | None = None
+) -> socketio.AsyncServer:
+    # The server's own origin and the listed ones (a list alone would refuse the server's own).
+    policy = origins or OriginPolicy(settings.server.cors_origins)
     return GuardedServer(
         websocket_compression=settings.delivery.websocket_compression,
         max_buffered=settings.delivery.max_buffered_kib * 1024,
         async_mode="aiohttp",
-        cors_allowed_origins=origins,
+        cors_allowed_origins=policy.allows_engineio,
         cors_credentials=True,
         max_http_buffer_size=settings.limits.max_message_bytes,
         json=_OrjsonCodec,
