@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import eventually, sio_client, sse_events, token
+from tests.helpers import SseEvent, eventually, sio_client, sse_events, token
 from tiffin_rt.config import Settings
 
 NS = "/notifications"
@@ -76,3 +76,42 @@ async def test_a_client_leaving_during_the_order_lookup_is_no_error(
         await marker.disconnect()
     problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert [r.getMessage() for r in problems] == []
+
+
+async def _stream_first_two(
+    url: str, tok: str, db: asyncpg.Connection, then: str
+) -> tuple[SseEvent, SseEvent]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}{ORDER_1}?access_token={tok}") as response,
+    ):
+        events = sse_events(response)
+        first = await anext(events)
+        await db.execute("UPDATE orders SET status = $1 WHERE id = 1", then)
+        return first, await anext(events)
+
+
+async def test_the_first_event_has_every_field_of_the_later_ones(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    tok = token(settings, "alice")
+    # An order with no event in the log yet: position 0, no previous status.
+    first, later = await _stream_first_two(url, tok, db, "confirmed")
+    assert first.json().keys() == later.json().keys()
+    assert first.json()["previousStatus"] is None
+    assert (first.id, first.json()["eventId"]) == ("0", 0)
+    # Resuming from that position replays the change.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{url}{ORDER_1}?access_token={tok}", headers={"Last-Event-ID": first.id or ""}
+        ) as response,
+    ):
+        replayed = await anext(sse_events(response))
+        assert replayed.json() == later.json()
+    # An order whose status came from an event: that event's id and previous status.
+    first, later = await _stream_first_two(url, tok, db, "preparing")
+    assert first.json().keys() == later.json().keys()
+    assert first.json()["previousStatus"] == "pending"
+    assert first.json()["status"] == "confirmed"
+    assert int(first.id or 0) == first.json()["eventId"] < later.json()["eventId"]

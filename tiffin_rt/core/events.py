@@ -51,6 +51,24 @@ def order_status_message(event: Event) -> dict[str, Any]:
     return dict(cached)
 
 
+def current_status_message(
+    order_id: str,
+    status: str,
+    previous_status: str | None,
+    changed_at: datetime,
+    event_id: int | None,
+) -> dict[str, Any]:
+    """An order's status as read from its table, with every field of `order_status_message`
+    (an order with no event in the log is at position 0: resuming from 0 replays them all)."""
+    return {
+        "orderId": order_id,
+        "status": status,
+        "previousStatus": previous_status,
+        "timestamp": iso_utc(changed_at),
+        "eventId": event_id or 0,
+    }
+
+
 def notification_message(event: Event) -> dict[str, Any]:
     """The public `notification` payload."""
     p = event.payload

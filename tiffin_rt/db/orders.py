@@ -20,6 +20,8 @@ class OrderSnapshot:
     parties: OrderParties
     last_event_id: int | None
     changed_at: datetime | None
+    # the status before the latest event, when that event is what set the current status
+    previous_status: str | None = None
 
 
 class OrderQueries:
@@ -35,9 +37,11 @@ class OrderQueries:
             f" o.{q(orders.customer_column)}::text AS customer_id,"
             f" o.{q(orders.vendor_column)}::text AS vendor_id,"
             f" o.{q(orders.rider_column)}::text AS rider_id,"
-            " last.id AS last_event_id, last.created_at AS changed_at"
+            " last.id AS last_event_id, last.created_at AS changed_at,"
+            " last.status AS event_status, last.previous_status"
             f" FROM {qualified_table(orders)} o LEFT JOIN LATERAL ("
-            "   SELECT e.id, e.created_at FROM tiffin_rt.events e"
+            "   SELECT e.id, e.created_at, e.payload->>'status' AS status,"
+            "   e.payload->>'previousStatus' AS previous_status FROM tiffin_rt.events e"
             f"   WHERE e.order_id = o.{q(orders.id_column)}::text AND e.kind = 'order_status'"
             "   ORDER BY e.id DESC LIMIT 1) last ON true"
             f" WHERE o.{key}"
@@ -73,6 +77,9 @@ class OrderQueries:
             parties=OrderParties(row["customer_id"], row["vendor_id"], row["rider_id"]),
             last_event_id=row["last_event_id"],
             changed_at=row["changed_at"],
+            previous_status=(
+                row["previous_status"] if row["event_status"] == row["status"] else None
+            ),
         )
 
     async def set_status(

@@ -13,7 +13,12 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from tiffin_rt.access import AccessDenied
-from tiffin_rt.core.events import ORDER_STATUS, Event, iso_utc, order_status_message
+from tiffin_rt.core.events import (
+    ORDER_STATUS,
+    Event,
+    current_status_message,
+    order_status_message,
+)
 from tiffin_rt.core.policy import may_join, sees_all_orders
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.core.streams import CLOSE, OrderStreams, StreamMessage
@@ -137,16 +142,17 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                     if replayed.finished:
                         return stream
                 else:
-                    first = {
-                        "orderId": snapshot.order_id,
-                        "status": snapshot.status,
-                        "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
-                        "eventId": snapshot.last_event_id,
-                    }
-                    last_sent = snapshot.last_event_id or 0
+                    first = current_status_message(
+                        snapshot.order_id,
+                        snapshot.status,
+                        snapshot.previous_status,
+                        snapshot.changed_at or datetime.now(UTC),
+                        snapshot.last_event_id,
+                    )
+                    last_sent = first["eventId"]
                     await stream.send(
                         orjson.dumps(first).decode(),
-                        id=str(last_sent) if snapshot.last_event_id else None,
+                        id=str(last_sent),
                         retry=settings.notifications.sse_retry_ms,
                     )
                     if snapshot.status in terminal:
