@@ -91,13 +91,15 @@ def test_unlogged_events_are_never_mistaken_for_replayed_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [(None, None), ("", None), (0, 0), (42, 42), ("42", 42), (" 7 ", 7)]
+    ("raw", "expected"), [(None, None), ("", None), (0, 0), (42, 42), ("42", 42), ("7", 7)]
 )
 def test_last_event_id_parsing(raw: object, expected: int | None) -> None:
     assert parse_last_event_id(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [True, -1, "x", "1e3", 1.5, [1], "9" * 20, 2**63])
+@pytest.mark.parametrize(
+    "raw", [True, -1, "x", "1e3", 1.5, [1], "9" * 20, 2**63, " 7 ", "07", "+7", "²"]
+)
 def test_malformed_last_event_ids(raw: object) -> None:
     with pytest.raises(InvalidEventId):
         parse_last_event_id(raw)

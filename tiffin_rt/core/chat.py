@@ -116,10 +116,10 @@ def _storable(value: str, name: str) -> str:
 
 
 def _id(value: object, name: str, *, required: bool = True) -> int | None:
+    if value is None and not required:
+        return None
     try:
-        if required:
-            return parse_int(value, name, low=1, high=MAX_ID)
-        return parse_optional_int(value, name, low=1, high=MAX_ID)
+        return parse_int(value, name, low=1, high=MAX_ID)
     except InvalidNumber as exc:
         raise ChatError("invalid_payload", f"{name} must be a positive integer id: {exc}") from None
 
