@@ -15,7 +15,7 @@ from tiffin_rt.core.events import (
     NOTIFICATION,
     ORDER_STATUS,
     Event,
-    iso_utc,
+    current_status_message,
     notification_message,
     order_status_message,
 )
@@ -36,13 +36,14 @@ Hold = Callable[[Event], list[str]]
 
 
 def current_status(snapshot: OrderSnapshot) -> dict[str, Any]:
-    """The order's status now, shaped as the first event of its SSE stream."""
-    return {
-        "orderId": snapshot.order_id,
-        "status": snapshot.status,
-        "timestamp": iso_utc(snapshot.changed_at or datetime.now(UTC)),
-        "eventId": snapshot.last_event_id,
-    }
+    """The order's status now: the same message as the first event of its SSE stream."""
+    return current_status_message(
+        snapshot.order_id,
+        snapshot.status,
+        snapshot.previous_status,
+        snapshot.changed_at or datetime.now(UTC),
+        snapshot.last_event_id,
+    )
 
 
 class NotificationsNamespace(SecureNamespace):
