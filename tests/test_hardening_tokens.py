@@ -6,6 +6,9 @@ PyJWT checks `exp`, `nbf` and `iat` with int(), which takes "1700000000" and Tru
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
 from typing import Any
 
@@ -108,3 +111,55 @@ async def test_the_leeway_applies_alike_on_http_sse_and_socketio(
             assert response.status == 200, (path, await response.text())
     client, _ = await sio_client(url, lately)
     await client.disconnect()
+
+
+async def _raw_get(url: str, path: str, header: bytes) -> tuple[int, bytes]:
+    """A GET with one header line exactly as given (bytes a normal client would not send)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"GET "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + header
+        + b"\r\n\r\n"
+    )
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Authorization: Bearer \xed\xa0\x80",  # an encoded surrogate: not UTF-8
+        b"Authorization: Bearer \xff\xfe",
+        b"Authorization: Bearer caf\xc3\xa9.eyJ.x",  # UTF-8, but no JWT is anything but ASCII
+        b"Cookie: tiffin_rt_token=\xed\xa0\x80",
+    ],
+)
+async def test_a_token_of_bytes_no_jwt_has_is_401_not_500(
+    server: TestServer, url: str, header: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    for path in (INBOX, ORDER_1):
+        status, body = await _raw_get(url, path, header)
+        assert status == 401, (header, path, body)
+        assert json.loads(body)["error"]["code"] == "unauthorized"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"sub": "al\x00ice"}, {"sub": "lone \ud800"}, {"role": "kitchen", "vendor_id": "v\x00"}],
+)
+async def test_a_token_naming_a_user_the_database_cannot_store_is_refused(
+    server: TestServer, url: str, claims: dict[str, Any]
+) -> None:
+    tok = _token(**claims)
+    status, body = await _http_status(url, INBOX, tok)
+    assert (status, body["error"]["code"]) == (401, "unauthorized"), body
+    assert (await connect_refusal(url, {"token": tok}))["code"] == "unauthorized"
+    assert (await connect_refusal(url, {"token": "caf\u00e9." + tok}))["code"] == "unauthorized"

@@ -10,6 +10,7 @@ from typing import Any
 import jwt
 
 from tiffin_rt.config import AuthSettings
+from tiffin_rt.core.storable import unstorable
 
 ROLES = ("customer", "kitchen", "rider", "support", "admin")
 
@@ -74,6 +75,10 @@ class TokenVerifier:
     def decode(self, token: object) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
             raise AuthError("a token is required")
+        if not token.isascii():
+            # A JWT is base64url and dots; header bytes that are not UTF-8 reach us as lone
+            # surrogates, which the decoder would fail on with a traceback.
+            raise AuthError("invalid token: not a JWT (characters outside ASCII)")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -112,6 +117,10 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     vendor = claims.get("vendor_id")
     if role == "kitchen" and vendor in (None, ""):
         raise AuthError("invalid token: kitchen staff need a vendor_id claim")
+    for name, value in (("sub", sub), ("vendor_id", vendor)):
+        reason = unstorable(value) if isinstance(value, str) else None
+        if reason is not None:  # they become room names and query arguments
+            raise AuthError(f"invalid token: {name} {reason}")
     exp = claims.get("exp")
     return Identity(
         user_id=str(sub),
