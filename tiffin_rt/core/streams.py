@@ -25,11 +25,10 @@ CLOSE = StreamMessage(event_id=-1, data="", final=True)
 class StreamQueue(asyncio.Queue[StreamMessage]):
     """A watcher's messages not yet taken by its stream, and how many bytes they hold."""
 
-    def __init__(self, on_overflow: Callable[[], None], client_gone: Callable[[], bool]) -> None:
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
         super().__init__()
         self.queued_bytes = 0
         self.on_overflow = on_overflow
-        self.client_gone = client_gone
         self.ended = False
 
     def _put(self, item: StreamMessage) -> None:
@@ -46,19 +45,15 @@ def _ignore() -> None:
     pass
 
 
-def _never() -> bool:
-    return False
-
-
 class OrderStreams:
     """Who is watching which order; each watcher has a queue of pre-encoded messages.
 
     A stream whose client stops reading stops taking messages; once its queue holds more
     than `max_buffered_bytes`, its on_overflow is called (the SSE handler drops the
     connection: the client reconnects with Last-Event-ID and resumes from the log) and it
-    gets nothing more. A stream whose client has gone (`client_gone`) is told to end by
-    `end_gone()`, which the transport calls every second: no handler waits for an event that
-    may never come while its connection, its user's connection count and its queue are held.
+    gets nothing more. A stream whose client has gone is told to end by `end()` (the transport
+    notices the departure): no handler waits for an event that may never come while its
+    connection, its user's connection count and its queue are held.
     """
 
     def __init__(self, max_buffered_bytes: int | None = None) -> None:
@@ -70,9 +65,8 @@ class OrderStreams:
         self,
         order_id: str,
         on_overflow: Callable[[], None] = _ignore,
-        client_gone: Callable[[], bool] = _never,
     ) -> Iterator[StreamQueue]:
-        queue = StreamQueue(on_overflow, client_gone)
+        queue = StreamQueue(on_overflow)
         self._watchers[order_id].add(queue)
         try:
             yield queue
@@ -97,17 +91,10 @@ class OrderStreams:
                 queue.on_overflow()
         return len(watchers)
 
-    def end_gone(self) -> int:
-        """Tell every stream whose client has gone to end; how many were told."""
-        gone = [
-            queue
-            for watchers in self._watchers.values()
-            for queue in watchers
-            if not queue.ended and queue.client_gone()
-        ]
-        for queue in gone:
+    def end(self, queue: StreamQueue) -> None:
+        """Tell one stream to end now (its client has gone)."""
+        if not queue.ended:
             _end(queue)
-        return len(gone)
 
     def close_all(self) -> None:
         """Ask every stream to end now (server shutdown); clients reconnect and resume."""

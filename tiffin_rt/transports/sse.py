@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ from tiffin_rt.keys import (
     SETTINGS,
     request_identity,
 )
+from tiffin_rt.transports.departures import Departures, client_gone
 from tiffin_rt.transports.http_auth import json_error
 from tiffin_rt.transports.sse_guard import StreamGuard, end_stream
 from tiffin_rt.transports.sse_replay import nothing_left, requested_resume, send_missed
@@ -39,10 +38,10 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/api/notifications/orders/{id}/status"
 
-# How often streams whose client has gone are told to end. aiohttp cancels no handler when its
-# client leaves (`tiffin-rt serve` runs without handler cancellation), so a stream waiting for
-# its order's next event would otherwise hold its connection count until that event came.
-GONE_CHECK_INTERVAL = 1.0
+# Streams whose client has gone, told to end within a second: aiohttp cancels no handler when
+# its client leaves (`tiffin-rt serve` runs without handler cancellation), so a stream waiting
+# for its order's next event would otherwise hold its connection count until that event came.
+SSE_DEPARTURES = web.AppKey("sse_departures", Departures)
 
 
 class SseSink:
@@ -98,20 +97,18 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
 
-    def client_gone() -> bool:
-        transport = request.transport
-        return transport is None or transport.is_closing()
-
-    with app[ORDER_STREAMS].watch(
-        order_id, on_overflow=fell_behind, client_gone=client_gone
-    ) as queue:
+    streams = app[ORDER_STREAMS]
+    with (
+        streams.watch(order_id, on_overflow=fell_behind) as queue,
+        app[SSE_DEPARTURES].watch(request, lambda: streams.end(queue)),
+    ):
         # Subscribed first, then read: anything committed in between is in the queue or the read.
         try:
             snapshot = await queries.fetch(pool, order_id)
         except DB_ERRORS as exc:
             log.warning("SSE order %s: database unavailable: %s", order_id, type(exc).__name__)
             return json_error(503, "unavailable", "the database is unavailable; try again")
-        if client_gone():
+        if client_gone(request):
             return _left(order_id)
         if snapshot is None:
             if sees_all_orders(who):
@@ -185,22 +182,12 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         return stream
 
 
-async def _end_streams_of_gone_clients(app: web.Application) -> AsyncIterator[None]:
-    async def check_forever() -> None:
-        streams = app[ORDER_STREAMS]
-        while True:
-            await asyncio.sleep(GONE_CHECK_INTERVAL)
-            streams.end_gone()
-
-    task = asyncio.create_task(check_forever(), name="tiffin_rt-sse-gone-clients")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def _departures(app: web.Application) -> AsyncIterator[None]:
+    app[SSE_DEPARTURES] = departures = Departures()
+    yield
+    departures.close()
 
 
 def setup_sse(app: web.Application) -> None:
     app.router.add_get(ROUTE, order_status_stream)
-    app.cleanup_ctx.append(_end_streams_of_gone_clients)
+    app.cleanup_ctx.append(_departures)
