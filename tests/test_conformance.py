@@ -93,8 +93,8 @@ async def assert_ends_with_one_warning(
 async def test_invalid_engineio_packets_end_the_session(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # No packet type, an empty message, bad base64 in a binary packet.
-    await assert_ends_with_one_warning(served, caplog, "abc", "", "b1", "x4")
+    # No packet type, an empty message, bad base64 in a binary packet, types Engine.IO lacks.
+    await assert_ends_with_one_warning(served, caplog, "abc", "", "b1", "x4", "7", "9")
 
 
 async def test_malformed_socketio_packets_end_the_session(

@@ -3,6 +3,9 @@ always allowed; a state change carried by the cookie alone must come from an all
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -129,6 +132,8 @@ async def test_a_cross_site_form_post_with_the_cookie_changes_nothing(
         {**form, "Referer": f"{EVIL}/page"},
         form,  # neither Origin nor Referer
         {**form, "Origin": "null"},  # a sandboxed frame
+        {**form, "Referer": "http://x:abc/"},  # Referers no browser sends: a bad port,
+        {**form, "Referer": "http://[zz]/"},  # bad brackets
     ):
         for path in ("/api/notifications/read-all", "/api/notifications/1/read"):
             status, _, body = await _request("POST", url + path, headers, cookie)
@@ -143,3 +148,27 @@ async def test_a_cross_site_form_post_with_the_cookie_changes_nothing(
     for headers in ({"Origin": SHOP}, {"Authorization": f"Bearer {tok}", "Origin": EVIL}):
         status, _, _ = await _request("POST", f"{url}/api/notifications/read-all", headers, cookie)
         assert status == 200, headers
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "GET"])
+async def test_an_origin_of_bytes_no_origin_has_is_400_json(
+    start_server: StartServer, dsn: str, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = await _listed_server(start_server, dsn)
+    host, port = base_url(server).removeprefix("http://").split(":")
+    for path in ("/api/notifications", ORDER_1, "/socket.io/?EIO=4&transport=polling"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+            + b"Origin: "
+            + SHOP.encode()
+            + b"\xff\r\n"
+            + b"Access-Control-Request-Method: GET\r\n\r\n"
+        )
+        response = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert int(head.split()[1]) == 400, (path, response)
+        assert json.loads(body)["error"]["code"] == "bad_request"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -67,6 +67,9 @@ class GuardPass:
         return jwt.encode(claims, self.key, algorithm=self.ALGORITHM)
 
 
+# Headers that are URLs or origins: ASCII by their RFCs (6454, 9110), whatever a client sends.
+_ASCII_HEADERS = ("Origin", "Referer")
+
 def is_public(request: web.Request) -> bool:
     return request.method == "OPTIONS" or _PUBLIC.match(request.path) is not None
 
@@ -152,6 +155,12 @@ def auth_middlewares(
     @web.middleware
     async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
         """Every HTTP error in the JSON error shape, aiohttp's own (404, 405, 413) included."""
+        for name in _ASCII_HEADERS:
+            value = request.headers.get(name)
+            if value is not None and not value.isascii():
+                # Bytes that are not UTF-8 reach us as lone surrogates, which no answer that
+                # quotes them (aiohttp-cors's 403, Engine.IO's 400) could even encode.
+                return json_error(400, "bad_request", f"the {name} header must be ASCII")
         try:
             return await handler(request)
         except web.HTTPException as exc:

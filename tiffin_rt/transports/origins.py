@@ -64,8 +64,11 @@ class OriginPolicy:
             referer = request.headers.get("Referer")
             if not referer:
                 return False
-            url = URL(referer)
-            origin = f"{url.scheme}://{url.raw_authority}" if url.absolute else ""
+            try:
+                url = URL(referer)
+                origin = f"{url.scheme}://{url.raw_authority}" if url.absolute else ""
+            except ValueError:  # a Referer no browser sends (a bad port, bad brackets)
+                return False
         own = own_origins(
             request.scheme,
             request.headers.get("Host"),

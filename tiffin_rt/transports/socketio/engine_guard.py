@@ -45,9 +45,18 @@ POST_REFUSAL = web.RequestKey("post_refusal", Refusal)
 def decode_client_packet(data: str | bytes) -> eio_packet.Packet:
     """The Engine.IO packet in one message, or PacketError (an empty message, `abc`, bad base64)."""
     try:
-        return eio_packet.Packet(encoded_packet=data)
+        pkt = eio_packet.Packet(encoded_packet=data)
     except (ValueError, TypeError, IndexError) as exc:  # binascii.Error is a ValueError
         raise PacketError(type(exc).__name__) from None
+    return known_type(pkt)
+
+
+def known_type(pkt: eio_packet.Packet) -> eio_packet.Packet:
+    """Engine.IO has packet types 0 to 6; `7`, `9` decode but are nothing (Engine.IO's own
+    receive then fails with a traceback)."""
+    if not 0 <= pkt.packet_type < len(eio_packet.packet_names):
+        raise PacketError(f"unknown packet type {pkt.packet_type}")
+    return pkt
 
 
 async def end_session(socket: Any, *, abort: bool = False) -> None:
@@ -83,7 +92,9 @@ async def guarded_post(socket: Any, environ: dict[str, Any]) -> None:
         packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
         if not packets:
             raise ValueError("empty")
-    except (ValueError, TypeError, IndexError):  # UnicodeDecodeError is a ValueError
+        for pkt in packets:
+            known_type(pkt)
+    except (ValueError, TypeError, IndexError):  # UnicodeDecodeError, PacketError: ValueErrors
         await _refuse(socket, request, 400, "bad_request", "not an Engine.IO payload")
     for pkt in packets:
         await socket.receive(pkt)
