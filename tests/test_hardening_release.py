@@ -145,6 +145,16 @@ async def test_a_websocket_client_that_vanishes_frees_its_slot_and_rooms(
     await client.disconnect()
 
 
+async def _raw_polling_session(http: aiohttp.ClientSession, url: str, tok: str) -> str:
+    """A long-polling Engine.IO session that has asked to join /notifications; its poll URL."""
+    async with http.get(f"{url}/socket.io/?EIO=4&transport=polling") as response:
+        sid = json.loads((await response.text())[1:])["sid"]
+    poll = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    async with http.post(poll, data=f"40{NS}," + json.dumps({"token": tok})) as response:
+        assert response.status == 200
+    return poll
+
+
 async def test_a_polling_client_that_stops_polling_is_released_after_the_ping_timeout(
     start_server: StartServer, dsn: str
 ) -> None:
@@ -157,12 +167,7 @@ async def test_a_polling_client_that_stops_polling_is_released_after_the_ping_ti
     url = str(server.make_url("")).rstrip("/")
     tok = token(settings, "alice")
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/socket.io/?EIO=4&transport=polling") as response:
-            open_packet = await response.text()
-        sid = json.loads(open_packet[1:])["sid"]
-        poll = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
-        async with http.post(poll, data=f"40{NS}," + json.dumps({"token": tok})) as response:
-            assert response.status == 200
+        poll = await _raw_polling_session(http, url, tok)
         async with http.get(poll) as response:
             assert (await response.text()).startswith(f"40{NS},")
         assert (await _open_connections(url))["socketio"] == 1
@@ -181,11 +186,7 @@ async def test_a_polling_client_that_vanishes_mid_poll_is_released_within_second
     url = str(server.make_url("")).rstrip("/")
     tok = token(settings, "alice")
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/socket.io/?EIO=4&transport=polling") as response:
-            sid = json.loads((await response.text())[1:])["sid"]
-        poll = f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}"
-        async with http.post(poll, data=f"40{NS}," + json.dumps({"token": tok})) as response:
-            assert response.status == 200
+        poll = await _raw_polling_session(http, url, tok)
         received = ""
         while '"position"' not in received:  # the last thing the server sends on connect
             async with http.get(poll) as response:
