@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tiffin_rt.access import RoomAccess
 from tiffin_rt.auth import TokenVerifier
+from tiffin_rt.chat_wiring import setup_support
 from tiffin_rt.config import Settings
 from tiffin_rt.core.router import Router
 from tiffin_rt.core.streams import OrderStreams
@@ -36,7 +37,6 @@ from tiffin_rt.keys import (
 )
 from tiffin_rt.logs import quiet_client_faults
 from tiffin_rt.ratelimit import RateLimits
-from tiffin_rt.support import setup_support
 from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
 from tiffin_rt.transports.inbox_http import setup_inbox_http

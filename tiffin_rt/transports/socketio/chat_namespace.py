@@ -39,7 +39,7 @@ from tiffin_rt.core.chat import (
 )
 from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
-from tiffin_rt.db.support import (
+from tiffin_rt.db.chat_store import (
     DATABASE_ERRORS,
     INPUT_ERRORS,
     AgentsOnline,

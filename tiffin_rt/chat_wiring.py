@@ -11,16 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import socketio
 from aiohttp import web
 
-from tiffin_rt.db.support import AgentsOnline, SupportStore
+from tiffin_rt.db.chat_store import AgentsOnline, SupportStore
 from tiffin_rt.keys import POOL, ROOM_ACCESS, ROUTER, SETTINGS, VERIFIER
 from tiffin_rt.ratelimit import RateLimits
-from tiffin_rt.transports.socketio.support import (
+from tiffin_rt.transports.chat_http import setup_support_http
+from tiffin_rt.transports.socketio.chat_namespace import (
     Presence,
     SupportNamespace,
     SupportSink,
     chat_limits,
 )
-from tiffin_rt.transports.support_http import setup_support_http
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from tiffin_rt.core.chat import ChatError, Limits, history_request
 from tiffin_rt.core.parse import InvalidNumber, parse_int
-from tiffin_rt.db.support import (
+from tiffin_rt.db.chat_store import (
     DATABASE_ERRORS,
     INPUT_ERRORS,
     SupportStore,
@@ -17,7 +17,7 @@ from tiffin_rt.db.support import (
 )
 from tiffin_rt.keys import request_identity
 from tiffin_rt.transports.http_auth import json_error
-from tiffin_rt.transports.socketio.support import Presence
+from tiffin_rt.transports.socketio.chat_namespace import Presence
 
 _STATUS = {"forbidden": 403, "not_found": 404, "unavailable": 503}
 
