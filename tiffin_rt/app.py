@@ -41,7 +41,11 @@ from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
 from tiffin_rt.transports.inbox_http import setup_inbox_http
 from tiffin_rt.transports.origins import OriginPolicy, setup_cors
-from tiffin_rt.transports.socketio.notifications import NotificationGateway, NotificationsSink
+from tiffin_rt.transports.socketio.notifications import (
+    NOTIFICATION_GATEWAY,
+    NotificationGateway,
+    NotificationsSink,
+)
 from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
 from tiffin_rt.transports.socketio.resume import (
     ResumableNotificationsNamespace,
@@ -192,7 +196,8 @@ def create_app(settings: Settings) -> web.Application:
     attach(sio, app)
     router.add_sink(OrderRoomsSink(access, [notifications]))  # before the delivering sinks
     app.on_cleanup.append(lambda _: notifications.close())
-    router.add_sink(NotificationsSink(NotificationGateway(sio), hold=resume.handoffs.hold))
+    router.add_sink(NotificationsSink(sio, hold=resume.handoffs.hold))
+    app[NOTIFICATION_GATEWAY] = NotificationGateway(lambda: app[POOL])
     router.add_sink(SseSink(streams, settings.notifications.terminal_statuses))
     router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
     app.on_shutdown.append(lambda _app: resume.close())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
@@ -139,13 +138,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                     if replayed.finished:
                         return stream
                 else:
-                    first = current_status_message(
-                        snapshot.order_id,
-                        snapshot.status,
-                        snapshot.previous_status,
-                        snapshot.changed_at or datetime.now(UTC),
-                        snapshot.last_event_id,
-                    )
+                    first = current_status_message(snapshot)
                     last_sent = first["eventId"]
                     await stream.send(
                         orjson.dumps(first).decode(),

@@ -1,13 +1,15 @@
-"""The /notifications namespace and the gateway the router sends through."""
+"""The /notifications namespace, the server-side gateway into the log, and the sink out of it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+import orjson
 import socketio
+from aiohttp import web
 
 from tiffin_rt.access import AccessDenied, RoomAccess
 from tiffin_rt.auth import Identity, TokenVerifier
@@ -21,8 +23,14 @@ from tiffin_rt.core.events import (
 )
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
 from tiffin_rt.core.policy import may_join
-from tiffin_rt.core.rooms import room_for_order, room_for_user, room_for_vendor
-from tiffin_rt.db.orders import OrderSnapshot
+from tiffin_rt.core.rooms import (
+    InvalidRoom,
+    Room,
+    parse_room,
+    room_for_order,
+    room_for_user,
+    room_for_vendor,
+)
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
 from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
@@ -33,17 +41,8 @@ NAMESPACE = "/notifications"
 
 # Which connections must not get this event live now (see core.replay.Handoffs.hold).
 Hold = Callable[[Event], list[str]]
-
-
-def current_status(snapshot: OrderSnapshot) -> dict[str, Any]:
-    """The order's status now: the same message as the first event of its SSE stream."""
-    return current_status_message(
-        snapshot.order_id,
-        snapshot.status,
-        snapshot.previous_status,
-        snapshot.changed_at or datetime.now(UTC),
-        snapshot.last_event_id,
-    )
+# A pool, or a connection inside the caller's transaction.
+Executor = asyncpg.Pool | asyncpg.Connection
 
 
 class NotificationsNamespace(SecureNamespace):
@@ -82,7 +81,7 @@ class NotificationsNamespace(SecureNamespace):
         if not may_join(identity, room, snapshot.parties if snapshot else None):
             await self.leave_room(sid, room.name)  # the order changed hands since the check
             return error("forbidden", f"you may not join {room.name}")
-        return ok(room=room.name, order=current_status(snapshot) if snapshot else None)
+        return ok(room=room.name, order=current_status_message(snapshot) if snapshot else None)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
         identity = self._identities[sid]
@@ -97,71 +96,114 @@ class NotificationsNamespace(SecureNamespace):
 
 
 class NotificationGateway:
-    """Server-side API mirroring the seed's NotificationGateway; the router sends through it."""
+    """The seed's server-side API (`sendNotification`, `sendOrderStatusUpdate`).
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
-        self._sio = sio
+    Each send appends an event to the log, as the database triggers and `notify_user` do: it is
+    delivered by the listener of every node to Socket.IO and SSE alike, kept in the inbox and
+    replayed to a client that reconnects with its last event id. Pass `connection` to send
+    inside your own transaction (it is delivered only if that transaction commits).
+    """
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
+        self._pool = pool
 
     async def send_notification(
-        self, room: str | list[str], notification: dict[str, Any], *, skip: Sequence[str] = ()
-    ) -> None:
-        await self._sio.emit(
-            "notification", notification, to=room, namespace=NAMESPACE, skip_sid=list(skip) or None
-        )
-
-    async def send_notification_read(
-        self, rooms: list[str], read: dict[str, Any], *, skip: Sequence[str] = ()
-    ) -> None:
-        await self._sio.emit(
-            "notificationRead", read, to=rooms, namespace=NAMESPACE, skip_sid=list(skip) or None
-        )
+        self,
+        room: str | Sequence[str],
+        notification: dict[str, Any],
+        *,
+        connection: Executor | None = None,
+    ) -> int:
+        """A `notification` to every connection in `room` (a name or a list); its event id."""
+        rooms = _rooms([room] if isinstance(room, str) else list(room))
+        payload = {
+            "type": notification.get("type"),
+            "title": notification.get("title"),
+            "body": notification.get("body"),
+            "data": notification.get("data") or {},
+        }
+        if isinstance(room, str):
+            payload["room"] = room
+        order_id = rooms[0].key if len(rooms) == 1 and rooms[0].kind == "order" else None
+        return await self._append(NOTIFICATION, rooms, payload, order_id, connection)
 
     async def send_order_status_update(
         self,
         order_id: str,
         status: str,
         *,
+        previous_status: str | None = None,
         rooms: Sequence[str] = (),
-        skip: Sequence[str] = (),
-        **fields: Any,
-    ) -> None:
-        targets = [room_for_order(order_id), *(r for r in rooms if r != room_for_order(order_id))]
-        payload = {"orderId": str(order_id), "status": status, **fields}
-        await self._sio.emit(
-            "orderStatusUpdate",
-            payload,
-            to=targets,
-            namespace=NAMESPACE,
-            skip_sid=list(skip) or None,
+        connection: Executor | None = None,
+    ) -> int:
+        """An `orderStatusUpdate` to the order's room (and `rooms`), and its SSE streams."""
+        order = room_for_order(order_id)
+        targets = _rooms([order, *(r for r in rooms if r != order)])
+        payload = {"orderId": str(order_id), "status": status, "previousStatus": previous_status}
+        return await self._append(ORDER_STATUS, targets, payload, str(order_id), connection)
+
+    async def _append(
+        self,
+        kind: str,
+        rooms: Sequence[Room],
+        payload: dict[str, Any],
+        order_id: str | None,
+        connection: Executor | None,
+    ) -> int:
+        db = connection if connection is not None else self._pool()
+        event_id = await db.fetchval(
+            "SELECT tiffin_rt.append_event($1, $2::text[], $3::jsonb, $4)",
+            kind,
+            [r.name for r in rooms],
+            orjson.dumps(payload).decode(),
+            order_id,
         )
+        return int(event_id)
+
+
+# The gateway of an app: `app[NOTIFICATION_GATEWAY].send_notification("user-42", {...})`.
+NOTIFICATION_GATEWAY = web.AppKey("notification_gateway", NotificationGateway)
+
+
+def _rooms(names: Sequence[str]) -> list[Room]:
+    """Room names as clients join them; ValueError (InvalidRoom) for any other."""
+    if not names:
+        raise InvalidRoom("name at least one room")
+    return [parse_room(name) for name in names]
+
+
+def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
+    """The Socket.IO event and payload a log event is delivered as, built once per event."""
+    if event.kind == ORDER_STATUS:
+        return "orderStatusUpdate", order_status_message(event)
+    if event.kind == NOTIFICATION:
+        return "notification", notification_message(event)
+    if event.kind == NOTIFICATION_READ:
+        return "notificationRead", read_message(event)
+    return None
 
 
 class NotificationsSink:
     """Routes log events to /notifications, in log order: order status updates, notifications,
-    and reads (so a read never arrives after a notification committed later)."""
+    and reads (so a read never arrives after a notification committed later), each to the
+    rooms its event names."""
 
-    def __init__(self, gateway: NotificationGateway, *, hold: Hold | None = None) -> None:
-        self._gateway = gateway
+    def __init__(self, sio: socketio.AsyncServer, *, hold: Hold | None = None) -> None:
+        self._sio = sio
         self._hold = hold
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
-            if event.kind not in (ORDER_STATUS, NOTIFICATION, NOTIFICATION_READ):
+            message = live_message(event)
+            if message is None:
                 continue
             # connections being replayed to get this event from their replay instead
             skip = self._hold(event) if self._hold is not None else []
-            if event.kind == ORDER_STATUS:
-                message = order_status_message(event)
-                order_id = message.pop("orderId")
-                status = message.pop("status")
-                await self._gateway.send_order_status_update(
-                    order_id, status, rooms=event.rooms, skip=skip, **message
-                )
-            elif event.kind == NOTIFICATION:
-                await self._gateway.send_notification(
-                    list(event.rooms), notification_message(event), skip=skip
-                )
-            else:
-                await self._gateway.send_notification_read(
-                    list(event.rooms), read_message(event), skip=skip
-                )
+            name, payload = message
+            await self._sio.emit(
+                name,
+                payload,
+                to=list(event.rooms),
+                namespace=NAMESPACE,
+                skip_sid=skip or None,
+            )
