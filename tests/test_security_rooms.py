@@ -183,6 +183,34 @@ async def test_sse_stream_of_a_reassigned_rider_ends_before_the_next_update(
         assert [e async for e in events] == []
 
 
+async def test_the_reassignment_itself_ends_the_old_riders_sse_stream_not_the_customers(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(dsn, limits={"order_cache_ttl": 60})
+    url = str((await start_server(settings)).make_url("")).rstrip("/")
+    stream_url = f"{url}/api/notifications/orders/1/status"
+
+    def auth(sub: str, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(settings, sub, role)}"}
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(stream_url, headers=auth("rita", "rider")) as rider,
+        http.get(stream_url, headers=auth("alice", "customer")) as customer,
+    ):
+        to_rider, to_customer = sse_events(rider), sse_events(customer)
+        assert (await anext(to_rider)).json()["status"] == "pending"
+        assert (await anext(to_customer)).json()["status"] == "pending"
+        # No status change follows: the order_parties event alone ends the rider's stream.
+        await db.execute("UPDATE orders SET rider_id = 'ravi' WHERE id = 1")
+        end = await asyncio.wait_for(anext(to_rider), 5)
+        assert (end.event, end.json()["code"]) == ("end", "forbidden")
+        assert [e async for e in to_rider] == []
+        await db.execute("UPDATE orders SET status = 'ready' WHERE id = 1")
+        update = await asyncio.wait_for(anext(to_customer), 5)
+        assert (update.event, update.json()["status"]) == (None, "ready")
+
+
 async def test_sse_applies_the_same_policy(
     server: TestServer, url: str, settings: Settings
 ) -> None:

@@ -1,14 +1,19 @@
-"""Room authorization: the policy in core.policy applied to orders read from the database."""
+"""The one authorizer: the policy in core.policy applied to orders read from the database,
+on every join (Socket.IO joinRoom, an SSE stream opening) and, when an order event changes the
+order's parties, to every connection of every transport already in its room."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import asyncpg
 
 from tiffin_rt.auth import Identity
+from tiffin_rt.core.events import ORDER_PARTIES, ORDER_STATUS, Event
 from tiffin_rt.core.parse import OrderIdFormat
-from tiffin_rt.core.policy import OrderParties, may_join
+from tiffin_rt.core.policy import OrderParties, is_staff, may_join
 from tiffin_rt.core.rooms import InvalidRoom, Room, order_room, parse_room
 from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.db.orders import OrderQueries, OrderSnapshot
@@ -24,11 +29,48 @@ class AccessDenied(Exception):
         return {"code": self.code, "message": self.message}
 
 
+# Does the policy still admit this connection to the room being checked?
+Admits = Callable[[Identity], bool]
+
+
+class RoomMembers(Protocol):
+    """A transport's connections in rooms (Socket.IO rooms, SSE streams of an order)."""
+
+    def evict(self, room: Room, admits: Admits) -> None:
+        """Take every connection in `room` that `admits` refuses out of it, now."""
+
+
+# A log event names all three, read from the order's row by the trigger (null: nobody).
+_PARTY_FIELDS = ("customerId", "vendorId", "riderId")
+_ORDER_KINDS = frozenset({ORDER_STATUS, ORDER_PARTIES})
+
+
+def parties_of(event: Event) -> OrderParties | None:
+    """The order's parties, or None when the event does not name all of them.
+
+    Events from `notifications.extra_channels`, the gateway (and hand-written log rows) leave
+    them out: a missing field is unknown, not "nobody", so the cache and the rooms stay as
+    they are.
+    """
+    p = event.payload
+    if not all(name in p for name in _PARTY_FIELDS):
+        return None
+
+    def text(name: str) -> str | None:
+        value = p.get(name)
+        return None if value is None else str(value)
+
+    return OrderParties(text("customerId"), text("vendorId"), text("riderId"))
+
+
 class RoomAccess:
-    """Created with the app; bound to the pool once the database is up.
+    """The one authorizer. Created with the app; bound to the pool once the database is up.
 
     An order's parties are cached for `cache_ttl` seconds; the order's own events replace the
-    cached entry (see `remember`), so a reassigned rider gains or loses the room at once.
+    cached entry and, as a sink added before the delivering ones, take every connection the
+    policy no longer admits out of the order's room on every registered transport (a rider
+    taken off the order leaves its Socket.IO room and its SSE streams end) before the event
+    is delivered.
     """
 
     MAX_CACHED_ORDERS = 10_000
@@ -39,6 +81,11 @@ class RoomAccess:
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, OrderParties | None]] = {}
         self._order_ids = OrderIdFormat()
+        self._transports: list[RoomMembers] = []
+
+    def add_transport(self, members: RoomMembers) -> None:
+        """A transport whose connections are evicted when the policy stops admitting them."""
+        self._transports.append(members)
 
     def bind(self, *, pool: asyncpg.Pool, orders: OrderQueries) -> None:
         self._pool = pool
@@ -94,14 +141,35 @@ class RoomAccess:
         self.remember(order_id, snapshot.parties if snapshot is not None else None)
         return snapshot
 
+    def admit(self, who: Identity, room: Room, order: OrderParties | None) -> None:
+        """Raise AccessDenied unless `who` may be in `room` (`order`: the order's parties, None
+        when it does not exist, which only staff are told)."""
+        if room.kind == "order" and order is None and is_staff(who.role):
+            raise AccessDenied("not_found", f"no order {room.key}")
+        if not may_join(who, room, order):
+            raise AccessDenied("forbidden", f"you may not join {room.name}")
+
     async def check(self, who: Identity, room_name: object) -> Room:
         """Return the parsed room, or raise AccessDenied (never revealing whether it exists)."""
         room = self.parse(room_name)
-        order = None
-        if room.kind == "order":
-            order = await self.order_parties(room.key)
-            if order is None and who.is_staff:
-                raise AccessDenied("not_found", f"no order {room.key}")
-        if not may_join(who, room, order):
-            raise AccessDenied("forbidden", f"you may not join {room.name}")
+        order = await self.order_parties(room.key) if room.kind == "order" else None
+        self.admit(who, room, order)
         return room
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        """Order events: refresh the cache and evict whom the order's parties no longer admit."""
+        for event in events:
+            if event.kind not in _ORDER_KINDS or event.order_id is None:
+                continue
+            parties = parties_of(event)
+            if parties is None:
+                continue
+            self.remember(event.order_id, parties)
+            room = Room("order", event.order_id)
+            admits = _admits(room, parties)
+            for members in self._transports:
+                members.evict(room, admits)
+
+
+def _admits(room: Room, parties: OrderParties) -> Admits:
+    return lambda who: may_join(who, room, parties)

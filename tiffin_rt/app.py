@@ -46,13 +46,13 @@ from tiffin_rt.transports.socketio.notifications import (
     NotificationGateway,
     NotificationsSink,
 )
-from tiffin_rt.transports.socketio.order_rooms import OrderRoomsSink
+from tiffin_rt.transports.socketio.order_rooms import SocketRooms
 from tiffin_rt.transports.socketio.resume import (
     ResumableNotificationsNamespace,
     SocketResume,
 )
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
-from tiffin_rt.transports.sse import SseSink, setup_sse
+from tiffin_rt.transports.sse import SseSink, SseStreams, setup_sse
 from tiffin_rt.web import setup_web
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     sio.register_namespace(notifications)
     attach(sio, app)
-    router.add_sink(OrderRoomsSink(access, [notifications]))  # before the delivering sinks
+    access.add_transport(SocketRooms([notifications]))
+    access.add_transport(SseStreams(streams))
+    router.add_sink(access)  # before the delivering sinks: an evicted client gets nothing more
     app.on_cleanup.append(lambda _: notifications.close())
     router.add_sink(NotificationsSink(sio, hold=resume.handoffs.hold))
     app[NOTIFICATION_GATEWAY] = NotificationGateway(lambda: app[POOL])

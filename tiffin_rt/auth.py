@@ -10,6 +10,7 @@ from typing import Any
 import jwt
 
 from tiffin_rt.config import AuthSettings
+from tiffin_rt.core.policy import is_staff
 from tiffin_rt.core.storable import unstorable
 
 ROLES = ("customer", "kitchen", "rider", "support", "admin")
@@ -51,7 +52,7 @@ class Identity:
 
     @property
     def is_staff(self) -> bool:
-        return self.role in ("support", "admin")
+        return is_staff(self.role)
 
 
 class TokenVerifier:

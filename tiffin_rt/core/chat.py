@@ -9,6 +9,7 @@ from typing import Any
 
 from tiffin_rt.core.events import iso_utc
 from tiffin_rt.core.parse import InvalidNumber, parse_int, parse_optional_int
+from tiffin_rt.core.policy import is_staff
 from tiffin_rt.core.storable import unstorable
 
 # Event-log kinds written by the support chat; the support sink delivers exactly these.
@@ -43,7 +44,7 @@ def room_for_conversation(conversation_id: int) -> str:
 
 def is_agent(role: str) -> bool:
     """Support staff answer conversations; every other role starts its own."""
-    return role in ("support", "admin")
+    return is_staff(role)
 
 
 class ChatError(Exception):

@@ -1,4 +1,5 @@
-"""Who may join which room. The whole policy is the table below (repeated in the README)."""
+"""Who may join which room, and who is staff. The whole policy is the table below (repeated in
+the README); access.RoomAccess is the one place that applies it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ class OrderParties:
     rider_id: str | None
 
 
+STAFF_ROLES = frozenset({"support", "admin"})
+
+
+def is_staff(role: str) -> bool:
+    """Support and admin: they see every order, answer support chats, learn an order is missing."""
+    return role in STAFF_ROLES
+
+
 # | room        | customer   | kitchen               | rider          | support | admin |
 # | order-<id>  | own orders | its vendor's orders   | assigned to it | any     | any   |
 # | user-<id>   | own id     | own id                | own id         | own id  | any   |
@@ -37,11 +46,11 @@ def may_join(who: Principal, room: Room, order: OrderParties | None) -> bool:
     if room.kind == "user":
         return room.key == who.user_id
     if room.kind == "vendor":
-        return who.role == "support" or (who.role == "kitchen" and who.vendor_id == room.key)
+        return is_staff(who.role) or (who.role == "kitchen" and who.vendor_id == room.key)
     if room.kind == "order":
         if order is None:
             return False
-        if who.role == "support":
+        if is_staff(who.role):
             return True
         if who.role == "customer":
             return order.customer_id == who.user_id
@@ -50,7 +59,3 @@ def may_join(who: Principal, room: Room, order: OrderParties | None) -> bool:
         if who.role == "rider":
             return order.rider_id == who.user_id
     return False
-
-
-def sees_all_orders(who: Principal) -> bool:
-    return who.role in ("support", "admin")

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from tiffin_rt.core.policy import Principal
+
 
 @dataclass(frozen=True, slots=True)
 class StreamMessage:
@@ -16,17 +18,24 @@ class StreamMessage:
     event_id: int
     data: str
     final: bool = False
+    # On a message that ends the stream early: the `end` event's code and message.
+    reason: tuple[str, str] | None = None
 
 
 # Not an event: tells a stream to end at once.
 CLOSE = StreamMessage(event_id=-1, data="", final=True)
+# Not an event: the policy no longer admits the stream's client (the order changed hands).
+EVICTED = StreamMessage(
+    event_id=-1, data="", final=True, reason=("forbidden", "you may no longer watch this order")
+)
 
 
 class StreamQueue(asyncio.Queue[StreamMessage]):
     """A watcher's messages not yet taken by its stream, and how many bytes they hold."""
 
-    def __init__(self, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, on_overflow: Callable[[], None], who: Principal | None = None) -> None:
         super().__init__()
+        self.who = who
         self.queued_bytes = 0
         self.on_overflow = on_overflow
         self.ended = False
@@ -65,8 +74,9 @@ class OrderStreams:
         self,
         order_id: str,
         on_overflow: Callable[[], None] = _ignore,
+        who: Principal | None = None,
     ) -> Iterator[StreamQueue]:
-        queue = StreamQueue(on_overflow)
+        queue = StreamQueue(on_overflow, who)
         self._watchers[order_id].add(queue)
         try:
             yield queue
@@ -96,6 +106,12 @@ class OrderStreams:
         if not queue.ended:
             _end(queue)
 
+    def evict(self, order_id: str, admits: Callable[[Principal], bool]) -> None:
+        """End now every stream of the order whose client `admits` refuses."""
+        for queue in self._watchers.get(order_id, ()):
+            if not queue.ended and queue.who is not None and not admits(queue.who):
+                _end(queue, EVICTED)
+
     def close_all(self) -> None:
         """Ask every stream to end now (server shutdown); clients reconnect and resume."""
         for watchers in self._watchers.values():
@@ -109,9 +125,9 @@ class OrderStreams:
         return sum(len(w) for w in self._watchers.values())
 
 
-def _end(queue: StreamQueue) -> None:
-    """Drop what the stream has not taken and make CLOSE its next message; it gets no more."""
+def _end(queue: StreamQueue, last: StreamMessage = CLOSE) -> None:
+    """Drop what the stream has not taken and make `last` its next message; it gets no more."""
     queue.ended = True
     while not queue.empty():
         queue.get_nowait()
-    queue.put_nowait(CLOSE)
+    queue.put_nowait(last)

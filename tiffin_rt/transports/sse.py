@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -9,16 +10,17 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from tiffin_rt.access import AccessDenied
+from tiffin_rt.access import AccessDenied, Admits
+from tiffin_rt.auth import Identity
 from tiffin_rt.core.events import (
     ORDER_STATUS,
     Event,
     current_status_message,
     order_status_message,
 )
-from tiffin_rt.core.policy import may_join, sees_all_orders
 from tiffin_rt.core.replay import InvalidEventId
-from tiffin_rt.core.streams import CLOSE, OrderStreams, StreamMessage
+from tiffin_rt.core.rooms import Room
+from tiffin_rt.core.streams import OrderStreams, StreamMessage
 from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.keys import (
     ORDER_QUERIES,
@@ -30,7 +32,7 @@ from tiffin_rt.keys import (
 )
 from tiffin_rt.transports.departures import Departures, client_gone
 from tiffin_rt.transports.http_auth import json_error
-from tiffin_rt.transports.sse_guard import StreamGuard, end_stream
+from tiffin_rt.transports.sse_guard import end_stream, token_deadline
 from tiffin_rt.transports.sse_replay import nothing_left, requested_resume, send_missed
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,17 @@ class SseSink:
             )
 
 
+class SseStreams:
+    """SSE streams as the authorizer sees them: a stream the policy no longer admits ends."""
+
+    def __init__(self, streams: OrderStreams) -> None:
+        self._streams = streams
+
+    def evict(self, room: Room, admits: Admits) -> None:
+        if room.kind == "order":
+            self._streams.evict(room.key, lambda who: isinstance(who, Identity) and admits(who))
+
+
 def _left(order_id: str) -> web.StreamResponse:
     """The client went away while the stream was being set up: nothing is written to it."""
     log.debug("SSE client on order %s left before its stream started", order_id)
@@ -98,7 +111,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
 
     streams = app[ORDER_STREAMS]
     with (
-        streams.watch(order_id, on_overflow=fell_behind) as queue,
+        streams.watch(order_id, on_overflow=fell_behind, who=who) as queue,
         app[SSE_DEPARTURES].watch(request, lambda: streams.end(queue)),
     ):
         # Subscribed first, then read: anything committed in between is in the queue or the read.
@@ -109,18 +122,18 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
             return json_error(503, "unavailable", "the database is unavailable; try again")
         if client_gone(request):
             return _left(order_id)
-        if snapshot is None:
-            if sees_all_orders(who):
-                return json_error(404, "not_found", f"no order {order_id}")
-            return json_error(403, "forbidden", f"you may not watch order {order_id}")
-        if not may_join(who, room, snapshot.parties):
-            return json_error(403, "forbidden", f"you may not watch order {order_id}")
+        try:
+            app[ROOM_ACCESS].admit(who, room, snapshot.parties if snapshot else None)
+        except AccessDenied as exc:
+            return json_error(404 if exc.code == "not_found" else 403, exc.code, exc.message)
+        assert snapshot is not None
         if resume_from is not None and nothing_left(snapshot, resume_from, terminal):
             return web.Response(status=204)
 
         async with sse_response(
             request, ping_interval=settings.notifications.sse_ping_interval
         ) as stream:
+            expiry = asyncio.timeout_at(token_deadline(who, settings.auth.leeway))
             try:
                 replayed = None
                 if resume_from is not None:
@@ -147,29 +160,31 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                     )
                     if snapshot.status in terminal:
                         return stream
-                guard = StreamGuard(
-                    who=who, order_id=order_id, access=app[ROOM_ACCESS], leeway=settings.auth.leeway
-                )
-                while stream.is_connected():
-                    message = await guard.next(queue)
-                    if message is None:
-                        await end_stream(stream, "token_expired", "the token expired")
-                        break
-                    if message is CLOSE:
-                        break
-                    if not await guard.allowed():
-                        await end_stream(stream, "forbidden", f"you may no longer watch {order_id}")
-                        break
-                    if message.event_id == 0:
-                        # from a backend's own NOTIFY channel: no log id, nothing to resume from
-                        await stream.send(message.data)
-                    elif message.event_id > last_sent:
-                        await stream.send(message.data, id=str(message.event_id))
-                        last_sent = message.event_id
-                    else:
-                        continue
-                    if message.final:
-                        break
+                # Ended by the authorizer (EVICTED) when the order changes hands, by the
+                # departures timer when the client leaves, at the token's expiry here.
+                async with expiry:
+                    while stream.is_connected():
+                        message = await queue.get()
+                        if message.reason is not None:
+                            await end_stream(stream, *message.reason)
+                            break
+                        if message.event_id < 0:
+                            break
+                        if message.event_id == 0:
+                            # from a backend's own NOTIFY channel: no log id, nothing to resume
+                            await stream.send(message.data)
+                        elif message.event_id > last_sent:
+                            await stream.send(message.data, id=str(message.event_id))
+                            last_sent = message.event_id
+                        else:
+                            continue
+                        if message.final:
+                            break
+            except TimeoutError:
+                if not expiry.expired():
+                    raise  # a stalled client's send (aiohttp-sse aborted it)
+                if stream.is_connected():
+                    await end_stream(stream, "token_expired", "the token expired")
             except ConnectionResetError:
                 log.debug("SSE client on order %s left mid-write", order_id)
         return stream

@@ -22,7 +22,6 @@ from tiffin_rt.core.events import (
     order_status_message,
 )
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
-from tiffin_rt.core.policy import may_join
 from tiffin_rt.core.rooms import (
     InvalidRoom,
     Room,
@@ -77,10 +76,11 @@ class NotificationsNamespace(SecureNamespace):
             return error(exc.code, exc.message)
         if not still_connected(self, sid):
             return gone()  # the disconnect took it out of every room
-        identity = self._identities[sid]
-        if not may_join(identity, room, snapshot.parties if snapshot else None):
+        try:
+            self._access.admit(self._identities[sid], room, snapshot.parties if snapshot else None)
+        except AccessDenied as exc:
             await self.leave_room(sid, room.name)  # the order changed hands since the check
-            return error("forbidden", f"you may not join {room.name}")
+            return error(exc.code, exc.message)
         return ok(room=room.name, order=current_status_message(snapshot) if snapshot else None)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
