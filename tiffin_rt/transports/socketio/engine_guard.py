@@ -64,7 +64,7 @@ async def end_session(socket: Any, *, abort: bool = False) -> None:
 
     The close packet is queued (unless `abort`) for a GET that may be waiting; the None after
     it ends the stock WebSocket writer, which then closes the WebSocket. A lean socket
-    (websocket.FastSocket) writes the close packet and closes its connection itself.
+    (websocket.LeanWebSocket) writes the close packet and closes its connection itself.
     """
     if socket is None or socket.closed or socket.closing:
         return

@@ -1,12 +1,12 @@
-"""The fast delivery path for room emits: encode once, no task per recipient, one write per tick.
+"""Room emits: encoded once, no task per recipient, one write per connection per loop tick.
 
 python-socketio's AsyncManager.emit encodes a room emit once but then starts one task per
 recipient, each putting the packet on that socket's queue for that socket's writer task.
-FastManager builds the WebSocket frame once and appends it to each recipient's outbox; a
+RoomFanout builds the WebSocket frame once and appends it to each recipient's outbox; a
 single callback at the end of the loop tick writes each outbox with one transport write, so
 a batch of events from the listener costs one write per connection. Nothing is merged or
 dropped: a connection that is behind gets every frame, in order, or is disconnected past
-`delivery.max_buffered_kib` and resumes from its last event id (see websocket.FastSocket.deliver).
+`delivery.max_buffered_kib` and resumes from its last event id (LeanWebSocket.deliver).
 Connections on the stock transport (long-polling, upgrades from it, or WebSocket with
 compression configured) are sent through python-socketio as before, awaited one after another
 rather than as a task each, with the same limit (stock.py).
@@ -16,52 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from typing import Any
-from urllib.parse import parse_qs
 
-import engineio
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from tiffin_rt.background import BackgroundTasks
-from tiffin_rt.transports.departures import Departures
-from tiffin_rt.transports.socketio.clock import FixedDelayClock
-from tiffin_rt.transports.socketio.stock import PacketQueue, StockSocket
-from tiffin_rt.transports.socketio.websocket import (
-    DeliveryLimits,
-    FastSocket,
-    websocket_driver,
-    ws_frame,
-)
+from tiffin_rt.transports.socketio.stock import StockSocket
+from tiffin_rt.transports.socketio.websocket import DeliveryLimits, LeanWebSocket, ws_frame
 
 log = logging.getLogger(__name__)
 
 BACKLOG_RETRY_SECONDS = 0.02
-# environ keys kept for the life of a connection (namespaces connect later and read them).
-# Not the aiohttp request: it would keep the parsed upgrade request alive; REMOTE_ADDR is the
-# request's remote address instead of Engine.IO's placeholder.
-_KEPT_ENVIRON = (
-    "REQUEST_METHOD",
-    "PATH_INFO",
-    "QUERY_STRING",
-    "HTTP_ORIGIN",
-    "HTTP_COOKIE",
-    "HTTP_AUTHORIZATION",
-    "HTTP_USER_AGENT",
-    "HTTP_X_FORWARDED_FOR",
-)
-
-
-class FastManager(socketio.AsyncManager):  # type: ignore[misc]
+class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
     """Room emits written as pre-built frames, coalesced per connection per loop tick."""
 
     def __init__(self, limits: DeliveryLimits) -> None:
         super().__init__()
         self.limits = limits
-        self._dirty: list[FastSocket] = []
-        self._behind: set[FastSocket] = set()
+        self._dirty: list[LeanWebSocket] = []
+        self._behind: set[LeanWebSocket] = set()
         self._retry: asyncio.TimerHandle | None = None
 
     async def emit(
@@ -112,16 +86,16 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             socket = sockets.get(eio_sid)
             if socket is None:
                 continue
-            if type(socket) is FastSocket and socket.transport is not None:
+            if type(socket) is LeanWebSocket and socket.transport is not None:
                 self._queue(socket, frame)
             else:
                 slow.append(eio_sid)
         for eio_sid in slow:
-            await self.server._send_eio_packet(
+            await self.server.eio.send_packet(
                 eio_sid, eio_packet.Packet(eio_packet.MESSAGE, encoded)
             )
 
-    def _queue(self, socket: FastSocket, frame: bytes) -> None:
+    def _queue(self, socket: LeanWebSocket, frame: bytes) -> None:
         outbox = socket.outbox
         if outbox is None:
             socket.outbox = [frame]
@@ -161,7 +135,7 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             socket = self.server.eio.sockets.get(eio_sid)
             if socket is None or socket.closed:
                 return
-            if type(socket) is FastSocket:
+            if type(socket) is LeanWebSocket:
                 frames = socket.outbox  # what this tick queued: written now, to be counted
                 socket.outbox = None
                 if frames and socket.deliver(frames, self.limits):
@@ -185,78 +159,3 @@ class FastManager(socketio.AsyncManager):  # type: ignore[misc]
             self._retry = asyncio.get_running_loop().call_later(
                 BACKLOG_RETRY_SECONDS, self._flush_behind
             )
-
-
-class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
-    """Engine.IO with the lean WebSocket transport (see websocket.py)."""
-
-    _async: dict[str, Any]
-
-    def __init__(
-        self, *args: Any, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.websocket_compression = websocket_compression
-        self.max_buffered = max_buffered  # read by StockSocket
-        # _async is the driver module's shared dict: copy it before replacing the transport.
-        self._async = dict(self._async)
-        self._async["websocket"] = websocket_driver(websocket_compression)
-        self.ping_clock: FixedDelayClock[FastSocket] = FixedDelayClock(
-            self.ping_interval, FastSocket.ping_now
-        )
-        self.pong_clock: FixedDelayClock[FastSocket] = FixedDelayClock(
-            self.ping_timeout, FastSocket.pong_overdue
-        )
-        self._spawned = BackgroundTasks("Engine.IO")
-        # Long-polling GETs whose client may leave while they wait (read by StockSocket).
-        self.departures = Departures()
-
-    def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
-        """Each socket's packet queue, counting its bytes for `delivery.max_buffered_kib`."""
-        return PacketQueue()
-
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """A short task (a close after a lost connection or a missed pong), kept until done."""
-        self._spawned.spawn(work)
-
-    async def shutdown(self) -> None:
-        await super().shutdown()
-        self.ping_clock.close()
-        self.pong_clock.close()
-        self.departures.close()
-        await self._spawned.wait(seconds=5)
-
-
-class FastAsyncServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on FastEngineServer, with FastManager for room emits."""
-
-    def __init__(
-        self, *, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
-    ) -> None:
-        self._websocket_compression = websocket_compression
-        super().__init__(
-            client_manager=FastManager(DeliveryLimits(max_buffered=max_buffered)),
-            websocket_compression=websocket_compression,
-            max_buffered=max_buffered,
-            **kwargs,
-        )
-
-    def _engineio_server_class(self) -> type[FastEngineServer]:
-        return FastEngineServer
-
-    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
-        """A socket becomes lean (WebSocket) or bounded (stock) before its first ping."""
-        await super()._handle_eio_connect(eio_sid, environ)
-        kept = {k: environ[k] for k in _KEPT_ENVIRON if k in environ}
-        request = environ.get("aiohttp.request")
-        kept["REMOTE_ADDR"] = str(getattr(request, "remote", None) or "unknown")
-        self.environ[eio_sid] = kept
-        socket = self.eio.sockets.get(eio_sid)
-        if type(socket) is not engineio.async_socket.AsyncSocket:
-            return
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        websocket_first = query.get("transport") == ["websocket"] and "sid" not in query
-        if websocket_first and not self._websocket_compression:
-            socket.__class__ = FastSocket
-        else:
-            socket.__class__ = StockSocket

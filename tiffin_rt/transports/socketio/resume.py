@@ -37,7 +37,7 @@ from tiffin_rt.core.inbox import (
 from tiffin_rt.core.replay import Handoffs, InvalidEventId, parse_last_event_id, resumable
 from tiffin_rt.db import inbox, replay
 from tiffin_rt.keys import LISTENER, POOL
-from tiffin_rt.transports.socketio.fanout import FastManager
+from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.notifications import NAMESPACE, NotificationsNamespace
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class SocketResume:
     async def _paced(self, sid: str) -> None:
         """Before each replayed event: wait while the client has not taken what it was sent."""
         manager = self._sio.manager
-        if isinstance(manager, FastManager):
+        if isinstance(manager, RoomFanout):
             await manager.wait_for_room(sid, NAMESPACE)
 
     async def _emit_events(self, sid: str, events: Sequence[Event]) -> None:

@@ -60,7 +60,7 @@ def _iso(epoch: float) -> str:
 
 
 def client_address(environ: dict[str, Any]) -> str:
-    """The peer's address, kept in the connection's environ (see fanout.FastAsyncServer)."""
+    """The peer's address, kept in the connection's environ (see server.SocketIOServer)."""
     return str(environ.get("REMOTE_ADDR") or "unknown")
 
 

@@ -1,5 +1,9 @@
-"""The python-socketio server, attached to the aiohttp app, guarded against protocol abuse.
+"""The python-socketio server on its Engine.IO server, attached to the aiohttp app.
 
+`EngineServer` is python-engineio's server with the lean WebSocket transport (websocket.py)
+for WebSocket-first clients and bounded stock sockets (stock.py) for the others;
+`SocketIOServer` is python-socketio's server on it, with RoomFanout (fanout.py) for room emits
+and a client that breaks the protocol closed with one log line on every transport.
 With engine_guard.py, this is where python-socketio's dispatch internals (`_handle_connect`,
 `_handle_event`, `_handle_ack`, `_handle_eio_message`, `_binary_packet`) are overridden.
 """
@@ -8,18 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import parse_qs
 
+import engineio
 import orjson
 import socketio
 from aiohttp import web
 from socketio import packet as sio_packet
 
+from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.config import Settings
+from tiffin_rt.transports.departures import Departures
 from tiffin_rt.transports.origins import OriginPolicy
+from tiffin_rt.transports.socketio.clock import FixedDelayClock
 from tiffin_rt.transports.socketio.engine_guard import end_session, refusal_response
-from tiffin_rt.transports.socketio.fanout import FastAsyncServer, FastEngineServer
+from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.secure import SecureNamespace
+from tiffin_rt.transports.socketio.stock import PacketQueue, StockSocket
+from tiffin_rt.transports.socketio.websocket import DeliveryLimits, LeanWebSocket, websocket_driver
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +39,20 @@ log = logging.getLogger(__name__)
 # Binary attachments one Socket.IO message may announce (this server's events take none; a
 # browser client sends one per ArrayBuffer). Their bytes count towards limits.max_message_bytes.
 MAX_ATTACHMENTS = 10
+
+# environ keys kept for the life of a connection (namespaces connect later and read them).
+# Not the aiohttp request: it would keep the parsed upgrade request alive; REMOTE_ADDR is the
+# request's remote address instead of Engine.IO's placeholder.
+_KEPT_ENVIRON = (
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "HTTP_ORIGIN",
+    "HTTP_COOKIE",
+    "HTTP_AUTHORIZATION",
+    "HTTP_USER_AGENT",
+    "HTTP_X_FORWARDED_FOR",
+)
 
 _REFUSED_NAMESPACE = {
     "message": "Invalid namespace",
@@ -44,14 +70,41 @@ def announced_attachments(data: str) -> int:
     return int(head) if dash and head.isascii() and head.isdigit() else 0
 
 
-class GuardedEngineServer(FastEngineServer):
-    """Engine.IO whose long-polling sessions answer a bad POST at once (engine_guard.py)."""
+class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server: the lean WebSocket transport (websocket.py), bounded stock
+    sockets (stock.py), one ping clock for all, a bad long-polling POST answered at once."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    _async: dict[str, Any]
+
+    def __init__(
+        self, *args: Any, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.websocket_compression = websocket_compression
+        self.max_buffered = max_buffered  # read by StockSocket
+        # _async is the driver module's shared dict: copy it before replacing the transport.
+        self._async = dict(self._async)
+        self._async["websocket"] = websocket_driver(websocket_compression)
+        self.ping_clock: FixedDelayClock[LeanWebSocket] = FixedDelayClock(
+            self.ping_interval, LeanWebSocket.ping_now
+        )
+        self.pong_clock: FixedDelayClock[LeanWebSocket] = FixedDelayClock(
+            self.ping_timeout, LeanWebSocket.pong_overdue
+        )
+        self._spawned = BackgroundTasks("Engine.IO")
+        # Long-polling GETs whose client may leave while they wait (read by StockSocket).
+        self.departures = Departures()
         # A poll for a session that has ended (here, or by a restart) is the client's business:
         # Engine.IO answers 400 and, without this, logs the first one of each kind at ERROR.
         self.log_message_keys.update({"bad-sid"})
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
+        """Each socket's packet queue, counting its bytes for `delivery.max_buffered_kib`."""
+        return PacketQueue()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A short task (a close after a lost connection or a missed pong), kept until done."""
+        self._spawned.spawn(work)
 
     async def handle_request(self, request: web.Request) -> web.StreamResponse:
         return refusal_response(request, await super().handle_request(request))
@@ -68,9 +121,17 @@ class GuardedEngineServer(FastEngineServer):
             return socket
         return super()._get_socket(sid)
 
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        self.ping_clock.close()
+        self.pong_clock.close()
+        self.departures.close()
+        await self._spawned.wait(seconds=5)
 
-class GuardedServer(FastAsyncServer):
-    """A client that breaks the protocol is closed with one log line, on every transport.
+
+class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server on EngineServer, with RoomFanout for room emits; a client that
+    breaks the protocol is closed with one log line, on every transport.
 
     Left alone, python-socketio logs a full traceback for each packet it cannot decode (and
     a warning for each event to a namespace the client has not joined), keeps the sender
@@ -81,13 +142,38 @@ class GuardedServer(FastAsyncServer):
     `limits.max_message_bytes` in all are faults.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, *, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
+    ) -> None:
+        self._websocket_compression = websocket_compression
+        super().__init__(
+            client_manager=RoomFanout(DeliveryLimits(max_buffered=max_buffered)),
+            websocket_compression=websocket_compression,
+            max_buffered=max_buffered,
+            **kwargs,
+        )
         # Bytes of the binary message each connection is sending, attachments so far included.
         self._binary_bytes: dict[str, int] = {}
 
-    def _engineio_server_class(self) -> type[FastEngineServer]:
-        return GuardedEngineServer
+    def _engineio_server_class(self) -> type[EngineServer]:
+        return EngineServer
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        """A socket becomes lean (WebSocket) or bounded (stock) before its first ping."""
+        await super()._handle_eio_connect(eio_sid, environ)
+        kept = {k: environ[k] for k in _KEPT_ENVIRON if k in environ}
+        request = environ.get("aiohttp.request")
+        kept["REMOTE_ADDR"] = str(getattr(request, "remote", None) or "unknown")
+        self.environ[eio_sid] = kept
+        socket = self.eio.sockets.get(eio_sid)
+        if type(socket) is not engineio.async_socket.AsyncSocket:
+            return
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        websocket_first = query.get("transport") == ["websocket"] and "sid" not in query
+        if websocket_first and not self._websocket_compression:
+            socket.__class__ = LeanWebSocket
+        else:
+            socket.__class__ = StockSocket
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         socket = self.eio.sockets.get(eio_sid)
@@ -215,7 +301,7 @@ def create_socketio_server(
 ) -> socketio.AsyncServer:
     # The server's own origin and the listed ones (a list alone would refuse the server's own).
     policy = origins or OriginPolicy(settings.server.cors_origins)
-    return GuardedServer(
+    return SocketIOServer(
         websocket_compression=settings.delivery.websocket_compression,
         max_buffered=settings.delivery.max_buffered_kib * 1024,
         async_mode="aiohttp",

@@ -80,7 +80,7 @@ class DeliveryLimits:
         self.low_water = low_water if low_water is not None else min(64 * 1024, max_buffered // 4)
 
 
-class FastSocket(AsyncSocket):  # type: ignore[misc]
+class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
     """An Engine.IO socket whose packets are written straight to its WebSocket."""
 
     # Set by engineio's BaseSocket.__init__ (untyped upstream).
@@ -351,7 +351,7 @@ async def _forget(socket: Any) -> None:
 def websocket_driver(compress: bool) -> type[Any]:
     """The class Engine.IO instantiates for each WebSocket (its `_async['websocket']`)."""
 
-    class FastWebSocket:
+    class WebSocketDriver:
         def __init__(self, handler: Any, server: engineio.AsyncServer) -> None:
             self.handler = handler
             self.server = server
@@ -360,7 +360,7 @@ def websocket_driver(compress: bool) -> type[Any]:
         async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
             request: web.Request = environ["aiohttp.request"]
             socket = getattr(self.handler, "__self__", None)
-            if not isinstance(socket, FastSocket) or socket.connected:
+            if not isinstance(socket, LeanWebSocket) or socket.connected:
                 # Compression, or an upgrade from polling: the stock transport.
                 ws = web.WebSocketResponse(
                     max_msg_size=self.server.max_http_buffer_size, compress=compress
@@ -420,4 +420,4 @@ def websocket_driver(compress: bool) -> type[Any]:
                 raise OSError() from None
             return msg.data
 
-    return FastWebSocket
+    return WebSocketDriver
