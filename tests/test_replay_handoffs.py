@@ -45,13 +45,13 @@ async def test_the_filter_ends_once_delivery_passes_the_replay() -> None:
     handoffs.record_sent("a", [9, 10])
     assert handoffs.release("a") == []
     assert len(handoffs) == 1
-    await handoffs.deliver([ev(10), ev(11)])
+    handoffs.deliver([ev(10), ev(11)])
     assert len(handoffs) == 0
 
 
 async def test_nothing_to_filter_once_delivery_is_already_past_the_ceiling() -> None:
     handoffs = Handoffs(member)
-    await handoffs.deliver([ev(20)])
+    handoffs.deliver([ev(20)])
     handoffs.begin("a", ceiling=20)
     handoffs.record_sent("a", [19])
     assert handoffs.release("a") == []

@@ -156,7 +156,7 @@ class RoomAccess:
         self.admit(who, room, order)
         return room
 
-    async def deliver(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
         """Order events: refresh the cache and evict whom the order's parties no longer admit."""
         for event in events:
             if event.kind not in _ORDER_KINDS or event.order_id is None:

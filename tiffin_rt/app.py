@@ -15,8 +15,8 @@ from tiffin_rt.access import RoomAccess
 from tiffin_rt.auth import TokenVerifier
 from tiffin_rt.chat_wiring import setup_support
 from tiffin_rt.config import Settings
+from tiffin_rt.core.hub import Hub
 from tiffin_rt.core.router import Router
-from tiffin_rt.core.streams import OrderStreams
 from tiffin_rt.db import migrate
 from tiffin_rt.db.embedded import EmbeddedPostgres
 from tiffin_rt.db.listener import EventListener, ListenerOptions
@@ -25,9 +25,9 @@ from tiffin_rt.db.pool import create_pool
 from tiffin_rt.db.pruner import prune_forever
 from tiffin_rt.keys import (
     DSN,
+    HUB,
     LISTENER,
     ORDER_QUERIES,
-    ORDER_STREAMS,
     POOL,
     ROOM_ACCESS,
     ROUTER,
@@ -118,7 +118,7 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
     db = app[SETTINGS].database
     listener = EventListener(
         dsn=app[DSN],
-        deliver=app[ROUTER].deliver,
+        delivery=app[ROUTER],
         options=ListenerOptions(
             heartbeat_interval=db.heartbeat_interval,
             heartbeat_timeout=db.heartbeat_timeout,
@@ -142,6 +142,7 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await app[ROUTER].close()
 
 
 async def _pruner(app: web.Application) -> AsyncIterator[None]:
@@ -159,7 +160,7 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_connections(app: web.Application) -> None:
     """On SIGTERM/SIGINT: end SSE streams and Socket.IO sessions so clients reconnect elsewhere."""
-    app[ORDER_STREAMS].close_all()
+    app[HUB].close_all()
     sio: Any = app[SOCKETIO]
     if sio.eio.sockets:  # engine.io raises on an empty set
         # Bounded: a socket whose reader died on a bad packet never drains its close packet.
@@ -181,8 +182,8 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = verifier
     router = Router()
     app[ROUTER] = router
-    streams = OrderStreams(max_buffered_bytes=settings.delivery.max_buffered_kib * 1024)
-    app[ORDER_STREAMS] = streams
+    hub = Hub()
+    app[HUB] = hub
     access = RoomAccess(cache_ttl=settings.limits.order_cache_ttl)
     app[ROOM_ACCESS] = access
 
@@ -195,12 +196,12 @@ def create_app(settings: Settings) -> web.Application:
     sio.register_namespace(notifications)
     attach(sio, app)
     access.add_transport(SocketRooms([notifications]))
-    access.add_transport(SseStreams(streams))
+    access.add_transport(SseStreams(hub))
     router.add_sink(access)  # before the delivering sinks: an evicted client gets nothing more
     app.on_cleanup.append(lambda _: notifications.close())
+    router.add_sink(SseSink(hub, settings.notifications.terminal_statuses))
     router.add_sink(NotificationsSink(sio, hold=resume.handoffs.hold))
     app[NOTIFICATION_GATEWAY] = NotificationGateway(lambda: app[POOL])
-    router.add_sink(SseSink(streams, settings.notifications.terminal_statuses))
     router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
     app.on_shutdown.append(lambda _app: resume.close())
 

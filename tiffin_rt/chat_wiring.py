@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import socketio
 from aiohttp import web
 
+from tiffin_rt.core.chat import SUPPORT_KINDS
 from tiffin_rt.db.chat_store import AgentsOnline, SupportStore
 from tiffin_rt.keys import POOL, ROOM_ACCESS, ROUTER, SETTINGS, VERIFIER
 from tiffin_rt.ratelimit import RateLimits
@@ -51,7 +52,7 @@ def setup_support(app: web.Application, sio: socketio.AsyncServer, limits: RateL
         settings=settings,
     )
     sio.register_namespace(namespace)
-    app[ROUTER].add_sink(SupportSink(sio, presence, settings))
+    app[ROUTER].add_sink(SupportSink(sio, presence, settings), kinds=SUPPORT_KINDS)
     setup_support_http(app, store, chat_limits(settings), presence)
 
     async def support_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -10,8 +10,8 @@ from aiohttp import web
 from tiffin_rt.access import RoomAccess
 from tiffin_rt.auth import Identity, TokenVerifier
 from tiffin_rt.config import Settings
+from tiffin_rt.core.hub import Hub
 from tiffin_rt.core.router import Router
-from tiffin_rt.core.streams import OrderStreams
 from tiffin_rt.db.listener import EventListener
 from tiffin_rt.db.orders import OrderQueries
 
@@ -22,7 +22,7 @@ ORDER_QUERIES = web.AppKey("order_queries", OrderQueries)
 ROOM_ACCESS = web.AppKey("room_access", RoomAccess)
 LISTENER = web.AppKey("listener", EventListener)
 ROUTER = web.AppKey("router", Router)
-ORDER_STREAMS = web.AppKey("order_streams", OrderStreams)
+HUB = web.AppKey("hub", Hub)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 SOCKETIO = web.AppKey("socketio", Any)
 

@@ -109,7 +109,7 @@ class Handoffs:
         if handoff is not None:
             handoff.sent.update(ids)
 
-    async def deliver(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
         """Added to the router after the delivering sinks: the batch has reached every client."""
         if not events:
             return

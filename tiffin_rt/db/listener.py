@@ -8,8 +8,9 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 CHANNEL = "tiffin_rt_events"
 APPLICATION_NAME = "tiffin_rt-listener"
 
-Deliver = Callable[[Sequence[Event]], Awaitable[None]]
+class Delivery(Protocol):
+    """Where batches go (core.router.Router): handed over at once, in log order."""
+
+    def deliver(self, events: Sequence[Event]) -> None: ...
+
+    def settled(self) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +77,7 @@ class EventListener:
         self,
         *,
         dsn: str,
-        deliver: Deliver,
+        delivery: Delivery,
         options: ListenerOptions | None = None,
         channels: Sequence[ChannelMapping] = (),
     ) -> None:
@@ -79,7 +85,10 @@ class EventListener:
         self._channels = {c.channel: c for c in channels}
         self._unlogged: list[Event] = []
         self.malformed_payloads = 0
-        self._deliver = deliver
+        self._delivery = delivery
+        # True only while _serve waits for a wake-up with nothing left to do: a NOTIFY carrying
+        # the event after the cursor is then delivered from its callback, with no task between.
+        self._idle = False
         self._options = options or ListenerOptions()
         self._wake = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
@@ -186,7 +195,14 @@ class EventListener:
         if event is None or len(self._carried) >= self._options.batch_size:
             self._must_read = True
         elif self._cursor is None or event.id > self._cursor:
+            if self._idle and self._cursor is not None and event.id == self._cursor + 1:
+                # The next id, nothing in flight: deliver now (ids are unique, so nothing in
+                # the log can come between it and the cursor).
+                self._cursor = event.id
+                self._delivery.deliver((event,))
+                return
             self._carried[event.id] = event
+        self._idle = False
         self._wake.set()
 
     def _on_channel(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
@@ -203,13 +219,16 @@ class EventListener:
             )
             return
         self._unlogged.append(event)
+        self._idle = False
         self._wake.set()
 
     def _on_lost(self) -> None:
+        self._idle = False
         self._lost.set()
         self._wake.set()
 
     async def _close(self) -> None:
+        self._idle = False
         self._connected.clear()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
@@ -223,28 +242,48 @@ class EventListener:
             timeout = self._options.heartbeat_interval
             if self._gap is not None:
                 timeout = min(timeout, 0.005)
+            self._idle = self._nothing_pending()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
             # lands as the wake-up arrives, and the listener would then never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+            finally:
+                self._idle = False
             if self._lost.is_set() or conn.is_closed():
                 raise ConnectionError("connection terminated")
             self._wake.clear()
-            await self._deliver_carried()
+            self._deliver_carried()
             if self._must_read or self._carried or self._gap is not None or self._late:
                 self._must_read = False
                 await self._catch_up(conn)
                 self._forget_carried()
             if self._unlogged:
                 unlogged, self._unlogged = self._unlogged, []
-                await self._deliver(unlogged)
+                self._delivery.deliver(unlogged)
+            # A sink that had to await holds later batches back: read no further until then.
+            await self._delivery.settled()
             now = time.monotonic()
             if now - last_heartbeat >= self._options.heartbeat_interval:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), self._options.heartbeat_timeout)
                 last_heartbeat = now
 
-    async def _deliver_carried(self) -> None:
+    def _nothing_pending(self) -> bool:
+        """Nothing to read, wait for or deliver: the next carried event may go straight out."""
+        return (
+            self._cursor is not None
+            and self._conn is not None
+            and not self._must_read
+            and not self._carried
+            and self._gap is None
+            and not self._late
+            and not self._unlogged
+            and not self._lost.is_set()
+            and not self._wake.is_set()
+        )
+
+    def _deliver_carried(self) -> None:
         """Deliver the carried events that follow the cursor without a hole, without reading
         the log: ids are unique, so nothing in the log can come between them. The rest waits
         for the log read (an event too big to carry, a gap, a wake-up after a reconnect)."""
@@ -257,7 +296,7 @@ class EventListener:
             next_id += 1
         if ready:
             self._cursor = ready[-1].id
-            await self._deliver(ready)
+            self._delivery.deliver(ready)
 
     def _forget_carried(self) -> None:
         """Drop carried events the log read has delivered (or skipped as late)."""
@@ -278,7 +317,8 @@ class EventListener:
             ready = await self._gap_free_prefix(conn, events)
             if ready:
                 self._cursor = ready[-1].id
-                await self._deliver(ready)
+                self._delivery.deliver(ready)
+                await self._delivery.settled()
             if len(ready) < len(events) or len(events) < self._options.batch_size:
                 return
 
@@ -353,7 +393,7 @@ class EventListener:
             log.warning(
                 "delivering %d late event(s) out of order: %s", len(late), [e.id for e in late]
             )
-            await self._deliver(late)
+            self._delivery.deliver(late)
         now = time.monotonic()
         abandoned: list[int] = []
         for event_id, watch in list(self._late.items()):

@@ -9,7 +9,7 @@ from aiohttp import web
 from tiffin_rt import __version__
 from tiffin_rt.db import readiness
 from tiffin_rt.db.inbox import DB_ERRORS
-from tiffin_rt.keys import LISTENER, ORDER_STREAMS, POOL, ROUTER, SETTINGS, SOCKETIO
+from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SETTINGS, SOCKETIO
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -23,7 +23,7 @@ async def healthz(request: web.Request) -> web.Response:
             "version": __version__,
             "connections": {
                 "socketio": len(getattr(getattr(sio, "eio", None), "sockets", {})),
-                "sse": len(app[ORDER_STREAMS]),
+                "sse": len(app[HUB]),
             },
             "events": {
                 "delivered": app[ROUTER].delivered,

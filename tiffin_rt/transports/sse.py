@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp_sse import sse_response
 
 from tiffin_rt.access import AccessDenied, Admits
@@ -18,13 +20,13 @@ from tiffin_rt.core.events import (
     current_status_message,
     order_status_message,
 )
+from tiffin_rt.core.hub import TOKEN_EXPIRED, EndReason, Hub, Message
 from tiffin_rt.core.replay import InvalidEventId
-from tiffin_rt.core.rooms import Room
-from tiffin_rt.core.streams import OrderStreams, StreamMessage
+from tiffin_rt.core.rooms import Room, room_for_order
 from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.keys import (
+    HUB,
     ORDER_QUERIES,
-    ORDER_STREAMS,
     POOL,
     ROOM_ACCESS,
     SETTINGS,
@@ -45,39 +47,166 @@ ROUTE = "/api/notifications/orders/{id}/status"
 SSE_DEPARTURES = web.AppKey("sse_departures", Departures)
 
 
-class SseSink:
-    """Encodes each order event once and hands it to every stream watching that order."""
+def sse_event(data: bytes, event_id: int) -> bytes:
+    """One event as aiohttp-sse writes it (`id:` only for events in the log)."""
+    if event_id:
+        return b"id: %d\r\ndata: %s\r\n\r\n" % (event_id, data)
+    return b"data: %s\r\n\r\n" % data
 
-    def __init__(self, streams: OrderStreams, terminal_statuses: Sequence[str]) -> None:
-        self._streams = streams
+
+def http_chunk(body: bytes) -> bytes:
+    """`body` as one chunk of a chunked HTTP/1.1 response (what aiohttp's writer sends)."""
+    return b"%x\r\n%s\r\n" % (len(body), body)
+
+
+class SseSink:
+    """Encodes each order event once and has the hub write it to every stream of that order."""
+
+    def __init__(self, hub: Hub, terminal_statuses: Sequence[str]) -> None:
+        self._hub = hub
         self._terminal = frozenset(terminal_statuses)
 
-    async def deliver(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
             if event.kind != ORDER_STATUS or event.order_id is None:
                 continue
-            if not self._streams.watching(event.order_id):
+            room = room_for_order(event.order_id)
+            if not self._hub.has_room(room):
                 continue
             message = order_status_message(event)
-            self._streams.publish(
-                event.order_id,
-                StreamMessage(
+            body = sse_event(orjson.dumps(message), event.id)
+            self._hub.publish(
+                room,
+                SseMessage(
                     event_id=event.id,
-                    data=orjson.dumps(message).decode(),
+                    data=body,
                     final=message["status"] in self._terminal,
+                    framed=http_chunk(body),
                 ),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class SseMessage(Message):
+    """A message as both wire formats carry it: the event, and the event as an HTTP chunk."""
+
+    framed: bytes = b""
+
+
+class SseClient:
+    """One SSE stream in the hub, written to by the hub from the moment it goes live.
+
+    Until then (the order is being read, missed events replayed) messages are kept, and those
+    the handler already sent are skipped when it goes live: no gap, no duplicate. Past
+    `max_buffered` bytes kept, or written and not yet taken by the client, the stream is cut
+    (the client resumes from Last-Event-ID). The handler waits for `ended()` and closes.
+    """
+
+    def __init__(
+        self,
+        who: Identity,
+        request: web.BaseRequest,
+        *,
+        max_buffered: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self.who = who
+        self._request = request
+        self._max_buffered = max_buffered
+        self._on_overflow = on_overflow
+        self._pending: list[Message] | None = []
+        self._pending_bytes = 0
+        self._transport: asyncio.Transport | None = None
+        self._chunked = True
+        self._last_sent = 0
+        self._ended: asyncio.Future[EndReason | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._expiry: asyncio.TimerHandle | None = None
+
+    def expire_at(self, deadline: float | None) -> None:
+        """End with `token_expired` at this loop time (one timer, not a task per message)."""
+        if deadline is not None and not self._ended.done():
+            self._expiry = asyncio.get_running_loop().call_at(
+                deadline, self.end, TOKEN_EXPIRED
+            )
+
+    def send(self, message: Message) -> None:
+        if self._ended.done():
+            return
+        if self._pending is not None:
+            self._pending.append(message)
+            self._pending_bytes += len(message.data)
+            if self._pending_bytes > self._max_buffered:
+                self._fell_behind()
+            return
+        self._write(message)
+
+    def go_live(self, last_sent: int) -> None:
+        """The handler has sent everything up to `last_sent`: from now on the hub writes."""
+        self._last_sent = last_sent
+        transport = self._request.transport
+        self._transport = transport if isinstance(transport, asyncio.Transport) else None
+        self._chunked = self._request.version >= HttpVersion11
+        pending, self._pending = self._pending or [], None
+        for message in pending:
+            if self._ended.done():
+                return
+            self._write(message)
+
+    def _write(self, message: Message) -> None:
+        if message.event_id:
+            if message.event_id <= self._last_sent:
+                return  # the replay or the first event already had it
+            self._last_sent = message.event_id
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self.end()
+            return
+        if self._chunked and isinstance(message, SseMessage):
+            transport.write(message.framed)
+        elif self._chunked:
+            transport.write(http_chunk(message.data))
+        else:
+            transport.write(message.data)
+        if transport.get_write_buffer_size() > self._max_buffered:
+            self._fell_behind()
+        elif message.final:
+            self.end()
+
+    def _fell_behind(self) -> None:
+        self.end()
+        self._on_overflow()
+
+    def end(self, reason: EndReason | None = None) -> None:
+        if not self._ended.done():
+            self._ended.set_result(reason)
+        self._pending = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    async def ended(self) -> EndReason | None:
+        return await self._ended
+
+
+@contextmanager
+def ending(client: SseClient) -> Iterator[None]:
+    """However the handler leaves, the client is ended (its expiry timer too)."""
+    try:
+        yield
+    finally:
+        client.end()
 
 
 class SseStreams:
     """SSE streams as the authorizer sees them: a stream the policy no longer admits ends."""
 
-    def __init__(self, streams: OrderStreams) -> None:
-        self._streams = streams
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
 
     def evict(self, room: Room, admits: Admits) -> None:
-        if room.kind == "order":
-            self._streams.evict(room.key, lambda who: isinstance(who, Identity) and admits(who))
+        self._hub.evict(room.name, lambda who: isinstance(who, Identity) and admits(who))
 
 
 def _left(order_id: str) -> web.StreamResponse:
@@ -109,12 +238,19 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
 
-    streams = app[ORDER_STREAMS]
+    hub = app[HUB]
+    client = SseClient(
+        who,
+        request,
+        max_buffered=settings.delivery.max_buffered_kib * 1024,
+        on_overflow=fell_behind,
+    )
     with (
-        streams.watch(order_id, on_overflow=fell_behind, who=who) as queue,
-        app[SSE_DEPARTURES].watch(request, lambda: streams.end(queue)),
+        hub.subscribed(room.name, client),
+        app[SSE_DEPARTURES].watch(request, client.end),
+        ending(client),
     ):
-        # Subscribed first, then read: anything committed in between is in the queue or the read.
+        # Subscribed first, then read: anything committed in between is kept or in the read.
         try:
             snapshot = await queries.fetch(pool, order_id)
         except DB_ERRORS as exc:
@@ -133,7 +269,9 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         async with sse_response(
             request, ping_interval=settings.notifications.sse_ping_interval
         ) as stream:
-            expiry = asyncio.timeout_at(token_deadline(who, settings.auth.leeway))
+            # Ended by the authorizer (the order changed hands), the departures timer (the
+            # client left), a terminal status, falling behind, or the token's expiry.
+            client.expire_at(token_deadline(who, settings.auth.leeway))
             try:
                 replayed = None
                 if resume_from is not None:
@@ -160,31 +298,11 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                     )
                     if snapshot.status in terminal:
                         return stream
-                # Ended by the authorizer (EVICTED) when the order changes hands, by the
-                # departures timer when the client leaves, at the token's expiry here.
-                async with expiry:
-                    while stream.is_connected():
-                        message = await queue.get()
-                        if message.reason is not None:
-                            await end_stream(stream, *message.reason)
-                            break
-                        if message.event_id < 0:
-                            break
-                        if message.event_id == 0:
-                            # from a backend's own NOTIFY channel: no log id, nothing to resume
-                            await stream.send(message.data)
-                        elif message.event_id > last_sent:
-                            await stream.send(message.data, id=str(message.event_id))
-                            last_sent = message.event_id
-                        else:
-                            continue
-                        if message.final:
-                            break
-            except TimeoutError:
-                if not expiry.expired():
-                    raise  # a stalled client's send (aiohttp-sse aborted it)
-                if stream.is_connected():
-                    await end_stream(stream, "token_expired", "the token expired")
+                await stream.write(b"")  # the head, if nothing was sent yet: the hub writes bodies
+                client.go_live(last_sent)
+                reason = await client.ended()
+                if reason is not None and not client_gone(request):
+                    await end_stream(stream, *reason)
             except ConnectionResetError:
                 log.debug("SSE client on order %s left mid-write", order_id)
         return stream
