@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from tests.cluster_nodes import cluster_nodes  # noqa: F401  (a fixture, for every test)
 from tests.helpers import base_url, make_settings
 from tests.pg import PostgresForTests
 from tests.served import ServeApp, served_servers
