@@ -1,4 +1,4 @@
-"""Protocol abuse the conformance module does not cover path by path.
+"""Protocol abuse the parity module (test_transport_parity.py) does not cover path by path.
 
 Long-polling POSTs that must end their session are answered at once even when no GET is
 waiting (before, the POST waited for a GET that was then refused, holding its socket open),
