@@ -8,8 +8,8 @@ Here a client packet is decoded once by `decode_client_packet`, a session is end
 `limits.max_message_bytes` is answered 400/413 at once (`guarded_post`, the POST handler of
 stock.StockSocket).
 
-With stock.py, server.py and websocket.py, this is where python-engineio's socket internals
-(its packet queue, `closed`/`closing`, the POST handler) are touched.
+It uses python-engineio's public (if undocumented) socket attributes: its packet queue,
+`closed`/`closing`, `receive`; the private ones are all in engine_internals.py.
 """
 
 from __future__ import annotations

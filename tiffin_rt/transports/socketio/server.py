@@ -4,8 +4,9 @@
 for WebSocket-first clients and bounded stock sockets (stock.py) for the others;
 `SocketIOServer` is python-socketio's server on it, with RoomFanout (fanout.py) for room emits
 and a client that breaks the protocol closed with one log line on every transport.
-With engine_guard.py, this is where python-socketio's dispatch internals (`_handle_connect`,
-`_handle_event`, `_handle_ack`, `_handle_eio_message`, `_binary_packet`) are overridden.
+Both reach the libraries' private dispatch through the named hooks of engine_internals.py
+(EngineHooks, SocketIOHooks), which `create_socketio_server` checks first: if one is missing,
+one WARNING says so and every connection gets python-engineio's stock socket and transport.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import engineio
 import orjson
 import socketio
 from aiohttp import web
+from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from tiffin_rt.background import BackgroundTasks
@@ -28,6 +30,13 @@ from tiffin_rt.transports.departures import Departures
 from tiffin_rt.transports.origins import OriginPolicy
 from tiffin_rt.transports.socketio.clock import FixedDelayClock
 from tiffin_rt.transports.socketio.engine_guard import end_session, refusal_response
+from tiffin_rt.transports.socketio.engine_internals import (
+    EngineHooks,
+    SocketIOHooks,
+    check_upstream,
+    reclass_socket,
+    warn_if_missing,
+)
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.secure import SecureNamespace
 from tiffin_rt.transports.socketio.stock import PacketQueue, StockSocket
@@ -70,21 +79,28 @@ def announced_attachments(data: str) -> int:
     return int(head) if dash and head.isascii() and head.isdigit() else 0
 
 
-class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+class EngineServer(EngineHooks):
     """python-engineio's server: the lean WebSocket transport (websocket.py), bounded stock
-    sockets (stock.py), one ping clock for all, a bad long-polling POST answered at once."""
+    sockets (stock.py), one ping clock for all, a bad long-polling POST answered at once.
 
-    _async: dict[str, Any]
+    With `lean_transport` off (a library internal missing), none of that: python-engineio's
+    own sockets and WebSocket driver serve every connection.
+    """
 
     def __init__(
-        self, *args: Any, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
+        self,
+        *args: Any,
+        websocket_compression: bool = False,
+        max_buffered: int,
+        lean_transport: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.websocket_compression = websocket_compression
         self.max_buffered = max_buffered  # read by StockSocket
-        # _async is the driver module's shared dict: copy it before replacing the transport.
-        self._async = dict(self._async)
-        self._async["websocket"] = websocket_driver(websocket_compression)
+        self.lean_transport = lean_transport
+        if lean_transport:
+            self.use_websocket_driver(websocket_driver(websocket_compression))
         self.ping_clock: FixedDelayClock[LeanWebSocket] = FixedDelayClock(
             self.ping_interval, LeanWebSocket.ping_now
         )
@@ -98,8 +114,10 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         # Engine.IO answers 400 and, without this, logs the first one of each kind at ERROR.
         self.log_message_keys.update({"bad-sid"})
 
-    def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
+    def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Each socket's packet queue, counting its bytes for `delivery.max_buffered_kib`."""
+        if not self.lean_transport:
+            return super().create_queue(*args, **kwargs)
         return PacketQueue()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -109,7 +127,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def handle_request(self, request: web.Request) -> web.StreamResponse:
         return refusal_response(request, await super().handle_request(request))
 
-    def _get_socket(self, sid: str) -> Any:
+    def session_for_request(self, sid: str) -> Any:
         """An ended long-polling session still hands its last packets to one more poll.
 
         The server ends a session at once (engine_guard.end_session), with the reason and the
@@ -119,7 +137,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         socket = self.sockets.get(sid)
         if socket is not None and socket.closed and not socket.upgraded and socket.queue.qsize():
             return socket
-        return super()._get_socket(sid)
+        return super().session_for_request(sid)
 
     async def shutdown(self) -> None:
         await super().shutdown()
@@ -129,7 +147,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         await self._spawned.wait(seconds=5)
 
 
-class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
+class SocketIOServer(SocketIOHooks):
     """python-socketio's server on EngineServer, with RoomFanout for room emits; a client that
     breaks the protocol is closed with one log line, on every transport.
 
@@ -142,46 +160,52 @@ class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
     `limits.max_message_bytes` in all are faults.
     """
 
+    engine_server_class = EngineServer
+
     def __init__(
-        self, *, websocket_compression: bool = False, max_buffered: int, **kwargs: Any
+        self,
+        *,
+        websocket_compression: bool = False,
+        max_buffered: int,
+        lean_transport: bool = True,
+        **kwargs: Any,
     ) -> None:
         self._websocket_compression = websocket_compression
+        self.lean_transport = lean_transport
         super().__init__(
             client_manager=RoomFanout(DeliveryLimits(max_buffered=max_buffered)),
             websocket_compression=websocket_compression,
             max_buffered=max_buffered,
+            lean_transport=lean_transport,
             **kwargs,
         )
         # Bytes of the binary message each connection is sending, attachments so far included.
         self._binary_bytes: dict[str, int] = {}
 
-    def _engineio_server_class(self) -> type[EngineServer]:
-        return EngineServer
-
-    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+    async def engine_connected(self, eio_sid: str, environ: dict[str, Any]) -> None:
         """A socket becomes lean (WebSocket) or bounded (stock) before its first ping."""
-        await super()._handle_eio_connect(eio_sid, environ)
+        await super().engine_connected(eio_sid, environ)
         kept = {k: environ[k] for k in _KEPT_ENVIRON if k in environ}
         request = environ.get("aiohttp.request")
         kept["REMOTE_ADDR"] = str(getattr(request, "remote", None) or "unknown")
         self.environ[eio_sid] = kept
         socket = self.eio.sockets.get(eio_sid)
-        if type(socket) is not engineio.async_socket.AsyncSocket:
+        if not self.lean_transport or type(socket) is not engineio.async_socket.AsyncSocket:
             return
         query = parse_qs(environ.get("QUERY_STRING", ""))
         websocket_first = query.get("transport") == ["websocket"] and "sid" not in query
         if websocket_first and not self._websocket_compression:
-            socket.__class__ = LeanWebSocket
+            reclass_socket(socket, LeanWebSocket)
         else:
-            socket.__class__ = StockSocket
+            reclass_socket(socket, StockSocket)
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+    async def engine_message(self, eio_sid: str, data: Any) -> None:
         socket = self.eio.sockets.get(eio_sid)
         if socket is None or socket.closed or socket.closing:
             return  # the rest of a POST, or of a WebSocket read, after a fault
         try:
             self._count_binary(eio_sid, data)
-            await super()._handle_eio_message(eio_sid, data)
+            await super().engine_message(eio_sid, data)
         except Exception as exc:
             self._binary_bytes.pop(eio_sid, None)
             # The packet itself may hold a token: only its size and what was wrong are logged.
@@ -192,13 +216,13 @@ class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
             )
             await end_session(socket)
             return
-        if eio_sid not in self._binary_packet:
+        if not self.binary_message_pending(eio_sid):
             self._binary_bytes.pop(eio_sid, None)
 
     def _count_binary(self, eio_sid: str, data: Any) -> None:
         """A binary message's announced attachments and total size, checked before buffering."""
         size = len(data.encode()) if isinstance(data, str) else len(data)
-        if eio_sid in self._binary_packet:
+        if self.binary_message_pending(eio_sid):
             total = self._binary_bytes.get(eio_sid, 0) + size
             if total > self.eio.max_http_buffer_size:
                 raise ProtocolFault("binary message over limits.max_message_bytes")
@@ -208,24 +232,24 @@ class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
                 raise ProtocolFault(f"more than {MAX_ATTACHMENTS} attachments announced")
             self._binary_bytes[eio_sid] = size
 
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+    async def engine_disconnected(self, eio_sid: str, reason: Any) -> None:
         self._binary_bytes.pop(eio_sid, None)
-        await super()._handle_eio_disconnect(eio_sid, reason)
+        await super().engine_disconnected(eio_sid, reason)
 
-    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+    async def namespace_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         """Only namespaces that verify a JWT can be joined; `/` and unknown ones are refused."""
         namespace = namespace or "/"
         if not isinstance(self.namespace_handlers.get(namespace), SecureNamespace):
-            await self._send_packet(
+            await self.send_socketio_packet(
                 eio_sid,
                 self.packet_class(
                     sio_packet.CONNECT_ERROR, data=_REFUSED_NAMESPACE, namespace=namespace
                 ),
             )
             return
-        await super()._handle_connect(eio_sid, namespace, data)
+        await super().namespace_connect(eio_sid, namespace, data)
 
-    async def _handle_event(
+    async def event_received(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
     ) -> None:
         namespace = namespace or "/"
@@ -237,16 +261,10 @@ class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
         if sid is None or not self.manager.is_connected(sid, namespace):
             raise ProtocolFault(f"an event for {namespace[:40]!r}, which it has not joined")
-        await super()._handle_event(eio_sid, namespace, id, data)
+        await super().event_received(eio_sid, namespace, id, data)
 
-    async def _handle_event_internal(
-        self,
-        server: socketio.AsyncServer,
-        sid: str,
-        eio_sid: str,
-        data: list[Any],
-        namespace: str,
-        id: int | None,
+    async def dispatch_event(
+        self, sid: str, eio_sid: str, data: list[Any], namespace: str, id: int | None
     ) -> None:
         """A client event goes to its namespace's client_event, never to a lifecycle handler."""
         handler = self.namespace_handlers[namespace]
@@ -254,11 +272,11 @@ class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         if id is None:
             return
         args = list(result) if isinstance(result, tuple) else [] if result is None else [result]
-        await self._send_packet(
+        await self.send_socketio_packet(
             eio_sid, self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=args)
         )
 
-    async def _handle_ack(
+    async def ack_received(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
     ) -> None:
         """An acknowledgement nobody asked for is dropped silently, as socket.io does."""
@@ -266,7 +284,14 @@ class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         # Ids start at 1; python-socketio keeps its id counter under 0.
         if sid is None or not id or id not in self.manager.callbacks.get(sid, {}):
             return
-        await super()._handle_ack(eio_sid, namespace, id, data)
+        await super().ack_received(eio_sid, namespace, id, data)
+
+    async def send_socketio_packet(self, eio_sid: str, pkt: sio_packet.Packet) -> None:
+        """A Socket.IO packet to one client, through Engine.IO's public send_packet (a binary
+        packet is its header, then one message per attachment)."""
+        encoded = pkt.encode()
+        for part in encoded if isinstance(encoded, list) else [encoded]:
+            await self.eio.send_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, part))
 
     async def end_connection(self, sid: str, namespace: str) -> None:
         """Close the client's whole connection now (not only this namespace), on any transport."""
@@ -301,7 +326,11 @@ def create_socketio_server(
 ) -> socketio.AsyncServer:
     # The server's own origin and the listed ones (a list alone would refuse the server's own).
     policy = origins or OriginPolicy(settings.server.cors_origins)
+    # Every library internal the lean transport needs, checked once: one WARNING if any is
+    # missing, and the stock transport (engine_internals.py, docs/upstream-hooks.md).
+    lean = warn_if_missing(check_upstream(socket_classes=(LeanWebSocket, StockSocket)))
     return SocketIOServer(
+        lean_transport=lean,
         websocket_compression=settings.delivery.websocket_compression,
         max_buffered=settings.delivery.max_buffered_kib * 1024,
         async_mode="aiohttp",

@@ -8,7 +8,10 @@ handshake is answered, the connection is its Engine.IO socket object plus a
 order by a task that exists only while some are waiting (a pong needs none), pings and pong
 deadlines are entries in two server-wide clocks (clock.py), and writes go to the transport at
 once. Compression stays off unless `delivery.websocket_compression` is set; then, and for
-upgrades from long-polling, the stock transport is used unchanged.
+upgrades from long-polling, the stock transport is used unchanged. The library internals this
+needs (the driver slot, the socket class switch, the disconnect event, aiohttp's handler) are
+reached through engine_internals.py, checked at startup: if one is missing, every connection
+is served by the stock transport.
 
 Backpressure: a connection whose unsent bytes pass `low_water` is *behind*; what it is sent
 meanwhile waits, every frame in order, in a per-connection backlog. Past `max_buffered` bytes
@@ -30,6 +33,7 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from tiffin_rt.transports.socketio.engine_guard import PacketError, decode_client_packet
+from tiffin_rt.transports.socketio.engine_internals import socket_of_handler
 from tiffin_rt.transports.socketio.stock import StockSocket
 from tiffin_rt.transports.socketio.wsconnection import (
     HandedOver,
@@ -297,11 +301,8 @@ class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
         self.closing = True
         self.ping_due = 0.0
         try:
-            await self.server._trigger_event(
-                "disconnect",
-                self.sid,
-                reason or self.server.reason.SERVER_DISCONNECT,
-                run_async=False,
+            await self.server.run_disconnect_handlers(
+                self.sid, reason or self.server.reason.SERVER_DISCONNECT
             )
         finally:
             if not abort:
@@ -349,7 +350,7 @@ async def _forget(socket: Any) -> None:
 
 
 def websocket_driver(compress: bool) -> type[Any]:
-    """The class Engine.IO instantiates for each WebSocket (its `_async['websocket']`)."""
+    """The class Engine.IO instantiates for each WebSocket (engine_internals E1, E2)."""
 
     class WebSocketDriver:
         def __init__(self, handler: Any, server: engineio.AsyncServer) -> None:
@@ -359,7 +360,7 @@ def websocket_driver(compress: bool) -> type[Any]:
 
         async def __call__(self, environ: dict[str, Any]) -> web.StreamResponse:
             request: web.Request = environ["aiohttp.request"]
-            socket = getattr(self.handler, "__self__", None)
+            socket = socket_of_handler(self.handler)
             if not isinstance(socket, LeanWebSocket) or socket.connected:
                 # Compression, or an upgrade from polling: the stock transport.
                 ws = web.WebSocketResponse(
@@ -415,7 +416,7 @@ def websocket_driver(compress: bool) -> type[Any]:
                 decode_client_packet(msg.data)
             except PacketError as exc:
                 # Engine.IO's loop ends on OSError and closes the WebSocket.
-                sid = getattr(getattr(self.handler, "__self__", None), "sid", "?")
+                sid = getattr(socket_of_handler(self.handler), "sid", "?")
                 log.warning("invalid Engine.IO packet (%s); closing %s", exc, sid)
                 raise OSError() from None
             return msg.data

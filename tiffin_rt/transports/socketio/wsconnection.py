@@ -4,7 +4,8 @@ aiohttp keeps, for the life of a WebSocket, the parsed upgrade request, its requ
 parser, two tasks and the coroutine frames of every middleware and of Engine.IO's connect path
 (about 12 KiB per idle connection, measured). Here aiohttp answers nothing: the 101 response is
 written on its transport, the transport is moved to `WebSocketConnection`, and aiohttp's handler
-is told the connection is gone, so its request, frames and task are freed. What is left per
+is told the connection is gone, so its request, frames and task are freed (the two aiohttp
+internals this takes, A1 and A2, are in engine_internals.py). What is left per
 connection is this protocol object and a sans-IO `wsproto` connection (about 1.7 KB).
 
 The RFC 6455 frames are wsproto's (masking, fragments, control frames, UTF-8, close codes);
@@ -25,6 +26,8 @@ from aiohttp import web
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, generate_accept_token
+
+from tiffin_rt.transports.socketio.engine_internals import release_request_handler, unread_tail
 
 NORMAL_CLOSURE = 1000
 MESSAGE_TOO_BIG = 1009
@@ -206,18 +209,16 @@ def take_over(
     it is not closed: it forgets the request and ends its task as for a client that went away.
     None when the client is already gone.
     """
-    handler = request.protocol
     transport = request.transport
     if transport is None or transport.is_closing():
         return None
     # Bytes that came after the upgrade request (a client should wait for the 101 first).
-    tail = bytes(getattr(handler, "_message_tail", b"") or b"")
+    tail = unread_tail(request)
     transport.write(switching_protocols(accept))
     connection = connect(transport)
     transport.set_protocol(connection)
     transport.resume_reading()
-    handler.transport = None
-    handler.connection_lost(None)
+    release_request_handler(request)
     if tail:
         connection.data_received(tail)
     return connection
