@@ -17,9 +17,7 @@ from typing import Any
 
 import aiohttp
 
-PATHS = ("websocket", "polling", "upgrade")
-# The stock transport: WebSocket frames through python-engineio instead of the lean one.
-TRANSPORTS = {"fast": {"websocket_compression": False}, "stock": {"websocket_compression": True}}
+# Which server transport each path meets: tests/test_transport_parity.py (TRANSPORTS).
 SEPARATOR = "\x1e"
 
 
@@ -38,6 +36,7 @@ class RawSession:
         self.ended = False
         self.post_status = 0
         self.post_body: Any = None
+        self.handshake: dict[str, Any] = {}
 
     async def open(self) -> dict[str, Any]:
         if self.path == "websocket":
@@ -49,6 +48,7 @@ class RawSession:
                 opened = (await response.text()).split(SEPARATOR)[0]
         assert opened.startswith("0{"), opened
         handshake: dict[str, Any] = json.loads(opened[1:])
+        self.handshake = handshake
         self.sid = handshake["sid"]
         if self.path == "upgrade":
             self.ws = await self.http.ws_connect(f"{self.url}&transport=websocket&sid={self.sid}")
@@ -92,6 +92,10 @@ class RawSession:
             elif message != "6":  # a noop ends the poll an upgrade interrupts
                 return message
         return None
+
+    async def next_unanswered(self, timeout: float = 5) -> str | bytes | None:
+        """The next packet as it came, pings included and not answered; None: session over."""
+        return await asyncio.wait_for(self._next(), timeout)
 
     async def _next(self) -> str | bytes | None:
         if self.ws is None:

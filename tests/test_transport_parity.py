@@ -1,10 +1,14 @@
-"""Protocol conformance: raw Engine.IO / Socket.IO frames, the same behaviour on every path.
+"""Transport parity: the same tests, and the same behaviour, on every transport a client gets.
 
-Each test runs on the lean WebSocket transport (`fast`) and on python-engineio's own
-(`stock`, chosen by `delivery.websocket_compression: true`), each over WebSocket first,
-long-polling, and long-polling upgraded to WebSocket. A client that breaks the protocol gets
-one WARNING line and its session ends at once; one that is only refused (a namespace without
-a token, a reserved event name) is told so and stays.
+`lean-websocket`: a client that opens on WebSocket gets the lean transport (websocket.py,
+wsconnection.py); `stock-websocket`: python-engineio's own WebSocket (what
+`delivery.websocket_compression: true` selects); `stock-polling`: long-polling;
+`stock-upgrade`: long-polling upgraded to WebSocket (socket.io-client's default). The official
+python-socketio client where it can say what is tested, raw Engine.IO / Socket.IO frames
+(tests/raw_engineio.py) where a hostile or silent client is needed. A client that breaks the
+protocol gets one WARNING line and its session ends at once; one that is only refused (a
+namespace without a token, a reserved event name) is told so and stays. The first test checks
+that a WebSocket-first client really gets the lean transport: a silent fallback fails it.
 """
 
 from __future__ import annotations
@@ -15,39 +19,95 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+import socketio
+from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import base_url, make_settings, token
-from tests.raw_engineio import PATHS, TRANSPORTS, ack, connect_namespace, raw_session
+from tests.helpers import Received, base_url, make_settings, token
+from tests.raw_engineio import ack, connect_namespace, raw_session
+from tiffin_rt import keys
 from tiffin_rt.config import Settings
+from tiffin_rt.transports.socketio.stock import StockSocket
+from tiffin_rt.transports.socketio.websocket import LeanWebSocket
 
 NS = "/notifications"
 LIMIT = 4096  # limits.max_message_bytes for these servers
+CLIENT_TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "upgrade": None}
+
+
+@dataclass(frozen=True)
+class Transport:
+    path: str  # how the client connects: websocket, polling or upgrade (tests/raw_engineio.py)
+    compression: bool  # delivery.websocket_compression
+    socket_class: type[Any]  # the server's Engine.IO socket for such a client
+
+
+TRANSPORTS = {
+    "lean-websocket": Transport("websocket", False, LeanWebSocket),
+    "stock-websocket": Transport("websocket", True, StockSocket),
+    "stock-polling": Transport("polling", False, StockSocket),
+    "stock-upgrade": Transport("upgrade", False, StockSocket),
+}
+WEBSOCKETS = [name for name, t in TRANSPORTS.items() if t.path != "polling"]
 
 
 @dataclass
 class Served:
+    server: TestServer
     url: str
     settings: Settings
-    path: str
+    transport: Transport
+
+    @property
+    def path(self) -> str:
+        return self.transport.path
+
+    @property
+    def sio(self) -> Any:
+        return self.server.app[keys.SOCKETIO]
 
 
-@pytest.fixture(
-    params=[(t, p) for t in TRANSPORTS for p in PATHS], ids=lambda combo: "-".join(combo)
-)
-async def served(request: pytest.FixtureRequest, start_server: StartServer, dsn: str) -> Served:
-    transport, path = request.param
-    settings = make_settings(
-        dsn,
-        delivery=TRANSPORTS[transport],
-        limits={"max_message_bytes": LIMIT, "abuse_strikes": "6/minute"},
-    )
+async def serve(
+    start_server: StartServer, dsn: str, name: str, **sections: dict[str, Any]
+) -> Served:
+    transport = TRANSPORTS[name]
+    limits = {"max_message_bytes": LIMIT, "abuse_strikes": "6/minute"} | sections.pop("limits", {})
+    delivery = {"websocket_compression": transport.compression} | sections.pop("delivery", {})
+    settings = make_settings(dsn, limits=limits, delivery=delivery, **sections)
     server = await start_server(settings)
-    return Served(base_url(server), settings, path)
+    return Served(server, base_url(server), settings, transport)
+
+
+@pytest.fixture(params=list(TRANSPORTS))
+async def served(request: pytest.FixtureRequest, start_server: StartServer, dsn: str) -> Served:
+    return await serve(start_server, dsn, request.param)
+
+
+async def official_client(served: Served) -> tuple[socketio.AsyncClient, Received]:
+    """python-socketio's client on this transport (upgraded to WebSocket if that is its path)."""
+    client = socketio.AsyncClient(reconnection=False)
+    received = Received()
+    for name in ("orderStatusUpdate", "disconnect"):
+        client.on(name, (lambda n: lambda data=None: received.record(n, data))(name), namespace=NS)
+    await client.connect(
+        served.url,
+        namespaces=[NS],
+        auth={"token": token(served.settings, "alice")},
+        transports=CLIENT_TRANSPORTS[served.path],
+        wait_timeout=5,
+    )
+    if served.path == "upgrade":
+        for _ in range(100):
+            if client.transport() == "websocket":
+                break
+            await asyncio.sleep(0.05)
+        assert client.transport() == "websocket"
+    return client, received
 
 
 @contextmanager
@@ -64,6 +124,177 @@ async def socketio_connections(url: str) -> int:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as response:
         count: int = (await response.json())["connections"]["socketio"]
         return count
+
+
+async def eventually_no_socketio(url: str) -> None:
+    for _ in range(100):
+        if await socketio_connections(url) == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the server still counts the session")
+
+
+# -- which transport, and the official client on it --------------------------------------------
+
+
+async def test_websocket_first_clients_get_the_lean_transport_the_others_the_stock_one(
+    served: Served, db: asyncpg.Connection
+) -> None:
+    client, received = await official_client(served)
+    try:
+        assert served.sio.lean_transport is True  # the startup check found every internal
+        socket = served.sio.eio.sockets[client.eio.sid]
+        assert type(socket) is served.transport.socket_class
+        assert socket.upgraded is (served.path != "polling")  # a WebSocket is "upgraded"
+        joined = await client.call("joinRoom", "order-1", namespace=NS, timeout=5)
+        assert joined["ok"] is True
+        await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
+        [update] = await received.wait_for("orderStatusUpdate")
+        assert (update["orderId"], update["status"]) == ("1", "confirmed")
+    finally:
+        await client.disconnect()
+    await eventually_no_socketio(served.url)
+
+
+async def test_acks_answer_each_call_and_binary_arguments_arrive(served: Served) -> None:
+    client, _ = await official_client(served)
+    try:
+        rooms = [f"order-{n}" for n in range(1, 9)]  # under limits.events_per_connection
+        answers = await asyncio.gather(
+            *(client.call("leaveRoom", room, namespace=NS, timeout=5) for room in rooms)
+        )
+        assert [(a["ok"], a["room"]) for a in answers] == [(True, room) for room in rooms]
+        # A bytes argument travels as a binary attachment; it reaches the handler (which wants
+        # text for a room name) on every transport.
+        answer = await client.call("joinRoom", b"order-1", namespace=NS, timeout=5)
+        assert answer["error"]["code"] == "invalid_room"
+        assert client.connected
+    finally:
+        await client.disconnect()
+
+
+async def test_max_payload_is_announced_and_enforced_for_the_official_client(
+    served: Served,
+) -> None:
+    async with raw_session(served.url, served.path) as session:
+        assert session.handshake["maxPayload"] == LIMIT
+    client, received = await official_client(served)
+    try:
+        near = await client.call("joinRoom", "x" * (LIMIT - 200), namespace=NS, timeout=5)
+        assert near["error"]["code"] == "invalid_room"  # handled: under the limit
+        await client.emit("joinRoom", "x" * LIMIT, namespace=NS)
+        await received.wait_for("disconnect")
+    finally:
+        await client.disconnect()
+    await eventually_no_socketio(served.url)
+
+
+# -- pings -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TRANSPORTS))
+async def test_pings_answered_keep_the_connection(
+    start_server: StartServer, dsn: str, name: str
+) -> None:
+    served = await serve(start_server, dsn, name, delivery={"ping_interval": 1, "ping_timeout": 1})
+    async with raw_session(served.url, served.path) as session:
+        await connect_namespace(session, NS, token(served.settings, "alice"))
+        pings = 0
+        while pings < 3:  # the next ping is sent only once the last one was answered
+            message = await session.next_unanswered()
+            assert message not in (None, "1"), "the session ended"
+            if message == "2":
+                pings += 1
+                await session.send("3")
+        await session.send(f'42{NS},1["joinRoom","order-1"]')
+        [joined] = await ack(session, NS, 1)
+        assert joined["ok"] is True
+
+
+@pytest.mark.parametrize("name", list(TRANSPORTS))
+async def test_a_client_that_stops_answering_pings_is_closed_and_forgotten(
+    start_server: StartServer, dsn: str, name: str
+) -> None:
+    delivery = {"ping_interval": 1, "ping_timeout": 0.5}
+    served = await serve(start_server, dsn, name, delivery=delivery)
+    async with raw_session(served.url, served.path) as session:
+        await connect_namespace(session, NS, token(served.settings, "alice"))
+        assert await socketio_connections(served.url) == 1
+        seen: list[str | bytes] = []
+        while (message := await session.next_unanswered()) not in (None, "1"):  # never answers
+            assert message is not None
+            seen.append(message)
+        session.ended = True
+        assert "2" in seen
+    await eventually_no_socketio(served.url)
+
+
+# -- WebSocket close codes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", WEBSOCKETS)
+@pytest.mark.parametrize(
+    ("case", "code"), [("leaving", 1001), ("too big", 1009), ("ended by the server", 1000)]
+)
+async def test_websocket_close_codes(
+    start_server: StartServer, dsn: str, name: str, case: str, code: int
+) -> None:
+    served = await serve(start_server, dsn, name)
+    async with raw_session(served.url, served.path) as session:
+        await connect_namespace(session, NS, token(served.settings, "alice"))
+        ws = session.ws
+        assert ws is not None
+        if case == "leaving":  # a browser leaving the page: its code is echoed
+            await ws.close(code=1001)
+        else:
+            await ws.send_str("4" + "x" * LIMIT if case == "too big" else "abc")
+            while not ws.closed:
+                await ws.receive(timeout=5)
+        assert ws.close_code == code
+    await eventually_no_socketio(served.url)
+
+
+# -- acks in order -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TRANSPORTS))
+async def test_a_flood_of_events_is_answered_whole_and_in_order(
+    start_server: StartServer, dsn: str, name: str
+) -> None:
+    flood = "1000/second"
+    served = await serve(
+        start_server,
+        dsn,
+        name,
+        limits={
+            "events_per_connection": flood,
+            "events_per_user": flood,
+            "max_message_bytes": 65536,
+        },
+    )
+    async with raw_session(served.url, served.path) as session:
+        await connect_namespace(session, NS, token(served.settings, "alice"))
+        count = 300  # far past what a lean connection may have waiting before reading pauses
+        events = [f'42{NS},{n}["leaveRoom","order-{n}"]' for n in range(1, count + 1)]
+        # A long-polling POST may carry 16 packets (python-engineio's max_decode_packets).
+        batch = 16 if served.path == "polling" else count
+        for first in range(0, count, batch):
+            await session.send(*events[first : first + batch])
+        acks: list[int] = []
+        replies: list[object] = []
+        while len(acks) < count:
+            text = await session.receive()
+            assert isinstance(text, str), text
+            if text.startswith(f"43{NS},"):
+                body = text[len(f"43{NS},") :]
+                ack_id = body[: body.index("[")]
+                acks.append(int(ack_id))
+                replies.extend(json.loads(body[len(ack_id) :]))
+        assert acks == list(range(1, count + 1))
+        assert replies == [{"ok": True, "room": f"order-{i}"} for i in range(1, count + 1)]
+
+
+# -- protocol faults and refusals (raw frames) -------------------------------------------------
 
 
 def assert_nothing_answered(seen: list[str | bytes], case: str = "") -> None:

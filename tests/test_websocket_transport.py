@@ -1,7 +1,9 @@
-"""The WebSocket connection after the handshake (wsconnection.py), seen from the wire.
+"""The lean WebSocket connection after the handshake (wsconnection.py), seen from the wire.
 
 A raw client speaks RFC 6455 frames itself, so it can send what a browser would (fragments,
 WebSocket pings) and what a broken or hostile client would (unmasked frames, bad UTF-8).
+What every transport must do alike (pings, close codes, acks in order) is in
+test_transport_parity.py.
 """
 
 from __future__ import annotations
@@ -178,29 +180,6 @@ async def test_a_fragmented_message_over_the_limit_is_refused_before_it_is_whole
         assert await ws.close_code() == 1009
 
 
-async def test_a_client_that_stops_answering_pings_is_closed_and_forgotten(
-    start_server: StartServer, settings: Settings
-) -> None:
-    server = await start_server(delivery={"ping_interval": 1, "ping_timeout": 0.5})
-    url = str(server.make_url("")).rstrip("/")
-    async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket")
-        assert (await ws.receive_str(timeout=5)).startswith("0{")
-        await ws.send_str("40/notifications," + json.dumps({"token": token(settings, "alice")}))
-        assert (await ws.receive_str(timeout=5)).startswith("40/notifications,")
-        assert await socketio_count(http, url) == 1
-        seen: list[str] = []
-        while True:  # never answers the ping "2"
-            message = await ws.receive(timeout=5)
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                break
-            seen.append(message.data)
-        assert "2" in seen
-        assert seen[-1] == "1"  # Engine.IO's close packet, then the WebSocket closes
-        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        await eventually_no_socketio(http, url)
-
-
 async def test_shutdown_disconnects_socketio_clients(
     server: TestServer, url: str, settings: Settings
 ) -> None:
@@ -212,31 +191,6 @@ async def test_shutdown_disconnects_socketio_clients(
         await asyncio.wait_for(ended.wait(), 5)
     finally:
         await client.disconnect()
-
-
-async def test_a_flood_of_events_in_one_write_is_answered_whole_and_in_order(
-    start_server: StartServer, settings: Settings
-) -> None:
-    flood = "1000/second"
-    server = await start_server(limits={"events_per_connection": flood, "events_per_user": flood})
-    async with raw_websocket(server) as ws:
-        ws.send_text("40/notifications," + json.dumps({"token": token(settings, "alice")}))
-        assert (await ws.read_text()).startswith("40/notifications,{")
-        count = 300  # far past what a connection may have waiting before reading pauses
-        for ack_id in range(1, count + 1):
-            ws.send_text(f'42/notifications,{ack_id}["leaveRoom","order-{ack_id}"]')
-        await ws.writer.drain()
-        acks: list[int] = []
-        replies: list[object] = []
-        while len(acks) < count:
-            text = await ws.read_text()
-            if text.startswith("43/notifications,"):
-                body = text[len("43/notifications,") :]
-                ack_id = body[: body.index("[")]
-                acks.append(int(ack_id))
-                replies.extend(json.loads(body[len(ack_id) :]))
-        assert acks == list(range(1, count + 1))
-        assert replies == [{"ok": True, "room": f"order-{i}"} for i in range(1, count + 1)]
 
 
 async def test_clients_that_answer_pings_stay_with_a_coarse_loop_clock(

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 import engineio
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
@@ -36,6 +36,7 @@ from tiffin_rt.transports.socketio.engine_guard import PacketError, decode_clien
 from tiffin_rt.transports.socketio.engine_internals import socket_of_handler
 from tiffin_rt.transports.socketio.stock import StockSocket
 from tiffin_rt.transports.socketio.wsconnection import (
+    NORMAL_CLOSURE,
     HandedOver,
     WebSocketConnection,
     handshake_accept,
@@ -65,6 +66,11 @@ def ws_frame(payload: bytes, opcode: int = _TEXT) -> bytes:
     if size < 65536:
         return _LEN2(opcode, 126, size) + payload
     return _LEN3(opcode, 127, size) + payload
+
+
+def echoable_close_code(code: object) -> bool:
+    """A close code a server may send back: not one RFC 6455 reserves for local use."""
+    return isinstance(code, int) and 1000 <= code < 5000 and code not in (1004, 1005, 1006, 1015)
 
 
 def packet_frame(pkt: eio_packet.Packet) -> bytes:
@@ -364,7 +370,9 @@ def websocket_driver(compress: bool) -> type[Any]:
             if not isinstance(socket, LeanWebSocket) or socket.connected:
                 # Compression, or an upgrade from polling: the stock transport.
                 ws = web.WebSocketResponse(
-                    max_msg_size=self.server.max_http_buffer_size, compress=compress
+                    max_msg_size=self.server.max_http_buffer_size,
+                    compress=compress,
+                    autoclose=False,  # a client's close frame is echoed by wait()
                 )
                 await ws.prepare(request)
                 self._sock = ws
@@ -410,6 +418,12 @@ def websocket_driver(compress: bool) -> type[Any]:
         async def wait(self) -> str | bytes:
             assert self._sock is not None
             msg = await self._sock.receive()
+            if msg.type is WSMsgType.CLOSE:
+                # Its code echoed, as RFC 6455 asks and the lean transport does (aiohttp's
+                # own answer is 1000 whatever the client sent).
+                code = msg.data if echoable_close_code(msg.data) else NORMAL_CLOSURE
+                await self._sock.close(code=code, drain=False)
+                raise OSError()
             if not isinstance(msg.data, bytes | str):
                 raise OSError()
             try:
