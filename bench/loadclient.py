@@ -8,7 +8,7 @@ orchestrator (bench/run.py) through stdin/stdout, one JSON object per line:
            sse (list of [token, order_id]), expect (events per connection), connect_concurrency
   stdout:  {"ready": n, "failed": m, "errors": [...]} once every connection is set up
   stdin:   "stats"  -> {"received": n, "open": k, "complete": c}
-           "report" -> {"received": n, "open": k, "samples": [[status, t_recv], ...]}
+           "report" -> {"received": n, "open": k, "samples": [[status, t_recv, "sio"|"sse"], ...]}
            "quit"
 """
 
@@ -42,7 +42,7 @@ class Counters:
         self.received = 0
         self.open = 0
         self.complete = 0
-        self.samples: list[tuple[str, float]] = []
+        self.samples: list[tuple[str, float, str]] = []
         self.errors: list[str] = []
 
 
@@ -113,7 +113,7 @@ class SioConnection:
                 if self.record:
                     now = time.time()
                     event = orjson.loads(data[cut:])
-                    c.samples.append((str(event[1].get("status")), now))
+                    c.samples.append((str(event[1].get("status")), now, "sio"))
         except (aiohttp.ClientError, asyncio.CancelledError, ConnectionError):
             pass
         finally:
@@ -158,7 +158,7 @@ class SseConnection:
                         if line.startswith(b"data:"):
                             event = orjson.loads(line[5:])
                             c.received += 1
-                            c.samples.append((str(event.get("status")), now))
+                            c.samples.append((str(event.get("status")), now, "sse"))
         except (aiohttp.ClientError, asyncio.CancelledError, ConnectionError):
             pass
         finally:
