@@ -149,8 +149,7 @@ async def test_what_the_database_refuses_as_data_is_classed_as_input_not_outage(
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     assert pool is not None
     try:
-        store = SupportStore()
-        store.bind(pool)
+        store = SupportStore(pool)
         who = Who("alice", "customer")
         for bad in UNSTORABLE:
             with pytest.raises(INPUT_ERRORS):

@@ -12,7 +12,6 @@ import asyncpg
 
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.events import ORDER_PARTIES, ORDER_STATUS, Event
-from tiffin_rt.core.parse import OrderIdFormat
 from tiffin_rt.core.policy import OrderParties, is_staff, may_join
 from tiffin_rt.core.rooms import InvalidRoom, Room, order_room, parse_room
 from tiffin_rt.db.inbox import DB_ERRORS
@@ -64,7 +63,7 @@ def parties_of(event: Event) -> OrderParties | None:
 
 
 class RoomAccess:
-    """The one authorizer. Created with the app; bound to the pool once the database is up.
+    """The one authorizer, built in the pool's cleanup context (app._pool) on the pool.
 
     An order's parties are cached for `cache_ttl` seconds; the order's own events replace the
     cached entry and, as a sink added before the delivering ones, take every connection the
@@ -75,22 +74,17 @@ class RoomAccess:
 
     MAX_CACHED_ORDERS = 10_000
 
-    def __init__(self, cache_ttl: float = 5.0) -> None:
-        self._pool: asyncpg.Pool | None = None
-        self._orders: OrderQueries | None = None
+    def __init__(self, *, pool: asyncpg.Pool, orders: OrderQueries, cache_ttl: float = 5.0) -> None:
+        self._pool = pool
+        self._orders = orders
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, OrderParties | None]] = {}
-        self._order_ids = OrderIdFormat()
+        self._order_ids = orders.id_format
         self._transports: list[RoomMembers] = []
 
     def add_transport(self, members: RoomMembers) -> None:
         """A transport whose connections are evicted when the policy stops admitting them."""
         self._transports.append(members)
-
-    def bind(self, *, pool: asyncpg.Pool, orders: OrderQueries) -> None:
-        self._pool = pool
-        self._orders = orders
-        self._order_ids = orders.id_format
 
     def parse(self, room_name: object) -> Room:
         """The room a client named, its order id as the database prints it, or AccessDenied."""
@@ -119,8 +113,6 @@ class RoomAccess:
         entry = self._cache.get(order_id)
         if entry is not None and entry[0] >= time.monotonic():
             return entry[1]
-        if self._pool is None or self._orders is None:
-            raise AccessDenied("unavailable", "the database is not ready yet")
         try:
             snapshot = await self._orders.fetch(self._pool, order_id)
         except DB_ERRORS:
@@ -132,8 +124,6 @@ class RoomAccess:
 
     async def current(self, order_id: str) -> OrderSnapshot | None:
         """The order as it is now (its status for a joiner), read past the cache and kept in it."""
-        if self._pool is None or self._orders is None:
-            raise AccessDenied("unavailable", "the database is not ready yet")
         try:
             snapshot = await self._orders.fetch(self._pool, order_id)
         except DB_ERRORS:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import asyncpg
+import socketio
 from aiohttp import web
 
 from tiffin_rt.access import RoomAccess
 from tiffin_rt.auth import TokenVerifier
+from tiffin_rt.background import cancel_and_wait, task_context
 from tiffin_rt.chat_wiring import setup_support
 from tiffin_rt.config import Settings
 from tiffin_rt.core.hub import Hub
@@ -29,6 +32,7 @@ from tiffin_rt.keys import (
     LISTENER,
     ORDER_QUERIES,
     POOL,
+    RATE_LIMITS,
     ROOM_ACCESS,
     ROUTER,
     SETTINGS,
@@ -98,6 +102,7 @@ async def _migrate(dsn: str, settings: Settings) -> None:
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:
+    """The query pool, and what reads through it: order lookups and room authorization."""
     settings = app[SETTINGS]
     try:
         await _migrate(app[DSN], settings)
@@ -108,13 +113,47 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
         queries = await OrderQueries.create(pool, settings.orders)
         app[POOL] = pool
         app[ORDER_QUERIES] = queries
-        app[ROOM_ACCESS].bind(pool=pool, orders=queries)
+        app[ROOM_ACCESS] = RoomAccess(
+            pool=pool, orders=queries, cache_ttl=settings.limits.order_cache_ttl
+        )
         yield
     finally:
         await pool.close()
 
 
+def _listener_cursor(app: web.Application) -> int | None:
+    """The last event handed to the router (None until the listener first connected)."""
+    listener = app.get(LISTENER)
+    return listener.cursor if listener is not None else None
+
+
+async def _notifications(app: web.Application) -> AsyncIterator[None]:
+    """/notifications, the order sinks and the gateway: built on the pool, on the router
+    before the listener starts."""
+    settings, router, hub = app[SETTINGS], app[ROUTER], app[HUB]
+    sio: socketio.AsyncServer = app[SOCKETIO]
+    pool, access = app[POOL], app[ROOM_ACCESS]
+    resume = SocketResume(sio, pool, settings, cursor=functools.partial(_listener_cursor, app))
+    notifications = ResumableNotificationsNamespace(
+        resume=resume, verifier=app[VERIFIER], access=access, limits=app[RATE_LIMITS]
+    )
+    sio.register_namespace(notifications)
+    access.add_transport(SocketRooms([notifications]))
+    access.add_transport(SseStreams(hub))
+    router.add_sink(access)  # before the delivering sinks: an evicted client gets nothing more
+    router.add_sink(SseSink(hub, settings.notifications.terminal_statuses))
+    router.add_sink(NotificationsSink(sio, hold=resume.handoffs.hold))
+    router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
+    app[NOTIFICATION_GATEWAY] = NotificationGateway(pool)
+    try:
+        yield
+    finally:
+        await resume.close()
+        await notifications.close()
+
+
 async def _listener(app: web.Application) -> AsyncIterator[None]:
+    """Started once every sink is on the router, so no event is delivered to a partial set."""
     db = app[SETTINGS].database
     listener = EventListener(
         dsn=app[DSN],
@@ -139,23 +178,13 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await app[ROUTER].close()
 
 
-async def _pruner(app: web.Application) -> AsyncIterator[None]:
+def _prune_events(app: web.Application) -> Coroutine[Any, Any, None]:
     db = app[SETTINGS].database
-    task = asyncio.create_task(
-        prune_forever(app[POOL], db.retention_days, db.prune_interval), name="tiffin_rt-pruner"
-    )
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return prune_forever(app[POOL], db.retention_days, db.prune_interval)
 
 
 async def _close_connections(app: web.Application) -> None:
@@ -170,6 +199,9 @@ async def _close_connections(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    """Every long-lived resource and task is a cleanup context, started in the order below and
+    torn down in reverse. The one shutdown signal, _close_connections, runs before aiohttp
+    waits server.shutdown_timeout for open handlers: it ends streams and sessions first."""
     quiet_client_faults()
     verifier = TokenVerifier(settings.auth)
     limits = RateLimits(settings.limits)
@@ -180,38 +212,20 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[VERIFIER] = verifier
-    router = Router()
-    app[ROUTER] = router
-    hub = Hub()
-    app[HUB] = hub
-    access = RoomAccess(cache_ttl=settings.limits.order_cache_ttl)
-    app[ROOM_ACCESS] = access
-
+    app[RATE_LIMITS] = limits
+    app[ROUTER] = Router()
+    app[HUB] = Hub()
     sio = create_socketio_server(settings, origins)
     app[SOCKETIO] = sio
-    resume = SocketResume(app, sio, settings)
-    notifications = ResumableNotificationsNamespace(
-        resume=resume, verifier=verifier, access=access, limits=limits
-    )
-    sio.register_namespace(notifications)
     attach(sio, app)
-    access.add_transport(SocketRooms([notifications]))
-    access.add_transport(SseStreams(hub))
-    router.add_sink(access)  # before the delivering sinks: an evicted client gets nothing more
-    app.on_cleanup.append(lambda _: notifications.close())
-    router.add_sink(SseSink(hub, settings.notifications.terminal_statuses))
-    router.add_sink(NotificationsSink(sio, hold=resume.handoffs.hold))
-    app[NOTIFICATION_GATEWAY] = NotificationGateway(lambda: app[POOL])
-    router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
-    app.on_shutdown.append(lambda _app: resume.close())
 
+    app.cleanup_ctx.extend([_database, _pool, _notifications])
+    setup_support(app)  # its namespace and sink, on the pool, before the listener
+    app.cleanup_ctx.extend([_listener, task_context("tiffin_rt-pruner", _prune_events)])
     setup_health(app)
     setup_sse(app)
     setup_web(app, settings)
     setup_inbox_http(app)
-
     app.on_shutdown.append(_close_connections)
-    app.cleanup_ctx.extend([_database, _pool, _listener, _pruner])
-    setup_support(app, sio, limits)
     setup_cors(app, origins)  # last: every REST and SSE route exists
     return app

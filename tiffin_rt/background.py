@@ -1,4 +1,4 @@
-"""Short fire-and-forget work (an emit, a disconnect, a presence update) as tasks kept alive.
+"""Tasks kept alive: short fire-and-forget work, and long-lived tasks owned by a cleanup context.
 
 asyncio keeps only a weak reference to a task: one nobody holds can vanish mid-flight. These
 tasks are held until done, a failure is logged instead of surfacing as "Task exception was
@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
+
+from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +53,26 @@ class BackgroundTasks:
         """Let what is running finish, for at most `seconds`."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=seconds)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a long-lived task and wait for it: the end of every cleanup context that runs one."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def task_context(
+    name: str, work: Callable[[web.Application], Coroutine[Any, Any, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that runs `work(app)` as one long-lived task for the app's lifetime."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(work(app), name=name)
+        try:
+            yield
+        finally:
+            await cancel_and_wait(task)
+
+    context.__name__ = context.__qualname__ = name.replace("-", "_")
+    return context

@@ -11,11 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import socketio
 from aiohttp import web
 
+from tiffin_rt.background import cancel_and_wait
 from tiffin_rt.core.chat import SUPPORT_KINDS
 from tiffin_rt.db.chat_store import AgentsOnline, SupportStore
-from tiffin_rt.keys import POOL, ROOM_ACCESS, ROUTER, SETTINGS, VERIFIER
-from tiffin_rt.ratelimit import RateLimits
-from tiffin_rt.transports.chat_http import setup_support_http
+from tiffin_rt.keys import POOL, RATE_LIMITS, ROOM_ACCESS, ROUTER, SETTINGS, SOCKETIO, VERIFIER
+from tiffin_rt.transports.chat_http import (
+    SUPPORT_LIMITS,
+    SUPPORT_PRESENCE,
+    SUPPORT_STORE,
+    setup_support_http,
+)
 from tiffin_rt.transports.socketio.chat_namespace import (
     Presence,
     SupportNamespace,
@@ -38,14 +43,15 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]], what: str)
         await asyncio.sleep(seconds)
 
 
-def setup_support(app: web.Application, sio: socketio.AsyncServer, limits: RateLimits) -> None:
-    """Call after the core cleanup contexts are registered: it needs the pool and the router."""
+async def _support(app: web.Application) -> AsyncIterator[None]:
+    """The store on the pool, the namespace and its sink, and the two timers."""
     settings = app[SETTINGS].support
-    store = SupportStore()
+    sio: socketio.AsyncServer = app[SOCKETIO]
+    store = SupportStore(app[POOL])
     presence = Presence(sio, AgentsOnline(store, node_id=uuid.uuid4().hex))
     namespace = SupportNamespace(
         verifier=app[VERIFIER],
-        limits=limits,
+        limits=app[RATE_LIMITS],
         store=store,
         access=app[ROOM_ACCESS],
         presence=presence,
@@ -53,30 +59,31 @@ def setup_support(app: web.Application, sio: socketio.AsyncServer, limits: RateL
     )
     sio.register_namespace(namespace)
     app[ROUTER].add_sink(SupportSink(sio, presence, settings), kinds=SUPPORT_KINDS)
-    setup_support_http(app, store, chat_limits(settings), presence)
+    app[SUPPORT_STORE] = store
+    app[SUPPORT_PRESENCE] = presence
+    tasks = [
+        asyncio.create_task(
+            _every(min(0.5, settings.typing_timeout / 4), namespace.expire_typing, "typing"),
+            name="tiffin_rt-support-typing",
+        ),
+        asyncio.create_task(
+            _every(PRESENCE_INTERVAL, presence.heartbeat, "presence"),
+            name="tiffin_rt-support-presence",
+        ),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            await cancel_and_wait(task)
+        await namespace.close()
+        with contextlib.suppress(Exception):
+            await presence.stop()
 
-    async def support_ctx(app: web.Application) -> AsyncIterator[None]:
-        store.bind(app[POOL])
-        tasks = [
-            asyncio.create_task(
-                _every(min(0.5, settings.typing_timeout / 4), namespace.expire_typing, "typing"),
-                name="tiffin_rt-support-typing",
-            ),
-            asyncio.create_task(
-                _every(PRESENCE_INTERVAL, presence.heartbeat, "presence"),
-                name="tiffin_rt-support-presence",
-            ),
-        ]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await namespace.close()
-            with contextlib.suppress(Exception):
-                await presence.stop()
 
-    app.cleanup_ctx.append(support_ctx)
+def setup_support(app: web.Application) -> None:
+    """Register after the pool's cleanup context and before the listener's: the sink must be
+    on the router before the first event is delivered."""
+    app[SUPPORT_LIMITS] = chat_limits(app[SETTINGS].support)
+    setup_support_http(app)
+    app.cleanup_ctx.append(_support)

@@ -14,6 +14,7 @@ from tiffin_rt.core.hub import Hub
 from tiffin_rt.core.router import Router
 from tiffin_rt.db.listener import EventListener
 from tiffin_rt.db.orders import OrderQueries
+from tiffin_rt.ratelimit import RateLimits
 
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
@@ -24,6 +25,7 @@ LISTENER = web.AppKey("listener", EventListener)
 ROUTER = web.AppKey("router", Router)
 HUB = web.AppKey("hub", Hub)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 SOCKETIO = web.AppKey("socketio", Any)
 
 # Set on each authenticated HTTP request by the auth middleware.

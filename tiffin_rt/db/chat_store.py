@@ -145,19 +145,10 @@ async def _append_event(
 
 
 class SupportStore:
-    """Created with the app; bound to the pool once the database is up."""
+    """Built in the support chat's cleanup context, on the pool (see chat_wiring)."""
 
-    def __init__(self) -> None:
-        self._pool: asyncpg.Pool | None = None
-
-    def bind(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise ChatError("unavailable", "the database is not ready yet")
-        return self._pool
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
 
     async def _visible(
         self, conn: Executor, who: Who, conversation_id: int, *, lock: bool = False

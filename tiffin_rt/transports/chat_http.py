@@ -96,12 +96,8 @@ async def presence(request: web.Request) -> web.Response:
     return web.json_response(request.app[SUPPORT_PRESENCE].payload())
 
 
-def setup_support_http(
-    app: web.Application, store: SupportStore, limits: Limits, agents: Presence
-) -> None:
-    app[SUPPORT_STORE] = store
-    app[SUPPORT_LIMITS] = limits
-    app[SUPPORT_PRESENCE] = agents
+def setup_support_http(app: web.Application) -> None:
+    """The routes; the store and presence they read are set by chat_wiring's cleanup context."""
     app.router.add_get("/api/support/presence", presence)
     app.router.add_get("/api/support/conversations", list_conversations)
     app.router.add_get("/api/support/conversations/{id}/messages", conversation_messages)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
+from tiffin_rt.background import task_context
 from tiffin_rt.core.inbox import inbox_message
 from tiffin_rt.core.parse import MAX_BIGINT, InvalidNumber, parse_int, parse_optional_int
 from tiffin_rt.db import inbox
@@ -111,33 +111,16 @@ async def read_all(request: web.Request) -> web.Response:
     return web.json_response({"marked": len(result.marked), "unread": result.unread})
 
 
-_PRUNER = web.AppKey("inbox_pruner", asyncio.Task[None])
-
-
-async def _start_pruner(app: web.Application) -> None:
-    """on_startup runs after the cleanup contexts, so the pool exists."""
+def _prune_inbox(app: web.Application) -> Coroutine[Any, Any, None]:
     settings = app[SETTINGS].inbox
-    app[_PRUNER] = asyncio.create_task(
-        prune_forever(
-            app[POOL], settings.retention_days, settings.prune_interval, "tiffin_rt.inbox"
-        ),
-        name="tiffin_rt-inbox-pruner",
+    return prune_forever(
+        app[POOL], settings.retention_days, settings.prune_interval, "tiffin_rt.inbox"
     )
-
-
-async def _stop_pruner(app: web.Application) -> None:
-    """on_shutdown runs before the pool closes."""
-    task = app.get(_PRUNER)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def setup_inbox_http(app: web.Application) -> None:
     """The inbox routes, and pruning of notifications older than inbox.retention_days."""
-    app.on_startup.append(_start_pruner)
-    app.on_shutdown.append(_stop_pruner)
+    app.cleanup_ctx.append(task_context("tiffin_rt-inbox-pruner", _prune_inbox))  # after the pool
     app.router.add_get(LIST_ROUTE, _answers_503_without_a_database(list_notifications))
     app.router.add_post(READ_ALL_ROUTE, _answers_503_without_a_database(read_all))
     app.router.add_post(READ_ROUTE, _answers_503_without_a_database(read_one))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -62,19 +62,13 @@ _USERS = {u.user_id: u for u in DEMO_USERS}
 
 
 
-class _DemoQueries:
-    """Built on first use, once the pool exists (no dependency on cleanup_ctx order)."""
-
-    def __init__(self) -> None:
-        self._queries: DemoOrders | None = None
-
-    async def get(self, app: web.Application) -> DemoOrders:
-        if self._queries is None:
-            self._queries = await DemoOrders.create(app[POOL], app[SETTINGS].orders)
-        return self._queries
+DEMO_QUERIES = web.AppKey("demo_queries", DemoOrders)
 
 
-DEMO_QUERIES = web.AppKey("demo_queries", _DemoQueries)
+async def _demo_queries(app: web.Application) -> AsyncIterator[None]:
+    """Built on the pool: register after the pool's cleanup context."""
+    app[DEMO_QUERIES] = await DemoOrders.create(app[POOL], app[SETTINGS].orders)
+    yield
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -139,7 +133,7 @@ def _filter_for(who: Identity, demo: DemoOrders) -> OrderFilter:
 
 async def list_orders(request: web.Request) -> web.Response:
     who = request_identity(request)
-    demo = await request.app[DEMO_QUERIES].get(request.app)
+    demo = request.app[DEMO_QUERIES]
     orders = await demo.visible(request.app[POOL], _filter_for(who, demo))
     return web.json_response({"orders": [o.as_json() for o in orders]})
 
@@ -155,7 +149,7 @@ async def change_status(request: web.Request) -> web.Response:
     if who.role not in ("kitchen", "support", "admin"):
         raise _Problem(403, "forbidden", "only kitchen staff and support move orders")
     app = request.app
-    demo = await app[DEMO_QUERIES].get(app)
+    demo = app[DEMO_QUERIES]
     async with app[POOL].acquire() as proxy, proxy.transaction():
         conn = cast(asyncpg.Connection, proxy)  # a pooled connection, typed as its proxy
         snapshot = await app[ORDER_QUERIES].fetch(conn, order_id)
@@ -191,7 +185,7 @@ async def place_order(request: web.Request) -> web.Response:
         raise _Problem(400, "invalid_order", f"item: 1 to {MAX_ITEM_LENGTH} characters")
     if not isinstance(cents, int) or not 0 <= cents <= 1_000_000:
         raise _Problem(400, "invalid_order", "totalCents must be a whole number of cents")
-    demo = await request.app[DEMO_QUERIES].get(request.app)
+    demo = request.app[DEMO_QUERIES]
     async with request.app[POOL].acquire() as conn:
         order_id = await demo.place(
             conn, customer_id=customer, vendor_id=str(vendor), item=item.strip(), cents=cents
@@ -207,4 +201,4 @@ def setup_demo(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/orders", _answers_problems(list_orders))
     app.router.add_post(f"{PREFIX}/orders", _answers_problems(place_order))
     app.router.add_post(f"{PREFIX}/orders/{{id}}/status", _answers_problems(change_status))
-    app[DEMO_QUERIES] = _DemoQueries()
+    app.cleanup_ctx.append(_demo_queries)

@@ -104,7 +104,7 @@ class NotificationGateway:
     inside your own transaction (it is delivered only if that transaction commits).
     """
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def send_notification(
@@ -150,7 +150,7 @@ class NotificationGateway:
         order_id: str | None,
         connection: Executor | None,
     ) -> int:
-        db = connection if connection is not None else self._pool()
+        db = connection if connection is not None else self._pool
         event_id = await db.fetchval(
             "SELECT tiffin_rt.append_event($1, $2::text[], $3::jsonb, $4)",
             kind,

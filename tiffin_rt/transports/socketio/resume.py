@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import socketio
-from aiohttp import web
 
 from tiffin_rt.auth import Identity
 from tiffin_rt.config import Settings
@@ -36,7 +36,6 @@ from tiffin_rt.core.inbox import (
 )
 from tiffin_rt.core.replay import Handoffs, InvalidEventId, parse_last_event_id, resumable
 from tiffin_rt.db import inbox, replay
-from tiffin_rt.keys import LISTENER, POOL
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.notifications import NAMESPACE, NotificationsNamespace
 
@@ -79,9 +78,18 @@ class SocketResume:
 
     CONNECT_WAIT_SECONDS = 5.0
 
-    def __init__(self, app: web.Application, sio: socketio.AsyncServer, settings: Settings) -> None:
-        self._app = app
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        cursor: Callable[[], int | None],
+    ) -> None:
+        """`cursor`: the last event id the listener handed to the router, None before any."""
         self._sio = sio
+        self._pool = pool
+        self._cursor = cursor
         self._inbox = settings.inbox
         self._max_events = settings.replay.max_events
         self._connections: dict[str, _Connection] = {}
@@ -95,10 +103,6 @@ class SocketResume:
 
     def _rooms(self, sid: str) -> list[str]:
         return [r for r in self._sio.manager.get_rooms(sid, NAMESPACE) if r != sid]
-
-    def _cursor(self) -> int | None:
-        listener = self._app.get(LISTENER)
-        return listener.cursor if listener is not None else None
 
     async def _emit(self, sid: str, name: str, payload: Any) -> None:
         await self._sio.emit(name, payload, to=sid, namespace=NAMESPACE)
@@ -228,7 +232,7 @@ class SocketResume:
     ) -> None:
         """Send the missed events of `rooms`; `room` names the joined room a resync is about."""
         assert conn.last_event_id is not None
-        pool = self._app[POOL]
+        pool = self._pool
         bounds = await replay.log_bounds(pool)
         if not resumable(conn.last_event_id, bounds):
             await self._resync(
@@ -289,7 +293,7 @@ class SocketResume:
         mode = self._inbox.on_connect
         if mode == "off":
             return
-        pool = self._app[POOL]
+        pool = self._pool
         if mode == "latest":
             items = await inbox.page(pool, conn.user_id, limit=self._inbox.on_connect_limit)
             self.handoffs.record_sent(sid, (i.id for i in items))
@@ -322,7 +326,7 @@ class SocketResume:
         except InvalidRead as exc:
             return error("invalid_payload", str(exc))
         try:
-            result = await inbox.mark_read(self._app[POOL], conn.user_id, ids)
+            result = await inbox.mark_read(self._pool, conn.user_id, ids)
         except _DB_ERRORS as exc:
             log.warning("markRead for %s failed: %r", conn.user_id, exc)
             return error("unavailable", "the inbox could not be updated; try again")
