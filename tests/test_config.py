@@ -95,3 +95,22 @@ def test_cli_reports_one_line_and_exits_2(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     assert "server.port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_removed_key_is_ignored_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """database.listen_channel never did anything: an old file still loads, and says so."""
+    path = write(
+        tmp_path,
+        f"auth: {{jwt_secret: {'s' * 32}}}\ndatabase: {{listen_channel: mine, pool_max: 3}}\n",
+    )
+    with caplog.at_level("WARNING", logger="tiffin_rt.config"):
+        settings = load_settings(path, environ={})
+    assert settings.database.pool_max == 3
+    assert not hasattr(settings.database, "listen_channel")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"{path}: database.listen_channel is ignored: "
+        "the listener's channel is fixed (tiffin_rt_events); remove it"
+    ]

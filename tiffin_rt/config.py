@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +23,13 @@ ENV_PREFIX = "TIFFIN_RT__"
 # The longest timer a browser sets (2^31 - 1 ms), in whole seconds.
 MAX_CLIENT_TIMER_SECONDS = (2**31 - 1) // 1000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+log = logging.getLogger(__name__)
+
+# Keys that did nothing and were removed; a file that still sets one loads with one WARNING.
+_REMOVED_KEYS = {
+    ("database", "listen_channel"): "the listener's channel is fixed (tiffin_rt_events)",
+}
 
 
 class ConfigError(Exception):
@@ -47,7 +55,6 @@ class DatabaseSettings(_Section):
     pool_min: int = Field(default=1, ge=0)
     pool_max: int = Field(default=10, ge=1)
     command_timeout: float = Field(default=5.0, gt=0)
-    listen_channel: str = "tiffin_rt_events"
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_timeout: float = Field(default=3.0, gt=0)
     reconnect_min_delay: float = Field(default=0.1, gt=0)
@@ -317,6 +324,14 @@ def _describe(error: ValidationError, source: str) -> str:
     return f"{source}: {key}: {message}"
 
 
+def _drop_removed_keys(raw: dict[str, Any], source: str) -> None:
+    for (section, key), why in _REMOVED_KEYS.items():
+        values = raw.get(section)
+        if isinstance(values, dict) and key in values:
+            del values[key]
+            log.warning("%s: %s.%s is ignored: %s; remove it", source, section, key, why)
+
+
 def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, override from the environment and validate; raise ConfigError naming the key."""
     environ = os.environ if environ is None else environ
@@ -337,6 +352,7 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw = _env_overrides(raw, environ)
+    _drop_removed_keys(raw, source)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -14,7 +14,8 @@ def qualified_table(orders: OrdersSettings) -> str:
 
 
 def trigger_function_sql(orders: OrdersSettings) -> str:
-    """One order_event() for the configured table: log the change, then NOTIFY a wake-up."""
+    """One order_event() for the configured table: append_event logs the change and NOTIFYs
+    the event itself when it fits in a payload, else its id (see db/wakeups.py)."""
     col_id = "NEW." + quote_ident(orders.id_column)
     col_status = "NEW." + quote_ident(orders.status_column)
     old_status = "OLD." + quote_ident(orders.status_column)
