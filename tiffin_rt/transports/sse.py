@@ -145,8 +145,8 @@ class SseClient:
     def go_live(self, last_sent: int) -> None:
         """The handler has sent everything up to `last_sent`: from now on the hub writes."""
         self._last_sent = last_sent
-        transport = self._request.transport
-        self._transport = transport if isinstance(transport, asyncio.Transport) else None
+        # Not isinstance(asyncio.Transport): uvloop's transports (`tiffin-rt serve`) are not.
+        self._transport = self._request.transport
         self._chunked = self._request.version >= HttpVersion11
         pending, self._pending = self._pending or [], None
         for message in pending:
