@@ -8,6 +8,8 @@ SOCKETIO_CLIENT := 4.8.1
 VENDOR_JS := tiffin_rt/web/static/vendor/socket.io.min.js
 # The browser test drives Debian's chromium; installed where missing (CI runs as root).
 CHROMIUM := /usr/bin/chromium
+# The load-balancer tests run Debian's nginx as their own child process (never the service).
+NGINX := /usr/sbin/nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install run test lint bench clean
@@ -29,10 +31,14 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium
 
+$(NGINX):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 nginx
+
 run: install
 	$(BIN)/tiffin-rt serve --config config.yaml
 
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) $(NGINX)
 	$(BIN)/pytest
 
 lint: install
