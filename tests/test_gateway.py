@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.helpers import sse_events, token
-from tests.replay_helpers import connected, set_statuses
+from tests.replay_helpers import connected, delivered_live, set_statuses
 from tiffin_rt.config import Settings
 from tiffin_rt.core.rooms import InvalidRoom
 from tiffin_rt.transports.socketio.notifications import NOTIFICATION_GATEWAY
@@ -21,6 +21,7 @@ async def test_a_status_update_sent_from_python_is_logged_live_on_both_transport
 ) -> None:
     gateway = server.app[NOTIFICATION_GATEWAY]
     [seen] = await set_statuses(db, 1, ["confirmed"])
+    await delivered_live(server.app, seen)  # else alice's user room may get it live
     alice = token(settings, "alice")
     headers = {"Authorization": f"Bearer {alice}"}
     async with (
