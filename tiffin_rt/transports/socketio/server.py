@@ -31,11 +31,13 @@ from tiffin_rt.transports.origins import OriginPolicy
 from tiffin_rt.transports.socketio.clock import FixedDelayClock
 from tiffin_rt.transports.socketio.engine_guard import end_session, refusal_response
 from tiffin_rt.transports.socketio.engine_internals import (
+    ALL_TRANSPORTS,
     EngineHooks,
     SocketIOHooks,
+    Transports,
     check_upstream,
     reclass_socket,
-    warn_if_missing,
+    usable_transports,
 )
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.secure import SecureNamespace
@@ -83,8 +85,9 @@ class EngineServer(EngineHooks):
     """python-engineio's server: the lean WebSocket transport (websocket.py), bounded stock
     sockets (stock.py), one ping clock for all, a bad long-polling POST answered at once.
 
-    With `lean_transport` off (a library internal missing), none of that: python-engineio's
-    own sockets and WebSocket driver serve every connection.
+    With a library internal missing (engine_internals.usable_transports), no lean transport:
+    python-engineio's WebSocket driver, and StockSocket for every client (or, if what that
+    needs is missing too, python-engineio's socket unchanged).
     """
 
     def __init__(
@@ -92,14 +95,15 @@ class EngineServer(EngineHooks):
         *args: Any,
         websocket_compression: bool = False,
         max_buffered: int,
-        lean_transport: bool = True,
+        allowed: Transports = ALL_TRANSPORTS,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.websocket_compression = websocket_compression
         self.max_buffered = max_buffered  # read by StockSocket
-        self.lean_transport = lean_transport
-        if lean_transport:
+        self.lean_transport = allowed.lean
+        self.bounded_sockets = allowed.bounded
+        if allowed.lean:
             self.use_websocket_driver(websocket_driver(websocket_compression))
         self.ping_clock: FixedDelayClock[LeanWebSocket] = FixedDelayClock(
             self.ping_interval, LeanWebSocket.ping_now
@@ -116,7 +120,7 @@ class EngineServer(EngineHooks):
 
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Each socket's packet queue, counting its bytes for `delivery.max_buffered_kib`."""
-        if not self.lean_transport:
+        if not self.bounded_sockets:
             return super().create_queue(*args, **kwargs)
         return PacketQueue()
 
@@ -167,16 +171,17 @@ class SocketIOServer(SocketIOHooks):
         *,
         websocket_compression: bool = False,
         max_buffered: int,
-        lean_transport: bool = True,
+        allowed: Transports = ALL_TRANSPORTS,
         **kwargs: Any,
     ) -> None:
         self._websocket_compression = websocket_compression
-        self.lean_transport = lean_transport
+        self.lean_transport = allowed.lean
+        self.bounded_sockets = allowed.bounded
         super().__init__(
             client_manager=RoomFanout(DeliveryLimits(max_buffered=max_buffered)),
             websocket_compression=websocket_compression,
             max_buffered=max_buffered,
-            lean_transport=lean_transport,
+            allowed=allowed,
             **kwargs,
         )
         # Bytes of the binary message each connection is sending, attachments so far included.
@@ -190,13 +195,13 @@ class SocketIOServer(SocketIOHooks):
         kept["REMOTE_ADDR"] = str(getattr(request, "remote", None) or "unknown")
         self.environ[eio_sid] = kept
         socket = self.eio.sockets.get(eio_sid)
-        if not self.lean_transport or type(socket) is not engineio.async_socket.AsyncSocket:
+        if type(socket) is not engineio.async_socket.AsyncSocket:
             return
         query = parse_qs(environ.get("QUERY_STRING", ""))
         websocket_first = query.get("transport") == ["websocket"] and "sid" not in query
-        if websocket_first and not self._websocket_compression:
+        if websocket_first and not self._websocket_compression and self.lean_transport:
             reclass_socket(socket, LeanWebSocket)
-        else:
+        elif self.bounded_sockets:
             reclass_socket(socket, StockSocket)
 
     async def engine_message(self, eio_sid: str, data: Any) -> None:
@@ -326,11 +331,11 @@ def create_socketio_server(
 ) -> socketio.AsyncServer:
     # The server's own origin and the listed ones (a list alone would refuse the server's own).
     policy = origins or OriginPolicy(settings.server.cors_origins)
-    # Every library internal the lean transport needs, checked once: one WARNING if any is
-    # missing, and the stock transport (engine_internals.py, docs/upstream-hooks.md).
-    lean = warn_if_missing(check_upstream(socket_classes=(LeanWebSocket, StockSocket)))
+    # Every library internal we touch, checked once: one WARNING if any is missing or changed,
+    # and the stock transport (engine_internals.py, docs/upstream-hooks.md).
+    found = check_upstream(socket_classes=(LeanWebSocket, StockSocket))
     return SocketIOServer(
-        lean_transport=lean,
+        allowed=usable_transports(found),
         websocket_compression=settings.delivery.websocket_compression,
         max_buffered=settings.delivery.max_buffered_kib * 1024,
         async_mode="aiohttp",
