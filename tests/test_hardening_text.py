@@ -22,7 +22,8 @@ from tiffin_rt.core.chat import (
     parse_message,
     parse_start,
 )
-from tiffin_rt.db.chat_store import INPUT_ERRORS, SupportStore, Who
+from tiffin_rt.db.chat_store import SupportStore, Who
+from tiffin_rt.db.errors import INPUT_ERRORS
 
 NUL = ["a\x00b", "\x00", "ends in NUL\x00"]
 # A JSON "\ud800" (what a browser's JSON.stringify writes for a lone surrogate) decodes to these.

@@ -11,21 +11,16 @@ from typing import Protocol
 import asyncpg
 
 from tiffin_rt.auth import Identity
+from tiffin_rt.core.errors import ClientError
 from tiffin_rt.core.events import ORDER_PARTIES, ORDER_STATUS, Event
 from tiffin_rt.core.policy import OrderParties, is_staff, may_join
 from tiffin_rt.core.rooms import InvalidRoom, Room, order_room, parse_room
-from tiffin_rt.db.inbox import DB_ERRORS
+from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.db.orders import OrderQueries, OrderSnapshot
 
 
-class AccessDenied(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+class AccessDenied(ClientError):
+    """A room the client may not be in, or cannot be checked now."""
 
 
 # Does the policy still admit this connection to the room being checked?

@@ -10,6 +10,7 @@ from typing import Any
 import jwt
 
 from tiffin_rt.config import AuthSettings
+from tiffin_rt.core.errors import ClientError
 from tiffin_rt.core.policy import is_staff
 from tiffin_rt.core.storable import unstorable
 
@@ -29,16 +30,11 @@ def is_numeric_date(value: object) -> bool:
     return math.isfinite(value) and 0 <= value <= MAX_NUMERIC_DATE
 
 
-class AuthError(Exception):
-    """A token that cannot be accepted; `code` and `message` are safe to show the client."""
+class AuthError(ClientError):
+    """A token that cannot be accepted (HTTP 401 whatever the code)."""
 
     def __init__(self, message: str, code: str = "unauthorized") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+        super().__init__(code, message)
 
 
 @dataclass(frozen=True, slots=True)

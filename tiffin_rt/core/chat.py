@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tiffin_rt.core.errors import ClientError
 from tiffin_rt.core.events import iso_utc
 from tiffin_rt.core.parse import InvalidNumber, parse_int, parse_optional_int
 from tiffin_rt.core.policy import is_staff
@@ -47,13 +48,8 @@ def is_agent(role: str) -> bool:
     return is_staff(role)
 
 
-class ChatError(Exception):
-    """A refused chat request; `code` and `message` go to the client as they are."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ChatError(ClientError):
+    """A refused chat request."""
 
 
 def forbidden(conversation_id: int) -> ChatError:

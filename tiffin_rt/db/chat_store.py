@@ -35,27 +35,6 @@ from tiffin_rt.core.rooms import room_for_user
 
 Executor = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 
-# What a dropped or failing database connection raises through asyncpg.
-DATABASE_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-
-# What the database (or encoding for it) refuses because of the data itself, SQLSTATE class 22:
-# the client's input, answered `invalid_payload`, never `unavailable`. Catch before
-# DATABASE_ERRORS, which includes them. core.storable refuses the known kinds earlier.
-INPUT_ERRORS = (asyncpg.DataError, UnicodeEncodeError, orjson.JSONEncodeError)
-
-
-def input_error_name(exc: BaseException) -> str:
-    """For the log line: the error's kind only, never the input it quotes."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    return f"{type(exc).__name__} {sqlstate}" if sqlstate else type(exc).__name__
-
-
 _CONVERSATION = (
     "SELECT id, customer_id, subject, order_id, status, created_at, closed_at, closed_by"
     " FROM tiffin_rt.support_conversations"

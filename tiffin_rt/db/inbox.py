@@ -14,15 +14,6 @@ log = logging.getLogger(__name__)
 
 Db = asyncpg.Pool | asyncpg.Connection
 
-# What a lost or refusing database raises: answered as "unavailable", never a crash.
-DB_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-
 _COLUMNS = "event_id, payload::text AS payload, created_at, read_at"
 
 

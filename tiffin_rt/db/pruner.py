@@ -7,6 +7,8 @@ import logging
 
 import asyncpg
 
+from tiffin_rt.db.errors import DB_ERRORS
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,6 @@ async def prune_forever(
                 log.info(
                     "pruned %d %s(s) older than %g days", removed, PRUNABLE[table], retention_days
                 )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             log.warning("pruning %s failed: %s: %s", table, type(exc).__name__, exc)
         await asyncio.sleep(interval)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from tiffin_rt import __version__
 from tiffin_rt.db import readiness
-from tiffin_rt.db.inbox import DB_ERRORS
+from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SETTINGS, SOCKETIO
 
 

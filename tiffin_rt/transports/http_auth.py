@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -16,6 +17,8 @@ from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp_jwt import JWTMiddleware
 
 from tiffin_rt.auth import AuthError, Identity, TokenVerifier
+from tiffin_rt.core.errors import ClientError, http_status
+from tiffin_rt.db.errors import DB_ERRORS, INPUT_ERRORS, input_error_name
 from tiffin_rt.keys import IDENTITY_KEY
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.origins import OriginPolicy
@@ -118,6 +121,48 @@ def json_error(
     return web.json_response(
         {"error": {"code": code, "message": message}}, status=status, headers=headers
     )
+
+
+def refusal(exc: ClientError) -> web.Response:
+    """The one HTTP answer to a refusal: the JSON error shape, with its code's status."""
+    return json_error(http_status(exc.code), exc.code, exc.message)
+
+
+def answers_refusals(*, unavailable: str) -> Callable[[Handler], Handler]:
+    """A route's refusals in the JSON error shape: a ClientError with its code's status, data
+    the database refuses 400 `invalid_payload`, and a database that fails 503 `unavailable`
+    (`unavailable` says what), each logged without the input it quotes."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def answer(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except ClientError as exc:
+                return refusal(exc)
+            except INPUT_ERRORS as exc:
+                log.warning(
+                    "%s %s: the database refused the input (%s)",
+                    request.method,
+                    request.path,
+                    input_error_name(exc),
+                )
+                return json_error(
+                    400, "invalid_payload", "the request holds data that cannot be stored"
+                )
+            except DB_ERRORS as exc:
+                log.warning(
+                    "%s %s failed on the database: %s: %s",
+                    request.method,
+                    request.path,
+                    type(exc).__name__,
+                    exc,
+                )
+                return json_error(503, "unavailable", unavailable)
+
+        return answer
+
+    return wrap
 
 
 def unauthorized(code: str, message: str) -> web.Response:

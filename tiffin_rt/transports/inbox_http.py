@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from tiffin_rt.background import task_context
+from tiffin_rt.core.errors import ClientError
 from tiffin_rt.core.inbox import inbox_message
 from tiffin_rt.core.parse import MAX_BIGINT, InvalidNumber, parse_int, parse_optional_int
 from tiffin_rt.db import inbox
 from tiffin_rt.db.pruner import prune_forever
 from tiffin_rt.keys import POOL, SETTINGS, request_identity
-from tiffin_rt.transports.http_auth import json_error
+from tiffin_rt.transports.http_auth import answers_refusals
 
 LIST_ROUTE = "/api/notifications"
 READ_ROUTE = "/api/notifications/{id}/read"
@@ -23,21 +24,16 @@ READ_ALL_ROUTE = "/api/notifications/read-all"
 log = logging.getLogger(__name__)
 
 _TRUE = ("1", "true", "yes")
-_DB_ERRORS = inbox.DB_ERRORS
 _FALSE = ("0", "false", "no", "")
-
-
-class BadQuery(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+# Answered when the database fails (see http_auth.answers_refusals).
+_UNAVAILABLE = "the inbox is unavailable; try again"
 
 
 def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
     try:
         return parse_optional_int(request.query.get(name), name, low=low, high=high)
     except InvalidNumber as exc:
-        raise BadQuery(str(exc)) from None
+        raise ClientError("bad_request", str(exc)) from None
 
 
 def _bool_param(request: web.Request, name: str) -> bool:
@@ -46,35 +42,16 @@ def _bool_param(request: web.Request, name: str) -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise BadQuery(f"{name}: true or false (got {raw[:20]!r})")
-
-
-Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-def _answers_503_without_a_database(handler: Handler) -> Handler:
-    """A lost database connection is logged and answered, not a bare 500."""
-
-    async def guarded(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except _DB_ERRORS as exc:
-            log.warning("%s %s failed: %s", request.method, request.path, exc)
-            return json_error(503, "unavailable", "the inbox is unavailable; try again")
-
-    return guarded
+    raise ClientError("bad_request", f"{name}: true or false (got {raw[:20]!r})")
 
 
 async def list_notifications(request: web.Request) -> web.Response:
     """Newest first; pass the answer's nextBefore as `before` for the next page."""
     who = request_identity(request)
     settings = request.app[SETTINGS].inbox
-    try:
-        limit = _int_param(request, "limit", 1, settings.max_page_size) or settings.page_size
-        before = _int_param(request, "before", 1, MAX_BIGINT)
-        unread_only = _bool_param(request, "unread")
-    except BadQuery as exc:
-        return json_error(400, "bad_request", exc.message)
+    limit = _int_param(request, "limit", 1, settings.max_page_size) or settings.page_size
+    before = _int_param(request, "before", 1, MAX_BIGINT)
+    unread_only = _bool_param(request, "unread")
     pool = request.app[POOL]
     items = await inbox.page(
         pool, who.user_id, limit=limit + 1, before=before, unread_only=unread_only
@@ -95,10 +72,10 @@ async def read_one(request: web.Request) -> web.Response:
     try:
         event_id = parse_int(request.match_info["id"], "notification id", low=1)
     except InvalidNumber as exc:
-        return json_error(400, "bad_request", str(exc))
+        raise ClientError("bad_request", str(exc)) from None
     pool = request.app[POOL]
     if not await inbox.exists(pool, who.user_id, event_id):
-        return json_error(404, "not_found", f"no notification {event_id} in your inbox")
+        raise ClientError("not_found", f"no notification {event_id} in your inbox")
     result = await inbox.mark_read(pool, who.user_id, [event_id])
     return web.json_response(
         {"id": event_id, "read": True, "marked": len(result.marked), "unread": result.unread}
@@ -121,6 +98,7 @@ def _prune_inbox(app: web.Application) -> Coroutine[Any, Any, None]:
 def setup_inbox_http(app: web.Application) -> None:
     """The inbox routes, and pruning of notifications older than inbox.retention_days."""
     app.cleanup_ctx.append(task_context("tiffin_rt-inbox-pruner", _prune_inbox))  # after the pool
-    app.router.add_get(LIST_ROUTE, _answers_503_without_a_database(list_notifications))
-    app.router.add_post(READ_ALL_ROUTE, _answers_503_without_a_database(read_all))
-    app.router.add_post(READ_ROUTE, _answers_503_without_a_database(read_one))
+    answers = answers_refusals(unavailable=_UNAVAILABLE)
+    app.router.add_get(LIST_ROUTE, answers(list_notifications))
+    app.router.add_post(READ_ALL_ROUTE, answers(read_all))
+    app.router.add_post(READ_ROUTE, answers(read_one))

@@ -23,7 +23,7 @@ from tiffin_rt.core.events import (
 from tiffin_rt.core.hub import TOKEN_EXPIRED, EndReason, Hub, Message
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.core.rooms import Room, room_for_order
-from tiffin_rt.db.inbox import DB_ERRORS
+from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import (
     HUB,
     ORDER_QUERIES,

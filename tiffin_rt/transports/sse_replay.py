@@ -14,7 +14,7 @@ from aiohttp_sse import EventSourceResponse
 from tiffin_rt.core.events import Event, order_status_message
 from tiffin_rt.core.replay import parse_last_event_id, resumable
 from tiffin_rt.db import replay
-from tiffin_rt.db.inbox import DB_ERRORS
+from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.db.orders import OrderSnapshot
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,7 @@ token it minted, and answers only what that identity may see or do.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,15 +15,13 @@ import asyncpg
 from aiohttp import web
 
 from tiffin_rt.auth import Identity, mint_token
+from tiffin_rt.core.errors import ClientError
 from tiffin_rt.core.policy import may_join
 from tiffin_rt.core.rooms import Room
 from tiffin_rt.db.demo_orders import DemoOrders, OrderFilter
-from tiffin_rt.db.inbox import DB_ERRORS
 from tiffin_rt.demo import ALL_STATUSES, VENDOR_NAMES, TransitionError, move_order
 from tiffin_rt.keys import ORDER_QUERIES, POOL, SETTINGS, request_identity
-from tiffin_rt.transports.http_auth import json_error
-
-log = logging.getLogger(__name__)
+from tiffin_rt.transports.http_auth import answers_refusals
 
 PREFIX = "/api/demo"
 # Public (no token): listed in transports.http_auth.PUBLIC_PATHS.
@@ -75,32 +72,10 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _Problem(400, "invalid_json", "the body must be a JSON object") from None
+        raise ClientError("invalid_json", "the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise _Problem(400, "invalid_json", "the body must be a JSON object")
+        raise ClientError("invalid_json", "the body must be a JSON object")
     return body
-
-
-class _Problem(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _answers_problems(handler: Handler) -> Handler:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except _Problem as exc:
-            return json_error(exc.status, exc.code, exc.message)
-        except DB_ERRORS as exc:
-            log.warning("demo endpoint %s failed: %s: %s", request.path, type(exc).__name__, exc)
-            return json_error(503, "unavailable", "the database is not reachable right now")
-
-    return wrapped
 
 
 async def list_users(_request: web.Request) -> web.Response:
@@ -111,7 +86,7 @@ async def issue_token(request: web.Request) -> web.Response:
     body = await _json_body(request)
     user = _USERS.get(str(body.get("user", "")))
     if user is None:
-        raise _Problem(400, "unknown_user", f"pick one of: {', '.join(_USERS)}")
+        raise ClientError("unknown_user", f"pick one of: {', '.join(_USERS)}")
     ttl = request.app[SETTINGS].demo.token_ttl
     token = mint_token(
         request.app[SETTINGS].auth,
@@ -145,21 +120,21 @@ async def change_status(request: web.Request) -> web.Response:
     body = await _json_body(request)
     target = body.get("status")
     if not isinstance(target, str) or target not in ALL_STATUSES:
-        raise _Problem(400, "invalid_status", f"status must be one of {', '.join(ALL_STATUSES)}")
+        raise ClientError("invalid_status", f"status must be one of {', '.join(ALL_STATUSES)}")
     if who.role not in ("kitchen", "support", "admin"):
-        raise _Problem(403, "forbidden", "only kitchen staff and support move orders")
+        raise ClientError("forbidden", "only kitchen staff and support move orders")
     app = request.app
     demo = app[DEMO_QUERIES]
     async with app[POOL].acquire() as proxy, proxy.transaction():
         conn = cast(asyncpg.Connection, proxy)  # a pooled connection, typed as its proxy
         snapshot = await app[ORDER_QUERIES].fetch(conn, order_id)
         if snapshot is None or not may_join(who, Room("order", order_id), snapshot.parties):
-            raise _Problem(403, "forbidden", f"you may not move order {order_id}")
+            raise ClientError("forbidden", f"you may not move order {order_id}")
         item = await demo.item_of(conn, order_id)
         try:
             await move_order(conn, app[ORDER_QUERIES], snapshot, target, item)
         except TransitionError as exc:
-            raise _Problem(409, "invalid_transition", str(exc)) from None
+            raise ClientError("invalid_transition", str(exc)) from None
         view = await demo.get(conn, order_id)
     return web.json_response({"ok": True, "order": view.as_json() if view else None})
 
@@ -173,18 +148,18 @@ async def place_order(request: web.Request) -> web.Response:
     elif who.role in ("support", "admin"):
         customer = str(body.get("customerId") or "")
         if not customer:
-            raise _Problem(400, "invalid_order", "customerId is required")
+            raise ClientError("invalid_order", "customerId is required")
     else:
-        raise _Problem(403, "forbidden", "only customers and support place orders")
+        raise ClientError("forbidden", "only customers and support place orders")
     vendor = body.get("vendorId")
     item = body.get("item")
     cents = body.get("totalCents", 0)
     if vendor not in VENDOR_NAMES:
-        raise _Problem(400, "invalid_order", "vendorId must be spice-garden or green-bowl")
+        raise ClientError("invalid_order", "vendorId must be spice-garden or green-bowl")
     if not isinstance(item, str) or not item.strip() or len(item) > MAX_ITEM_LENGTH:
-        raise _Problem(400, "invalid_order", f"item: 1 to {MAX_ITEM_LENGTH} characters")
+        raise ClientError("invalid_order", f"item: 1 to {MAX_ITEM_LENGTH} characters")
     if not isinstance(cents, int) or not 0 <= cents <= 1_000_000:
-        raise _Problem(400, "invalid_order", "totalCents must be a whole number of cents")
+        raise ClientError("invalid_order", "totalCents must be a whole number of cents")
     demo = request.app[DEMO_QUERIES]
     async with request.app[POOL].acquire() as conn:
         order_id = await demo.place(
@@ -196,9 +171,10 @@ async def place_order(request: web.Request) -> web.Response:
 
 def setup_demo(app: web.Application) -> None:
     """Add the demo endpoints; call only when demo.enabled is true."""
+    answers = answers_refusals(unavailable="the database is not reachable right now")
     app.router.add_get(USERS_PATH, list_users)
-    app.router.add_post(TOKEN_PATH, _answers_problems(issue_token))
-    app.router.add_get(f"{PREFIX}/orders", _answers_problems(list_orders))
-    app.router.add_post(f"{PREFIX}/orders", _answers_problems(place_order))
-    app.router.add_post(f"{PREFIX}/orders/{{id}}/status", _answers_problems(change_status))
+    app.router.add_post(TOKEN_PATH, answers(issue_token))
+    app.router.add_get(f"{PREFIX}/orders", answers(list_orders))
+    app.router.add_post(f"{PREFIX}/orders", answers(place_order))
+    app.router.add_post(f"{PREFIX}/orders/{{id}}/status", answers(change_status))
     app.cleanup_ctx.append(_demo_queries)

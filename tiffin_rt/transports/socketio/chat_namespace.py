@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import socketio
 
-from tiffin_rt.access import AccessDenied, RoomAccess
+from tiffin_rt.access import RoomAccess
 from tiffin_rt.auth import Identity, TokenVerifier
 from tiffin_rt.config import SupportSettings
 from tiffin_rt.core.chat import (
@@ -37,51 +36,17 @@ from tiffin_rt.core.chat import (
     parse_typing,
     room_for_conversation,
 )
+from tiffin_rt.core.errors import ack_ok
 from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
-from tiffin_rt.db.chat_store import (
-    DATABASE_ERRORS,
-    INPUT_ERRORS,
-    AgentsOnline,
-    SupportStore,
-    Who,
-    input_error_name,
-)
+from tiffin_rt.db.chat_store import AgentsOnline, SupportStore, Who
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone
-from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
+from tiffin_rt.transports.socketio.secure import SecureNamespace
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/support"
-
-Handler = Callable[[Any, str, Any], Awaitable[dict[str, Any]]]
-
-
-def acked(handler: Handler) -> Handler:
-    """Turns a refused chat request into its error acknowledgement."""
-
-    @functools.wraps(handler)
-    async def answer(self: Any, sid: str, data: Any = None) -> dict[str, Any]:
-        try:
-            return await handler(self, sid, data)
-        except ChatError as exc:
-            return error(exc.code, exc.message)
-        except AccessDenied as exc:
-            return error(exc.code, exc.message)
-        except INPUT_ERRORS as exc:
-            log.warning(
-                "/support %s: the database refused the input (%s)",
-                handler.__name__,
-                input_error_name(exc),
-            )
-            return error("invalid_payload", "the request holds data that cannot be stored")
-        except DATABASE_ERRORS as exc:
-            log.warning("/support %s failed on the database: %r", handler.__name__, exc)
-            return error("unavailable", "the database is unavailable; try again")
-
-    return answer
-
 
 def chat_limits(settings: SupportSettings) -> Limits:
     return Limits(
@@ -177,7 +142,6 @@ class SupportNamespace(SecureNamespace):
 
     # -- client events ---------------------------------------------------------------------
 
-    @acked
     async def on_startConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         identity = self._identities[sid]
         if is_agent(identity.role):
@@ -188,38 +152,33 @@ class SupportNamespace(SecureNamespace):
         conversation = await self._store.start(self._who(sid, identity), request)
         if not await enter_if_connected(self, sid, room_for_conversation(conversation.id)):
             return gone()
-        return ok(conversation=conversation.payload())
+        return ack_ok(conversation=conversation.payload())
 
-    @acked
     async def on_joinConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         who = self._who(sid)
         conversation, unread = await self._store.join(who, conversation_id_of(data))
         if not await enter_if_connected(self, sid, room_for_conversation(conversation.id)):
             return gone()
         read_by = await self._store.read_positions(who, conversation.id)
-        return ok(conversation=conversation.payload(), unreadCount=unread, readBy=read_by)
+        return ack_ok(conversation=conversation.payload(), unreadCount=unread, readBy=read_by)
 
-    @acked
     async def on_leaveConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         conversation_id = conversation_id_of(data)
         await self.leave_room(sid, room_for_conversation(conversation_id))
-        return ok(conversationId=conversation_id)
+        return ack_ok(conversationId=conversation_id)
 
-    @acked
     async def on_closeConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         conversation, _changed = await self._store.close(self._who(sid), conversation_id_of(data))
-        return ok(conversation=conversation.payload())
+        return ack_ok(conversation=conversation.payload())
 
-    @acked
     async def on_message(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_message(data, self._chat)
         who = self._who(sid)
         message, duplicate = await self._store.post(who, request)
         if self._typing.update((sid, request.conversation_id), False, time.monotonic()):
             await self._store.typing_event(self._store.pool, who, request.conversation_id, False)
-        return ok(message=message.payload(), duplicate=duplicate)
+        return ack_ok(message=message.payload(), duplicate=duplicate)
 
-    @acked
     async def on_typing(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_typing(data)
         key = (sid, request.conversation_id)
@@ -229,40 +188,36 @@ class SupportNamespace(SecureNamespace):
             except ChatError:
                 self._typing.update(key, False, time.monotonic())
                 raise
-        return ok()
+        return ack_ok()
 
-    @acked
     async def on_read(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_read(data)
         position = await self._store.read(self._who(sid), request)
-        return ok(
+        return ack_ok(
             conversationId=request.conversation_id,
             messageId=position.message_id,
             readAt=iso_utc(position.read_at),
             unreadCount=position.unread,
         )
 
-    @acked
     async def on_history(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_history(data, self._chat)
         messages, has_more = await self._store.history(self._who(sid), request)
-        return ok(
+        return ack_ok(
             conversationId=request.conversation_id,
             messages=[m.payload() for m in messages],
             hasMore=has_more,
         )
 
-    @acked
     async def on_listConversations(self, sid: str, data: Any = None) -> dict[str, Any]:
         status = data.get("status", "open") if isinstance(data, dict) else "open"
         if status not in ("open", "closed", "all"):
             raise ChatError("invalid_payload", "status must be open, closed or all")
         summaries = await self._store.summaries(self._who(sid), status)
-        return ok(conversations=[s.payload() for s in summaries])
+        return ack_ok(conversations=[s.payload() for s in summaries])
 
-    @acked
     async def on_presence(self, sid: str, data: Any = None) -> dict[str, Any]:
-        return ok(**self._presence.payload())
+        return ack_ok(**self._presence.payload())
 
     # -- background work -------------------------------------------------------------------
 

@@ -6,14 +6,14 @@ from typing import Any
 
 import socketio
 
-from tiffin_rt.transports.socketio.secure import error
+from tiffin_rt.core.errors import ack_error
 
 # The acknowledgement of a join whose client left while it was being checked; nobody reads it.
 GONE_CODE = "disconnected"
 
 
 def gone() -> dict[str, Any]:
-    return error(GONE_CODE, "the connection closed before the room was joined")
+    return ack_error(GONE_CODE, "the connection closed before the room was joined")
 
 
 def still_connected(namespace: socketio.AsyncNamespace, sid: str) -> bool:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tiffin_rt.access import AccessDenied, RoomAccess
 from tiffin_rt.auth import Identity, TokenVerifier
+from tiffin_rt.core.errors import ack_error, ack_ok
 from tiffin_rt.core.events import (
     NOTIFICATION,
     ORDER_STATUS,
@@ -32,7 +33,7 @@ from tiffin_rt.core.rooms import (
 )
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
-from tiffin_rt.transports.socketio.secure import SecureNamespace, error, ok
+from tiffin_rt.transports.socketio.secure import SecureNamespace
 
 log = logging.getLogger(__name__)
 
@@ -63,36 +64,36 @@ class NotificationsNamespace(SecureNamespace):
         try:
             room = await self._access.check(identity, room_name)
         except AccessDenied as exc:
-            return error(exc.code, exc.message)
+            return ack_error(exc.code, exc.message)
         if not await enter_if_connected(self, sid, room.name):
             return gone()
         if room.kind != "order":
-            return ok(room=room.name)
+            return ack_ok(room=room.name)
         # Read after entering: a change committed from now on reaches the room live.
         try:
             snapshot = await self._access.current(room.key)
         except AccessDenied as exc:
             await self.leave_room(sid, room.name)
-            return error(exc.code, exc.message)
+            return ack_error(exc.code, exc.message)
         if not still_connected(self, sid):
             return gone()  # the disconnect took it out of every room
         try:
             self._access.admit(self._identities[sid], room, snapshot.parties if snapshot else None)
         except AccessDenied as exc:
             await self.leave_room(sid, room.name)  # the order changed hands since the check
-            return error(exc.code, exc.message)
-        return ok(room=room.name, order=current_status_message(snapshot) if snapshot else None)
+            return ack_error(exc.code, exc.message)
+        return ack_ok(room=room.name, order=current_status_message(snapshot) if snapshot else None)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
         identity = self._identities[sid]
         try:
             room = self._access.parse(room_name)
         except AccessDenied as exc:
-            return error(exc.code, exc.message)
+            return ack_error(exc.code, exc.message)
         if room.name == room_for_user(identity.user_id):
-            return error("forbidden", "a connection always stays in its own user room")
+            return ack_error("forbidden", "a connection always stays in its own user room")
         await self.leave_room(sid, room.name)
-        return ok(room=room.name)
+        return ack_ok(room=room.name)
 
 
 class NotificationGateway:

@@ -20,6 +20,7 @@ import socketio
 
 from tiffin_rt.auth import Identity
 from tiffin_rt.config import Settings
+from tiffin_rt.core.errors import ack_error, ack_ok
 from tiffin_rt.core.events import (
     NOTIFICATION,
     ORDER_STATUS,
@@ -36,20 +37,11 @@ from tiffin_rt.core.inbox import (
 )
 from tiffin_rt.core.replay import Handoffs, InvalidEventId, parse_last_event_id, resumable
 from tiffin_rt.db import inbox, replay
+from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.notifications import NAMESPACE, NotificationsNamespace
 
 log = logging.getLogger(__name__)
-
-_DB_ERRORS = inbox.DB_ERRORS
-
-
-def ok(**fields: Any) -> dict[str, Any]:
-    return {"ok": True, **fields}
-
-
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message}}
 
 
 def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
@@ -185,7 +177,7 @@ class SocketResume:
                 elif conn.last_event_id is not None:
                     await self._replay(sid, conn, rooms=self._rooms(sid))
                 await self._send_inbox(sid, conn)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 log.warning("resuming connection %s failed: %r", sid, exc)
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)
             finally:
@@ -278,7 +270,7 @@ class SocketResume:
                 room = ack.get("room") if ack.get("ok") else None
                 if isinstance(room, str) and room not in before:
                     await self._replay(sid, conn, rooms=[room], exclude=sorted(before), room=room)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 log.warning("replaying a room for %s failed: %r", sid, exc)
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)
             finally:
@@ -320,17 +312,17 @@ class SocketResume:
     async def mark_read(self, sid: str, argument: object) -> dict[str, Any]:
         conn = self._connections.get(sid)
         if conn is None or not conn.user_id:
-            return error("unauthorized", "not connected")
+            return ack_error("unauthorized", "not connected")
         try:
             ids = ids_to_mark(argument)
         except InvalidRead as exc:
-            return error("invalid_payload", str(exc))
+            return ack_error("invalid_payload", str(exc))
         try:
             result = await inbox.mark_read(self._pool, conn.user_id, ids)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             log.warning("markRead for %s failed: %r", conn.user_id, exc)
-            return error("unavailable", "the inbox could not be updated; try again")
-        return ok(marked=result.marked, unread=result.unread)
+            return ack_error("unavailable", "the inbox could not be updated; try again")
+        return ack_ok(marked=result.marked, unread=result.unread)
 
 
 class ResumableNotificationsNamespace(NotificationsNamespace):

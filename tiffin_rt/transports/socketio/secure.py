@@ -19,6 +19,8 @@ import socketio
 
 from tiffin_rt.auth import AuthError, Identity, TokenVerifier
 from tiffin_rt.background import BackgroundTasks
+from tiffin_rt.core.errors import ClientError, ack_error, ack_ok
+from tiffin_rt.db.errors import DB_ERRORS, INPUT_ERRORS, input_error_name
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.deadlines import Deadlines
 
@@ -40,14 +42,6 @@ RESERVED_EVENTS = frozenset(
         "removeListener",
     }
 )
-
-
-def ok(**fields: Any) -> dict[str, Any]:
-    return {"ok": True, **fields}
-
-
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message}}
 
 
 def refused(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
@@ -133,20 +127,20 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         current = self._identities[sid]
         token = data.get("token") if isinstance(data, dict) else data
         if not isinstance(token, str) or not token:
-            return error("invalid_payload", 'refreshToken takes {"token": "<jwt>"}')
+            return ack_error("invalid_payload", 'refreshToken takes {"token": "<jwt>"}')
         try:
             fresh = self._verifier.verify(token)
         except AuthError as exc:
-            return error(exc.code, exc.message)
+            return ack_error(exc.code, exc.message)
         if (fresh.user_id, fresh.role, fresh.vendor_id) != (
             current.user_id,
             current.role,
             current.vendor_id,
         ):
-            return error("forbidden", "the new token is for another user or role")
+            return ack_error("forbidden", "the new token is for another user or role")
         self._identities[sid] = fresh
         self._watch_expiry(sid, fresh)
-        return ok(expiresAt=_iso(fresh.expires_at) if fresh.expires_at else None)
+        return ack_ok(expiresAt=_iso(fresh.expires_at) if fresh.expires_at else None)
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -160,7 +154,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """An event a client sent: checked, rate limited, then its `on_<event>` handler."""
         sid = args[0]
         if sid not in self._identities:
-            return error("unauthorized", "not connected")
+            return ack_error("unauthorized", "not connected")
         handler = None
         if (
             isinstance(event, str)
@@ -172,25 +166,38 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if handler is None or not inspect.iscoroutinefunction(handler):
             # Unknown names are strikes, not budgets: they cannot buy fresh rate limits.
             self._strike(sid)
-            return error("unknown_event", f"no such event {str(event)[:40]!r}")
+            return ack_error("unknown_event", f"no such event {str(event)[:40]!r}")
         if not self._limits.allow_event(sid, event):
             self._strike(sid)
-            return error("rate_limited", f"too many {event!r} events; slow down")
+            return ack_error("rate_limited", f"too many {event!r} events; slow down")
         if not self._limits.allow_user_event(self._identities[sid].user_id):
             if self._limits.strike(sid):
                 self._end(sid, "rate_limited", "too many refused events; disconnecting")
-            return error("rate_limited", "too many events from this user; slow down")
+            return ack_error("rate_limited", "too many events from this user; slow down")
         try:
             inspect.signature(handler).bind(*args)
         except TypeError:
             self._strike(sid)
-            return error("invalid_payload", f"wrong number of arguments for {event!r}")
+            return ack_error("invalid_payload", f"wrong number of arguments for {event!r}")
         try:
             return await handler(*args)
+        except ClientError as exc:
+            return exc.ack()
+        except INPUT_ERRORS as exc:
+            log.warning(
+                "%s %s: the database refused the input (%s)",
+                self.namespace,
+                event,
+                input_error_name(exc),
+            )
+            return ack_error("invalid_payload", "the request holds data that cannot be stored")
+        except DB_ERRORS as exc:
+            log.warning("%s %s failed on the database: %r", self.namespace, event, exc)
+            return ack_error("unavailable", "the database is unavailable; try again")
         except Exception:
             # The arguments may hold anything the client sent, tokens included: not logged.
             log.exception("handler for %r on %s failed", event, self.namespace)
-            return error("internal", "the server could not handle this event")
+            return ack_error("internal", "the server could not handle this event")
 
     def _strike(self, sid: str) -> None:
         """A refused event; past `limits.abuse_strikes` the whole connection is closed."""
