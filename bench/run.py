@@ -177,6 +177,13 @@ class Database:
             await conn.close()
         return self.url(name)
 
+    async def drop(self, name: str) -> None:
+        admin = await asyncpg.connect(self.admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
     def stop(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
@@ -970,8 +977,11 @@ async def run(args: argparse.Namespace) -> int:
             for kind in servers:
                 if scenario not in RUNS.get(kind, SCENARIOS):
                     continue
+                # A name of this run's own: another bench on the same PostgreSQL (another
+                # checkout) must not drop the database under this one's server.
+                dbname = f"tiffin_rt_bench_{kind}_{os.getpid()}"
                 dsn = await database.fresh(
-                    f"tiffin_rt_bench_{kind}",
+                    dbname,
                     peer=kind != "tiffin",
                     orders=opts.e2e_sio + opts.e2e_sse,
                 )
@@ -986,6 +996,7 @@ async def run(args: argparse.Namespace) -> int:
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 finally:
                     stop_server(server)
+                    await database.drop(dbname)
                 log(f"  {json.dumps(result)}")
                 results[scenario][kind] = result
     finally:
