@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
-from tests.helpers import TEST_SECRET
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS_CONFIG = REPO / "docs" / "nginx.conf"
@@ -200,101 +197,5 @@ async def _wait_listening(port: int, process: asyncio.subprocess.Process, log: P
     raise AssertionError("nginx never listened")
 
 
-# --- the nodes (until tests/cluster_nodes.py exists) ------------------------------------------
-
-NODE_LIMITS = {
-    # Behind nginx every client comes from nginx's address: per-IP limits count all of them.
-    "connect_per_ip": "100000/minute",
-    "handshakes_per_ip": "100000/minute",
-}
-
-
-@dataclass
-class Node:
-    port: int
-    process: asyncio.subprocess.Process
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def node_config(dsn: str, shutdown_timeout: float) -> str:
-    limits = "".join(f"  {key}: {value}\n" for key, value in NODE_LIMITS.items())
-    return (
-        "server:\n"
-        "  host: 127.0.0.1\n"
-        f"  shutdown_timeout: {shutdown_timeout}\n"
-        "  access_log: false\n"
-        "database:\n"
-        f"  dsn: {dsn}\n"
-        "  heartbeat_interval: 1\n"
-        "auth:\n"
-        f"  jwt_secret: {TEST_SECRET}\n"
-        "limits:\n"
-        f"{limits}"
-        "logging:\n"
-        "  level: INFO\n"
-    )
-
-
-@contextlib.asynccontextmanager
-async def running_nodes(
-    dsn: str, count: int = 3, shutdown_timeout: float = 5
-) -> AsyncIterator[list[Node]]:
-    """`count` `tiffin-rt serve` processes on free ports, against one database, ready."""
-    with tempfile.TemporaryDirectory(prefix="tiffin-nodes-") as tmp:
-        config = Path(tmp) / "node.yaml"
-        config.write_text(node_config(dsn, shutdown_timeout))
-        nodes: list[Node] = []
-        try:
-            for index in range(count):
-                port = free_port()
-                log = Path(tmp) / f"node{index}.log"
-                with log.open("wb") as out:
-                    process = await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "tiffin_rt",
-                        "serve",
-                        "--config",
-                        str(config),
-                        "--port",
-                        str(port),
-                        cwd=tmp,
-                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                        stdout=out,
-                        stderr=asyncio.subprocess.STDOUT,
-                    )
-                nodes.append(Node(port, process, log))
-            async with aiohttp.ClientSession() as http:
-                await asyncio.gather(*(_wait_ready(http, node) for node in nodes))
-            yield nodes
-        finally:
-            for node in nodes:
-                if node.process.returncode is None:
-                    node.process.terminate()
-            for node in nodes:
-                try:
-                    await asyncio.wait_for(node.process.wait(), shutdown_timeout + 10)
-                except TimeoutError:
-                    node.process.kill()
-                    await node.process.wait()
-
-
-async def _wait_ready(http: aiohttp.ClientSession, node: Node) -> None:
-    for _ in range(600):
-        if node.process.returncode is not None:
-            raise AssertionError(f"node on {node.port} exited:\n{node.output()}")
-        try:
-            async with http.get(f"{node.url}/readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"node on {node.port} never became ready:\n{node.output()}")
+# Behind nginx every client comes from nginx's address: per-IP limits count all of them.
+NODE_LIMITS = {"connect_per_ip": "100000/minute", "handshakes_per_ip": "100000/minute"}

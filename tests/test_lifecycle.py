@@ -38,5 +38,5 @@ def test_the_only_shutdown_signal_closes_connections_before_aiohttp_waits(
     server.shutdown_timeout for open handlers, so only the close of streams and sessions is
     there (an SSE stream or a Socket.IO session would otherwise hold the shutdown up)."""
     app = create_app(settings)
-    assert [h.__name__ for h in app.on_shutdown] == ["_close_connections"]
+    assert [h.__name__ for h in app.on_shutdown] == ["drain_connections"]
     assert len(app.on_startup) == 1  # the cleanup contexts' own start

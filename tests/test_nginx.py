@@ -9,8 +9,9 @@ from collections import Counter
 import asyncpg
 
 from tests.cluster_clients import FINAL_STATUS, Follower, SocketIOFollower, SseFollower
+from tests.cluster_nodes import StartCluster
 from tests.helpers import TEST_SECRET
-from tests.nginx_front import running_nginx, running_nodes
+from tests.nginx_front import NODE_LIMITS, running_nginx
 from tiffin_rt.auth import mint_token
 from tiffin_rt.config import AuthSettings
 
@@ -40,8 +41,11 @@ async def order_event_ids(db: asyncpg.Connection, order_id: str, after: int) -> 
     return [row["id"] for row in rows]
 
 
-async def test_three_nodes_behind_nginx_serve_every_transport(dsn: str) -> None:
-    async with running_nodes(dsn) as nodes, running_nginx([n.port for n in nodes]) as nginx:
+async def test_three_nodes_behind_nginx_serve_every_transport(
+    cluster_nodes: StartCluster, dsn: str
+) -> None:
+    nodes = (await cluster_nodes(3, limits=NODE_LIMITS)).nodes
+    async with running_nginx([n.port for n in nodes]) as nginx:
         ports = [node.port for node in nodes]
         addresses = await nginx.map_addresses(ports, per_node=len(KINDS))
         db = await asyncpg.connect(dsn)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Coroutine
@@ -26,6 +25,7 @@ from tiffin_rt.db.listener import EventListener, ListenerOptions
 from tiffin_rt.db.orders import OrderQueries
 from tiffin_rt.db.pool import create_pool
 from tiffin_rt.db.pruner import prune_forever
+from tiffin_rt.drain import DRAIN, Drain, drain_connections
 from tiffin_rt.keys import (
     DSN,
     HUB,
@@ -187,21 +187,11 @@ def _prune_events(app: web.Application) -> Coroutine[Any, Any, None]:
     return prune_forever(app[POOL], db.retention_days, db.prune_interval)
 
 
-async def _close_connections(app: web.Application) -> None:
-    """On SIGTERM/SIGINT: end SSE streams and Socket.IO sessions so clients reconnect elsewhere."""
-    app[HUB].close_all()
-    sio: Any = app[SOCKETIO]
-    if sio.eio.sockets:  # engine.io raises on an empty set
-        # Bounded: a socket whose reader died on a bad packet never drains its close packet.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sio.eio.disconnect(), app[SETTINGS].server.shutdown_timeout)
-    await sio.shutdown()
-
-
 def create_app(settings: Settings) -> web.Application:
     """Every long-lived resource and task is a cleanup context, started in the order below and
-    torn down in reverse. The one shutdown signal, _close_connections, runs before aiohttp
-    waits server.shutdown_timeout for open handlers: it ends streams and sessions first."""
+    torn down in reverse. The one shutdown signal, drain_connections (drain.py), runs before
+    aiohttp waits server.shutdown_timeout for open handlers: it ends streams and sessions
+    first."""
     quiet_client_faults()
     verifier = TokenVerifier(settings.auth)
     limits = RateLimits(settings.limits)
@@ -226,6 +216,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_sse(app)
     setup_web(app, settings)
     setup_inbox_http(app)
-    app.on_shutdown.append(_close_connections)
+    app[DRAIN] = Drain()
+    app.on_shutdown.append(drain_connections)
     setup_cors(app, origins)  # last: every REST and SSE route exists
     return app

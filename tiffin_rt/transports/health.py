@@ -9,6 +9,7 @@ from aiohttp import web
 from tiffin_rt import __version__
 from tiffin_rt.db import readiness
 from tiffin_rt.db.errors import DB_ERRORS
+from tiffin_rt.drain import DRAIN
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SETTINGS, SOCKETIO
 
 
@@ -80,6 +81,9 @@ async def readyz(request: web.Request) -> web.Response:
     checks = await _database_checks(app)
     listener = app.get(LISTENER)
     checks["listener"] = "ok" if listener is not None and listener.connected else "disconnected"
+    drain = app.get(DRAIN)
+    if drain is not None and drain.started:
+        checks["node"] = "draining"  # SIGTERM: a load balancer should send nothing more here
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ok" if ready else "unavailable", "checks": checks},

@@ -1,0 +1,64 @@
+"""Draining a node on SIGTERM/SIGINT: its clients reconnect to the other nodes and resume.
+
+By the time this runs (aiohttp's `on_shutdown`), the listening sockets are closed: a load
+balancer's next connect to this node is refused and goes to another node (nginx: the next
+server of the upstream). Then every client is told to go, in the one way every client kind
+takes as "reconnect": its transport closes.
+
+- SSE streams end; an `EventSource` reconnects by itself with `Last-Event-ID`.
+- Socket.IO sessions end with their connection, *without* Engine.IO's close packet or a
+  Socket.IO DISCONNECT: the official JavaScript client reconnects after "transport close" but
+  not after "io server disconnect", and python-socketio's client takes an Engine.IO close
+  packet as final (no reconnection at all). A WebSocket is closed; a waiting long-poll is
+  answered empty and the session's next request gets 400 (unknown session) from wherever it
+  lands, which both clients take as a transport error and reconnect.
+
+Clients that present their last `eventId` (Socket.IO `auth.lastEventId`, SSE `Last-Event-ID`)
+get what they missed replayed from the log on the node they reach, then live events: nothing
+lost, nothing twice. `/readyz` answers 503 `draining` to whatever still reaches this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from tiffin_rt.keys import HUB, SETTINGS, SOCKETIO
+from tiffin_rt.transports.socketio.engine_guard import end_session
+
+log = logging.getLogger(__name__)
+
+
+class Drain:
+    """Whether this node has started draining."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+
+DRAIN = web.AppKey("drain", Drain)
+
+
+async def drain_connections(app: web.Application) -> None:
+    """On SIGTERM/SIGINT: end SSE streams and Socket.IO sessions so clients reconnect elsewhere."""
+    drain = app[DRAIN]
+    first = not drain.started
+    drain.started = True
+    hub = app[HUB]
+    sio: Any = app[SOCKETIO]
+    sockets = list(sio.eio.sockets.values())
+    log.info("draining: ending %d SSE streams and %d Socket.IO sessions", len(hub), len(sockets))
+    hub.close_all()
+    if sockets:
+        # Bounded: a socket whose reader died on a bad packet may never finish closing.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(end_session(socket, abort=True) for socket in sockets)),
+                app[SETTINGS].server.shutdown_timeout,
+            )
+    if first:  # python-engineio's shutdown runs once
+        await sio.shutdown()
