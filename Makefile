@@ -45,10 +45,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict tiffin_rt
 
-# `make bench` runs every scenario against tiffin_rt and both peers (about 5 minutes);
+# `make bench` runs every scenario against tiffin_rt and both peers, then tiffin_rt on 2 and 3
+# nodes behind nginx (about 5 minutes);
 # `make bench BENCH_ARGS="--scenario fanout --servers tiffin,node"` runs a part of it.
 BENCH_ARGS ?=
-bench: install bench/node_modules/.installed
+bench: install bench/node_modules/.installed $(NGINX)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench/node_modules/.installed: bench/package.json

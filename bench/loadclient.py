@@ -5,7 +5,8 @@ cheaply. WebSocket connections ask for permessage-deflate as a browser does. Dri
 orchestrator (bench/run.py) through stdin/stdout, one JSON object per line:
 
   argv[1]: a JSON file holding the job: url, namespace, sio (list of [token, room|null]),
-           sse (list of [token, order_id]), expect (events per connection), connect_concurrency
+           sse (list of [token, order_id]), expect (events per connection), connect_concurrency,
+           local_addr (optional: the source address of every connection)
   stdout:  {"ready": n, "failed": m, "errors": [...]} once every connection is set up
   stdin:   "stats"  -> {"received": n, "open": k, "complete": c}
            "report" -> {"received": n, "open": k, "samples": [[status, t_recv, "sio"|"sse"], ...]}
@@ -169,7 +170,11 @@ async def main(job: dict[str, Any]) -> None:
     url: str = job["url"]
     counters = Counters(int(job.get("expect", 0)))
     record = bool(job.get("record", False))
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    # local_addr: the source address (bench/cluster.py: nginx sends each address to one node)
+    local = job.get("local_addr")
+    connector = aiohttp.TCPConnector(
+        limit=0, force_close=False, local_addr=(local, 0) if local else None
+    )
     session = aiohttp.ClientSession(connector=connector)
     gate = asyncio.Semaphore(int(job.get("connect_concurrency", 50)))
     runners: list[asyncio.Task[None]] = []

@@ -958,10 +958,10 @@ async def run(args: argparse.Namespace) -> int:
         connect_seconds=args.connect_seconds,
     )
     if args.scenario == "all":
-        scenarios = list(SCENARIOS)
+        scenarios = [*SCENARIOS, "cluster"]
     else:
         scenarios = [ALIASES.get(name, name) for name in args.scenario.split(",")]
-        unknown = [name for name in scenarios if name not in SCENARIOS]
+        unknown = [name for name in scenarios if name not in SCENARIOS and name != "cluster"]
         if unknown:
             raise SystemExit(f"bench: unknown scenario(s) {', '.join(unknown)}")
     servers = [s for s in KNOWN if s in args.servers.split(",")]
@@ -973,6 +973,11 @@ async def run(args: argparse.Namespace) -> int:
     began = time.monotonic()
     try:
         for scenario in scenarios:
+            if scenario == "cluster":  # tiffin_rt only: 2 and 3 nodes behind nginx
+                from bench import cluster
+
+                results[scenario] = await cluster.scenario(database, opts, args.cluster_nodes)
+                continue
             results[scenario] = {}
             for kind in servers:
                 if scenario not in RUNS.get(kind, SCENARIOS):
@@ -1004,7 +1009,13 @@ async def run(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (results_dir / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2))
     print()
-    print(render(results, servers))
+    if any(name != "cluster" for name in results):
+        print(render({k: v for k, v in results.items() if k != "cluster"}, servers))
+    if "cluster" in results:
+        from bench import cluster
+
+        print()
+        print(cluster.render(results["cluster"]))
     print()
     print(
         f"{os.cpu_count()} cores, {cpu_model()}; {time.monotonic() - began:.0f} s; "
@@ -1025,7 +1036,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--scenario",
         default="all",
-        help="spaced, burst (alias fanout), e2e, idle, a comma-separated list, or all (default)",
+        help="spaced, burst (alias fanout), e2e, idle, cluster, a comma-separated list,"
+        " or all (default)",
     )
     parser.add_argument(
         "--servers",
@@ -1066,6 +1078,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="status UPDATEs per second (end-to-end); issue 3 asks for 200",
     )
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--cluster-nodes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[2, 3],
+        help="cluster: the node counts behind nginx (default 2,3)",
+    )
     parser.add_argument(
         "--idle-connections",
         type=int,

@@ -70,8 +70,11 @@ def site_config(upstream_ports: list[int], listen_port: int, access_log: Path) -
     return text
 
 
-def main_config(prefix: Path, site: Path) -> str:
-    """The main context Debian's /etc/nginx/nginx.conf would give, in the test's prefix."""
+def main_config(prefix: Path, site: Path, worker_connections: int = 1024) -> str:
+    """The main context Debian's /etc/nginx/nginx.conf would give, in the test's prefix.
+
+    Each proxied client holds two of a worker's connections (its own and the node's).
+    """
     temps = "\n".join(
         f"    {name}_temp_path {prefix / name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -79,9 +82,10 @@ def main_config(prefix: Path, site: Path) -> str:
     return (
         "daemon off;\n"
         "worker_processes 1;\n"
+        f"worker_rlimit_nofile {2 * worker_connections + 64};\n"
         f"pid {prefix / 'nginx.pid'};\n"
         f"error_log {prefix / 'error.log'} info;\n"
-        "events { worker_connections 1024; }\n"
+        f"events {{ worker_connections {worker_connections}; }}\n"
         "http {\n"
         f"{temps}\n"
         f"    include {site};\n"
