@@ -148,7 +148,6 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await resume.close()
         await notifications.close()
 
 

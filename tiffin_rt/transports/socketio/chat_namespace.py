@@ -137,13 +137,13 @@ class SupportNamespace(SecureNamespace):
 
     def _who(self, sid: str, identity: Identity | None = None) -> Who:
         """Take it before the handler's first await: the connection may be gone after it."""
-        identity = identity or self._identities[sid]
+        identity = identity or self._connections[sid].identity
         return Who(identity.user_id, identity.role, sid)
 
     # -- client events ---------------------------------------------------------------------
 
     async def on_startConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
-        identity = self._identities[sid]
+        identity = self._connections[sid].identity
         if is_agent(identity.role):
             raise ChatError("forbidden", "support agents join conversations; customers start them")
         request = parse_start(data, self._chat)
@@ -224,7 +224,7 @@ class SupportNamespace(SecureNamespace):
     async def expire_typing(self) -> None:
         """Clear typing indicators of everyone silent for longer than the timeout."""
         for sid, conversation_id in self._typing.expired(time.monotonic()):
-            identity = self._identities.get(sid)
+            identity = self.identity(sid)
             if identity is None:
                 continue
             who = Who(identity.user_id, identity.role, sid)

@@ -58,7 +58,7 @@ class NotificationsNamespace(SecureNamespace):
             await self.enter_room(sid, room_for_vendor(identity.vendor_id))
 
     async def on_joinRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
-        identity = self._identities.get(sid)
+        identity = self.identity(sid)
         if identity is None:  # it may run after waiting behind the connection's replay
             return gone()
         try:
@@ -78,14 +78,15 @@ class NotificationsNamespace(SecureNamespace):
         if not still_connected(self, sid):
             return gone()  # the disconnect took it out of every room
         try:
-            self._access.admit(self._identities[sid], room, snapshot.parties if snapshot else None)
+            parties = snapshot.parties if snapshot else None
+            self._access.admit(self._connections[sid].identity, room, parties)
         except AccessDenied as exc:
             await self.leave_room(sid, room.name)  # the order changed hands since the check
             return ack_error(exc.code, exc.message)
         return ack_ok(room=room.name, order=current_status_message(snapshot) if snapshot else None)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
-        identity = self._identities[sid]
+        identity = self._connections[sid].identity
         try:
             room = self._access.parse(room_name)
         except AccessDenied as exc:

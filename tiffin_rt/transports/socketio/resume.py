@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -40,6 +39,7 @@ from tiffin_rt.db import inbox, replay
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.notifications import NAMESPACE, NotificationsNamespace
+from tiffin_rt.transports.socketio.secure import Connection
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,23 @@ def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-@dataclass(slots=True)
-class _Connection:
-    last_event_id: int | None
-    ceiling: int | None
-    invalid: str | None = None
-    user_id: str = ""
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    task: asyncio.Task[None] | None = None
+class ResumingConnection(Connection):
+    """A /notifications connection: what SecureNamespace keeps, and where it resumes from."""
+
+    __slots__ = ("ceiling", "gone", "invalid", "last_event_id", "lock", "task")
+
+    def __init__(self, sid: str, identity: Identity) -> None:
+        super().__init__(sid, identity)
+        self.last_event_id: int | None = None
+        self.ceiling: int | None = None
+        self.invalid: str | None = None  # why lastEventId was refused
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task[None] | None = None
+        self.gone = False
 
 
 class SocketResume:
-    """Per-connection resume state for /notifications; one per application."""
+    """Replay, the inbox on connect and markRead for /notifications connections."""
 
     CONNECT_WAIT_SECONDS = 5.0
 
@@ -84,7 +89,6 @@ class SocketResume:
         self._cursor = cursor
         self._inbox = settings.inbox
         self._max_events = settings.replay.max_events
-        self._connections: dict[str, _Connection] = {}
         self.handoffs = Handoffs(self._is_member)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -114,51 +118,39 @@ class SocketResume:
 
     # -- connection lifecycle --------------------------------------------------------------
 
-    def prepare(self, sid: str, auth: object) -> None:
+    def prepare(self, conn: ResumingConnection, auth: object) -> None:
         """Before the connection enters its rooms: parse lastEventId, start holding events."""
         raw = auth.get("lastEventId") if isinstance(auth, dict) else None
-        ceiling = self._cursor()
+        conn.ceiling = self._cursor()
         try:
-            last = parse_last_event_id(raw)
-            conn = _Connection(last, ceiling)
+            conn.last_event_id = parse_last_event_id(raw)
         except InvalidEventId as exc:
-            conn = _Connection(None, ceiling, invalid=str(exc))
-        self._connections[sid] = conn
+            conn.invalid = str(exc)
         # Always held until `position` is out, so it comes before every live event.
-        self.handoffs.begin(sid, ceiling, floor=conn.last_event_id or 0)
+        self.handoffs.begin(conn.sid, conn.ceiling, floor=conn.last_event_id or 0)
 
-    def start(self, sid: str, identity: Identity) -> None:
+    def start(self, conn: ResumingConnection) -> None:
         """After the connect handler accepted: replay, or send the inbox, once connected."""
-        conn = self._connections.get(sid)
-        if conn is None:
-            return
-        conn.user_id = identity.user_id
-        conn.task = asyncio.create_task(self._after_connect(sid, conn), name=f"resume-{sid}")
+        conn.task = asyncio.create_task(
+            self._after_connect(conn.sid, conn), name=f"resume-{conn.sid}"
+        )
 
-    def forget(self, sid: str) -> None:
-        conn = self._connections.pop(sid, None)
-        self.handoffs.forget(sid)
-        if conn is not None and conn.task is not None and conn.task is not asyncio.current_task():
+    def forget(self, conn: ResumingConnection) -> None:
+        conn.gone = True
+        self.handoffs.forget(conn.sid)
+        if conn.task is not None and conn.task is not asyncio.current_task():
             conn.task.cancel()
 
-    async def close(self) -> None:
-        tasks = [c.task for c in self._connections.values() if c.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _wait_connected(self, sid: str) -> bool:
+    async def _wait_connected(self, sid: str, conn: ResumingConnection) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.CONNECT_WAIT_SECONDS
         while not self._sio.manager.is_connected(sid, NAMESPACE):
-            if sid not in self._connections or loop.time() > deadline:
+            if conn.gone or loop.time() > deadline:
                 return False
             await asyncio.sleep(0.005)
         return True
 
-    async def _after_connect(self, sid: str, conn: _Connection) -> None:
+    async def _after_connect(self, sid: str, conn: ResumingConnection) -> None:
         try:
             await self._catch_up(sid, conn)
         finally:
@@ -166,8 +158,8 @@ class SocketResume:
                 None  # a finished task (and its frame) is not kept for the connection's life
             )
 
-    async def _catch_up(self, sid: str, conn: _Connection) -> None:
-        if not await self._wait_connected(sid):
+    async def _catch_up(self, sid: str, conn: ResumingConnection) -> None:
+        if not await self._wait_connected(sid, conn):
             self.handoffs.forget(sid)
             return
         async with conn.lock:
@@ -185,7 +177,7 @@ class SocketResume:
                 await self._emit(sid, "position", {"eventId": self._position(conn)})
                 await self._release(sid)
 
-    def _position(self, conn: _Connection) -> int | None:
+    def _position(self, conn: ResumingConnection) -> int | None:
         """Every event of the connection's rooms after this id reaches it (live or replayed)."""
         known = [i for i in (conn.ceiling, conn.last_event_id) if i is not None]
         return max(known) if known else None
@@ -198,7 +190,7 @@ class SocketResume:
     # -- replay ----------------------------------------------------------------------------
 
     async def _resync(
-        self, sid: str, reason: str, message: str, conn: _Connection, room: str | None = None
+        self, sid: str, reason: str, message: str, conn: ResumingConnection, room: str | None = None
     ) -> None:
         payload: dict[str, Any] = {
             "reason": reason,
@@ -216,7 +208,7 @@ class SocketResume:
     async def _replay(
         self,
         sid: str,
-        conn: _Connection,
+        conn: ResumingConnection,
         *,
         rooms: Sequence[str],
         exclude: Sequence[str] = (),
@@ -247,16 +239,16 @@ class SocketResume:
         self.handoffs.record_sent(sid, (e.id for e in events))
         await self._emit_events(sid, events)
 
-    async def joining(self, sid: str, join: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    async def joining(
+        self, conn: ResumingConnection, join: Awaitable[dict[str, Any]]
+    ) -> dict[str, Any]:
         """Wraps joinRoom: a resumed connection gets the room's missed events, then live ones."""
-        conn = self._connections.get(sid)
-        if conn is None:
-            return await join
+        sid = conn.sid
         # Under the lock: the connect-time replay may still run, and its resync clears the
         # connection's last id (so a join racing it replays nothing).
         async with conn.lock:
             last_event_id = conn.last_event_id
-            if last_event_id is None or sid not in self._connections:
+            if last_event_id is None or conn.gone:
                 ack = await join
                 if ack.get("ok"):
                     # Read after joining: every later event of the room reaches it live.
@@ -281,46 +273,43 @@ class SocketResume:
 
     # -- inbox -----------------------------------------------------------------------------
 
-    async def _send_inbox(self, sid: str, conn: _Connection) -> None:
+    async def _send_inbox(self, sid: str, conn: ResumingConnection) -> None:
         mode = self._inbox.on_connect
         if mode == "off":
             return
-        pool = self._pool
+        pool, user_id = self._pool, conn.identity.user_id
         if mode == "latest":
-            items = await inbox.page(pool, conn.user_id, limit=self._inbox.on_connect_limit)
+            items = await inbox.page(pool, user_id, limit=self._inbox.on_connect_limit)
             self.handoffs.record_sent(sid, (i.id for i in items))
             await self._emit(
                 sid,
                 "inbox",
                 {
-                    "unread": await inbox.unread_count(pool, conn.user_id),
+                    "unread": await inbox.unread_count(pool, user_id),
                     "notifications": [inbox_message(i) for i in items],
                 },
             )
             return
-        unread = await inbox.unread_count(pool, conn.user_id)
+        unread = await inbox.unread_count(pool, user_id)
         if conn.last_event_id is None and unread:
             # Not bounded by the ceiling: the inbox outlives the log, so its ids need not be
             # anywhere near the listener's cursor. Live copies of these are dropped by id.
-            items = await inbox.newest_unread(pool, conn.user_id, self._inbox.on_connect_limit)
+            items = await inbox.newest_unread(pool, user_id, self._inbox.on_connect_limit)
             self.handoffs.record_sent(sid, (i.id for i in items))
             for item in items:
                 await self._paced(sid)
                 await self._emit(sid, "notification", inbox_message(item))
         await self._emit(sid, "unreadCount", {"unread": unread})
 
-    async def mark_read(self, sid: str, argument: object) -> dict[str, Any]:
-        conn = self._connections.get(sid)
-        if conn is None or not conn.user_id:
-            return ack_error("unauthorized", "not connected")
+    async def mark_read(self, conn: ResumingConnection, argument: object) -> dict[str, Any]:
         try:
             ids = ids_to_mark(argument)
         except InvalidRead as exc:
             return ack_error("invalid_payload", str(exc))
         try:
-            result = await inbox.mark_read(self._pool, conn.user_id, ids)
+            result = await inbox.mark_read(self._pool, conn.identity.user_id, ids)
         except DB_ERRORS as exc:
-            log.warning("markRead for %s failed: %r", conn.user_id, exc)
+            log.warning("markRead for %s failed: %r", conn.identity.user_id, exc)
             return ack_error("unavailable", "the inbox could not be updated; try again")
         return ack_ok(marked=result.marked, unread=result.unread)
 
@@ -332,25 +321,46 @@ class ResumableNotificationsNamespace(NotificationsNamespace):
         super().__init__(**kwargs)
         self._resume = resume
 
+    def open_connection(self, sid: str, identity: Identity, auth: object) -> ResumingConnection:
+        conn = ResumingConnection(sid, identity)
+        self._resume.prepare(conn, auth)  # before `connected` enters the connection's rooms
+        return conn
+
+    def _resuming(self, sid: str) -> ResumingConnection | None:
+        conn = self.connection(sid)
+        return conn if isinstance(conn, ResumingConnection) else None
+
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        self._resume.prepare(sid, auth)
-        try:
-            await super().on_connect(sid, environ, auth)
-        except BaseException:
-            self._resume.forget(sid)
-            raise
-        identity = self.identity(sid)
-        if identity is None:
-            self._resume.forget(sid)
-            return
-        self._resume.start(sid, identity)
+        await super().on_connect(sid, environ, auth)
+        conn = self._resuming(sid)
+        if conn is not None:
+            self._resume.start(conn)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self._resume.forget(sid)
+        conn = self._resuming(sid)
+        if conn is not None:
+            self._resume.forget(conn)
         await super().on_disconnect(sid, reason)
 
+    async def close(self) -> None:
+        """At shutdown: end the resume tasks still running, then the namespace's timers."""
+        tasks = [c.task for c in self._connections.values() if isinstance(c, ResumingConnection)]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await super().close()
+
     async def on_joinRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
-        return await self._resume.joining(sid, super().on_joinRoom(sid, room_name))
+        join = super().on_joinRoom(sid, room_name)
+        conn = self._resuming(sid)
+        return await (join if conn is None else self._resume.joining(conn, join))
 
     async def on_markRead(self, sid: str, argument: Any = None) -> dict[str, Any]:
-        return await self._resume.mark_read(sid, argument)
+        conn = self._resuming(sid)
+        if conn is None:
+            return ack_error("unauthorized", "not connected")
+        return await self._resume.mark_read(conn, argument)

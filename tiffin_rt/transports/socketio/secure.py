@@ -58,6 +58,19 @@ def client_address(environ: dict[str, Any]) -> str:
     return str(environ.get("REMOTE_ADDR") or "unknown")
 
 
+class Connection:
+    """Everything a namespace keeps about one authenticated connection, in one place: created
+    on connect (SecureNamespace.open_connection), dropped on disconnect."""
+
+    __slots__ = ("identity", "sid", "warned")
+
+    def __init__(self, sid: str, identity: Identity) -> None:
+        self.sid = sid
+        self.identity = identity
+        # `tokenExpiring` was sent: the next expiry step disconnects.
+        self.warned = False
+
+
 class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """Authenticated, rate-limited namespace with token expiry and refresh."""
 
@@ -73,10 +86,9 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._limits = limits
         self._warning = verifier.settings.expiry_warning
         self._leeway = verifier.settings.leeway
-        self._identities: dict[str, Identity] = {}
+        self._connections: dict[str, Connection] = {}
         # One loop timer for every connection's next expiry step (see deadlines.py).
-        self._expiry: Deadlines[str] = Deadlines(self._expiry_due)
-        self._warned: set[str] = set()
+        self._expiry: Deadlines[Connection] = Deadlines(self._expiry_due)
         self._background = BackgroundTasks(f"{namespace} namespace")
 
     # -- hooks for subclasses ------------------------------------------------------------
@@ -87,15 +99,23 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def disconnected(self, sid: str, identity: Identity) -> None:
         """Called when an authenticated connection ends."""
 
+    def open_connection(self, sid: str, identity: Identity, auth: object) -> Connection:
+        """The state of a connection just authenticated, before `connected` (a subclass keeps
+        more per connection by returning a subclass of Connection)."""
+        return Connection(sid, identity)
+
     # -- state ---------------------------------------------------------------------------
 
+    def connection(self, sid: str) -> Connection | None:
+        return self._connections.get(sid)
+
     def identity(self, sid: str) -> Identity | None:
-        return self._identities.get(sid)
+        conn = self._connections.get(sid)
+        return conn.identity if conn is not None else None
 
     async def close(self) -> None:
         """Stop the expiry timers (at application shutdown)."""
         self._expiry.clear()
-        self._warned.clear()
         await self._background.cancel_all()
 
     # -- connection lifecycle ------------------------------------------------------------
@@ -110,21 +130,27 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise refused(exc.code, exc.message) from None
         if not self._limits.open_user_connection(identity.user_id):
             raise refused("rate_limited", "too many open connections for this user")
-        self._identities[sid] = identity
-        self._watch_expiry(sid, identity)
-        await self.connected(sid, identity)
+        conn = self.open_connection(sid, identity, auth)
+        self._connections[sid] = conn
+        self._watch_expiry(conn)
+        try:
+            await self.connected(sid, identity)
+        except BaseException:
+            await self.on_disconnect(sid)  # refused half way: nothing of it is kept
+            raise
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        identity = self._identities.pop(sid, None)
-        self._expiry.cancel(sid)
-        self._warned.discard(sid)
-        if identity is not None:
-            self._limits.close_user_connection(identity.user_id)
-            await self.disconnected(sid, identity)
+        conn = self._connections.pop(sid, None)
+        if conn is None:
+            return
+        self._expiry.cancel(conn)
+        self._limits.close_user_connection(conn.identity.user_id)
+        await self.disconnected(sid, conn.identity)
 
     async def on_refreshToken(self, sid: str, data: Any = None) -> dict[str, Any]:
         """Accepts {"token": "<jwt>"} (or the bare token) for the same user."""
-        current = self._identities[sid]
+        conn = self._connections[sid]
+        current = conn.identity
         token = data.get("token") if isinstance(data, dict) else data
         if not isinstance(token, str) or not token:
             return ack_error("invalid_payload", 'refreshToken takes {"token": "<jwt>"}')
@@ -138,8 +164,8 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             current.vendor_id,
         ):
             return ack_error("forbidden", "the new token is for another user or role")
-        self._identities[sid] = fresh
-        self._watch_expiry(sid, fresh)
+        conn.identity = fresh
+        self._watch_expiry(conn)
         return ack_ok(expiresAt=_iso(fresh.expires_at) if fresh.expires_at else None)
 
     # -- dispatch --------------------------------------------------------------------------
@@ -153,7 +179,8 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def client_event(self, event: Any, *args: Any) -> Any:
         """An event a client sent: checked, rate limited, then its `on_<event>` handler."""
         sid = args[0]
-        if sid not in self._identities:
+        conn = self._connections.get(sid)
+        if conn is None:
             return ack_error("unauthorized", "not connected")
         handler = None
         if (
@@ -170,9 +197,8 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not self._limits.allow_event(sid, event):
             self._strike(sid)
             return ack_error("rate_limited", f"too many {event!r} events; slow down")
-        if not self._limits.allow_user_event(self._identities[sid].user_id):
-            if self._limits.strike(sid):
-                self._end(sid, "rate_limited", "too many refused events; disconnecting")
+        if not self._limits.allow_user_event(conn.identity.user_id):
+            self._strike(sid)
             return ack_error("rate_limited", "too many events from this user; slow down")
         try:
             inspect.signature(handler).bind(*args)
@@ -206,34 +232,35 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     # -- expiry ------------------------------------------------------------------------------
 
-    def _watch_expiry(self, sid: str, identity: Identity) -> None:
+    def _watch_expiry(self, conn: Connection) -> None:
         """`tokenExpiring` at expiry minus `expiry_warning`, then the disconnect at expiry."""
-        self._warned.discard(sid)
-        if identity.expires_at is None:
-            self._expiry.cancel(sid)
+        conn.warned = False
+        expires_at = conn.identity.expires_at
+        if expires_at is None:
+            self._expiry.cancel(conn)
             return
-        self._expiry.set(sid, identity.expires_at - self._warning - time.time())
+        self._expiry.set(conn, expires_at - self._warning - time.time())
 
-    def _expiry_due(self, sid: str) -> None:
-        identity = self._identities.get(sid)
-        if identity is None or identity.expires_at is None:
+    def _expiry_due(self, conn: Connection) -> None:
+        expires_at = conn.identity.expires_at
+        if self._connections.get(conn.sid) is not conn or expires_at is None:
             return
-        expires_at = identity.expires_at
-        if sid in self._warned:
-            self._warned.discard(sid)
+        sid = conn.sid
+        if conn.warned:
+            conn.warned = False
             self._spawn(
                 self._disconnect(
                     sid, "token_expired", "the token expired; reconnect with a new one"
                 )
             )
             return
-        self._warned.add(sid)
+        conn.warned = True
         payload = {
             "expiresAt": _iso(expires_at),
             "expiresIn": max(0, round(expires_at - time.time())),
         }
         self._spawn(self.emit("tokenExpiring", payload, to=sid))
-        self._expiry.set(sid, expires_at + self._leeway - time.time())
+        self._expiry.set(conn, expires_at + self._leeway - time.time())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A short task (an emit, a disconnect), kept until done so shutdown can cancel it."""
@@ -241,7 +268,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _abuse_disconnect(self, sid: str) -> None:
         """Say why, then close the client's whole connection, not only this namespace."""
-        if sid not in self._identities:
+        if sid not in self._connections:
             return
         await self.emit(
             "error",
@@ -252,7 +279,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _disconnect(self, sid: str, code: str, message: str) -> None:
         """Say why, then close: the client sees an `error` event and then `disconnect`."""
-        if sid not in self._identities:
+        if sid not in self._connections:
             return
         await self.emit("error", {"code": code, "message": message}, to=sid)
         await self.disconnect(sid)
