@@ -76,6 +76,9 @@ class RoomAccess:
         self._cache: dict[str, tuple[float, OrderParties | None]] = {}
         self._order_ids = orders.id_format
         self._transports: list[RoomMembers] = []
+        # The parties each order's room was last checked against, to evict only on a change
+        # (a join is checked on its own, against what it read).
+        self._enforced: dict[str, OrderParties] = {}
 
     def add_transport(self, members: RoomMembers) -> None:
         """A transport whose connections are evicted when the policy stops admitting them."""
@@ -150,6 +153,11 @@ class RoomAccess:
             if parties is None:
                 continue
             self.remember(event.order_id, parties)
+            if self._enforced.get(event.order_id) == parties:
+                continue  # the room was last checked against these parties: nobody to evict
+            if len(self._enforced) >= self.MAX_CACHED_ORDERS:
+                del self._enforced[next(iter(self._enforced))]
+            self._enforced[event.order_id] = parties
             room = Room("order", event.order_id)
             admits = _admits(room, parties)
             for members in self._transports:

@@ -142,7 +142,7 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     access.add_transport(SseStreams(hub))
     router.add_sink(access)  # before the delivering sinks: an evicted client gets nothing more
     router.add_sink(SseSink(hub, settings.notifications.terminal_statuses))
-    router.add_sink(NotificationsSink(sio, hold=resume.handoffs.hold))
+    router.add_sink(NotificationsSink(sio.manager, hold=resume.handoffs.hold))
     router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
     app[NOTIFICATION_GATEWAY] = NotificationGateway(pool)
     try:

@@ -33,6 +33,9 @@ class Router:
     def __init__(self) -> None:
         self._sinks: list[Sink] = []
         self.delivered = 0
+        # Batches a sink could not finish at once (a stock Engine.IO socket, /support): they
+        # and the batches behind them went through the router's task.
+        self.deferred = 0
         # Batches (and the sink to resume at) waiting behind a sink that had to await.
         self._backlog: deque[tuple[Sequence[Event], int]] = deque()
         self._worker: asyncio.Task[None] | None = None
@@ -68,6 +71,7 @@ class Router:
             pending = self._call(index, events)
             if pending is not None:
                 self._backlog.appendleft((events, index + 1))
+                self.deferred += 1
                 self._settled.clear()
                 self._started = pending
                 self._worker = asyncio.get_running_loop().create_task(

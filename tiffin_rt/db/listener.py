@@ -89,6 +89,7 @@ class EventListener:
         # True only while _serve waits for a wake-up with nothing left to do: a NOTIFY carrying
         # the event after the cursor is then delivered from its callback, with no task between.
         self._idle = False
+        self.delivered_from_callback = 0
         self._options = options or ListenerOptions()
         self._wake = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
@@ -199,6 +200,7 @@ class EventListener:
                 # The next id, nothing in flight: deliver now (ids are unique, so nothing in
                 # the log can come between it and the cursor).
                 self._cursor = event.id
+                self.delivered_from_callback += 1
                 self._delivery.deliver((event,))
                 return
             self._carried[event.id] = event

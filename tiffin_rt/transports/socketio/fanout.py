@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Any
 
 import socketio
@@ -61,23 +62,44 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
                 **kwargs,
             )
             return
-        room = to or room
-        if namespace not in self.rooms:
-            return
         if isinstance(data, tuple):
             args = list(data)
         elif data is not None:
             args = [data]
         else:
             args = []
+        later = self._publish(event, args, namespace, to or room, skip_sid)
+        if later is not None:
+            await later
+
+    def publish(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        rooms: Sequence[str],
+        skip: Collection[str] = (),
+    ) -> Awaitable[None] | None:
+        """A room emit that does not wait: each WebSocket's frame is queued before it returns
+        (written at the end of the tick); what stock sockets are sent comes back as one
+        awaitable (None when there are none), which the caller awaits before its next emit."""
+        return self._publish(event, [data], namespace, list(rooms), skip)
+
+    def _publish(
+        self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any
+    ) -> Awaitable[None] | None:
+        if namespace not in self.rooms:
+            return None
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
         encoded = pkt.encode()
         if isinstance(encoded, list):  # binary attachments: the stock path
-            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, to=to)
-            return
-        text = "4" + encoded
-        frame = ws_frame(text.encode())
-        skip = skip_sid if isinstance(skip_sid, list | set | tuple) else (skip_sid,)
+            data = tuple(args) if len(args) != 1 else args[0]
+            stock: Awaitable[None] = super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid
+            )
+            return stock
+        frame = ws_frame(("4" + encoded).encode())
+        skip = skip_sid if isinstance(skip_sid, list | set | tuple | frozenset) else (skip_sid,)
         sockets = self.server.eio.sockets
         slow: list[str] = []
         for sid, eio_sid in self.get_participants(namespace, room):
@@ -90,7 +112,12 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
                 self._queue(socket, frame)
             else:
                 slow.append(eio_sid)
-        for eio_sid in slow:
+        if not slow:
+            return None
+        return self._send_stock(slow, encoded)
+
+    async def _send_stock(self, eio_sids: list[str], encoded: str) -> None:
+        for eio_sid in eio_sids:
             await self.server.eio.send_packet(
                 eio_sid, eio_packet.Packet(eio_packet.MESSAGE, encoded)
             )

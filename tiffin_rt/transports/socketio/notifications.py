@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
-import socketio
 from aiohttp import web
 
 from tiffin_rt.access import AccessDenied, RoomAccess
@@ -32,6 +31,7 @@ from tiffin_rt.core.rooms import (
     room_for_vendor,
 )
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
 from tiffin_rt.transports.socketio.secure import SecureNamespace
 
@@ -188,24 +188,33 @@ def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
 class NotificationsSink:
     """Routes log events to /notifications, in log order: order status updates, notifications,
     and reads (so a read never arrives after a notification committed later), each to the
-    rooms its event names."""
+    rooms its event names. WebSocket connections get their frames queued before `deliver`
+    returns; only packets for stock Engine.IO sockets (long-polling) are awaited."""
 
-    def __init__(self, sio: socketio.AsyncServer, *, hold: Hold | None = None) -> None:
-        self._sio = sio
+    def __init__(self, fanout: RoomFanout, *, hold: Hold | None = None) -> None:
+        self._fanout = fanout
         self._hold = hold
 
-    async def deliver(self, events: Sequence[Event]) -> None:
-        for event in events:
-            message = live_message(event)
-            if message is None:
-                continue
-            # connections being replayed to get this event from their replay instead
-            skip = self._hold(event) if self._hold is not None else []
-            name, payload = message
-            await self._sio.emit(
-                name,
-                payload,
-                to=list(event.rooms),
-                namespace=NAMESPACE,
-                skip_sid=skip or None,
-            )
+    def deliver(self, events: Sequence[Event]) -> Awaitable[None] | None:
+        for index, event in enumerate(events):
+            later = self._send(event)
+            if later is not None:
+                return self._finish(later, events[index + 1 :])
+        return None
+
+    def _send(self, event: Event) -> Awaitable[None] | None:
+        message = live_message(event)
+        if message is None:
+            return None
+        # connections being replayed to get this event from their replay instead
+        skip = self._hold(event) if self._hold is not None else []
+        name, payload = message
+        return self._fanout.publish(name, payload, NAMESPACE, event.rooms, skip)
+
+    async def _finish(self, later: Awaitable[None], rest: Sequence[Event]) -> None:
+        """The batch's remaining events, after the stock sockets' packets before them."""
+        await later
+        for event in rest:
+            more = self._send(event)
+            if more is not None:
+                await more

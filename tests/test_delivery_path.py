@@ -1,0 +1,81 @@
+"""The path from the NOTIFY to the sockets: handed over in the NOTIFY callback, no task between
+(docs/architecture.md, Event flow), and in order when a sink has to await."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import asyncpg
+import socketio
+from aiohttp.test_utils import TestServer
+
+from tests.helpers import Received, sio_client, sse_events, token
+from tests.replay_helpers import set_statuses
+from tiffin_rt.config import Settings
+from tiffin_rt.keys import LISTENER, ROUTER
+
+NS = "/notifications"
+STATUSES = ["confirmed", "preparing", "ready"]
+
+
+async def _polling_client(url: str, tok: str) -> tuple[socketio.AsyncClient, Received]:
+    received = Received()
+    client = socketio.AsyncClient(reconnection=False)
+    client.on(
+        "orderStatusUpdate", lambda data=None: received.add("orderStatusUpdate", data), namespace=NS
+    )
+    await client.connect(
+        url, namespaces=[NS], auth={"token": tok}, transports=["polling"], wait_timeout=5
+    )
+    return client, received
+
+
+async def test_status_changes_reach_websocket_and_sse_from_the_notify_callback(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    alice = token(settings, "alice")
+    client, received = await sio_client(url, alice)
+    try:
+        assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                url + "/api/notifications/orders/1/status",
+                headers={"Authorization": f"Bearer {alice}"},
+            ) as response,
+        ):
+            stream = sse_events(response)
+            await anext(stream)  # the current status
+            listener, router = server.app[LISTENER], server.app[ROUTER]
+            from_callback, deferred = listener.delivered_from_callback, router.deferred
+            ids = await set_statuses(db, 1, STATUSES)
+            updates = await received.wait_for("orderStatusUpdate", len(STATUSES))
+            on_sse = [await asyncio.wait_for(anext(stream), 5) for _ in STATUSES]
+        assert [u["eventId"] for u in updates] == ids
+        assert [int(e.id or 0) for e in on_sse] == ids
+        # Handed over in the NOTIFY callback, and no sink had to go through the router's task.
+        assert listener.delivered_from_callback > from_callback
+        assert router.deferred == deferred
+    finally:
+        await client.disconnect()
+
+
+async def test_a_long_polling_member_is_sent_in_order_behind_the_router_task(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    alice = token(settings, "alice")
+    websocket, on_websocket = await sio_client(url, alice)
+    polling, on_polling = await _polling_client(url, alice)
+    try:
+        for client in (websocket, polling):
+            assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
+        deferred = server.app[ROUTER].deferred
+        ids = await set_statuses(db, 1, STATUSES * 3)
+        for received in (on_websocket, on_polling):
+            updates = await received.wait_for("orderStatusUpdate", len(ids))
+            assert [u["eventId"] for u in updates] == ids
+        assert server.app[ROUTER].deferred > deferred  # the stock socket's packets were awaited
+    finally:
+        for client in (websocket, polling):
+            await client.disconnect()
