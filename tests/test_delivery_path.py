@@ -10,6 +10,7 @@ import asyncpg
 import socketio
 from aiohttp.test_utils import TestServer
 
+from tests.cluster_nodes import StartCluster
 from tests.helpers import Received, sio_client, sse_events, token
 from tests.replay_helpers import set_statuses
 from tiffin_rt.config import Settings
@@ -79,3 +80,32 @@ async def test_a_long_polling_member_is_sent_in_order_behind_the_router_task(
     finally:
         for client in (websocket, polling):
             await client.disconnect()
+
+
+async def test_live_updates_reach_sse_and_socketio_on_a_served_node(
+    cluster_nodes: StartCluster, db: asyncpg.Connection
+) -> None:
+    """`tiffin-rt serve` runs on uvloop, whose transports are not asyncio's classes."""
+    cluster = await cluster_nodes(1)
+    node = cluster[0]
+    alice = token(cluster.settings, "alice")
+    client, received = await sio_client(node.url, alice)
+    try:
+        assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                node.url + "/api/notifications/orders/1/status",
+                headers={"Authorization": f"Bearer {alice}"},
+            ) as response,
+        ):
+            stream = sse_events(response)
+            await asyncio.wait_for(anext(stream), 5)  # the current status
+            ids = await set_statuses(db, 1, [*STATUSES, "delivered"])
+            on_sse = [await asyncio.wait_for(anext(stream), 5) for _ in ids]
+            assert [int(e.id or 0) for e in on_sse] == ids
+            assert [e async for e in stream] == []  # delivered is terminal: the stream ends
+        updates = await received.wait_for("orderStatusUpdate", len(ids))
+        assert [u["eventId"] for u in updates] == ids
+    finally:
+        await client.disconnect()
