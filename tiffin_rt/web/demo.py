@@ -16,7 +16,7 @@ from aiohttp import web
 
 from tiffin_rt.auth import Identity, mint_token
 from tiffin_rt.core.errors import ClientError
-from tiffin_rt.core.policy import may_join
+from tiffin_rt.core.policy import is_staff, may_join
 from tiffin_rt.core.rooms import Room
 from tiffin_rt.db.demo_orders import DemoOrders, OrderFilter
 from tiffin_rt.demo import ALL_STATUSES, VENDOR_NAMES, TransitionError, move_order
@@ -99,7 +99,7 @@ async def issue_token(request: web.Request) -> web.Response:
 
 
 def _filter_for(who: Identity, demo: DemoOrders) -> OrderFilter:
-    if who.role in ("support", "admin"):
+    if is_staff(who.role):
         return OrderFilter()
     column = demo.column_for(who.role)
     value = who.vendor_id if who.role == "kitchen" else who.user_id
@@ -121,7 +121,7 @@ async def change_status(request: web.Request) -> web.Response:
     target = body.get("status")
     if not isinstance(target, str) or target not in ALL_STATUSES:
         raise ClientError("invalid_status", f"status must be one of {', '.join(ALL_STATUSES)}")
-    if who.role not in ("kitchen", "support", "admin"):
+    if who.role != "kitchen" and not is_staff(who.role):
         raise ClientError("forbidden", "only kitchen staff and support move orders")
     app = request.app
     demo = app[DEMO_QUERIES]
@@ -145,7 +145,7 @@ async def place_order(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if who.role == "customer":
         customer = who.user_id
-    elif who.role in ("support", "admin"):
+    elif is_staff(who.role):
         customer = str(body.get("customerId") or "")
         if not customer:
             raise ClientError("invalid_order", "customerId is required")

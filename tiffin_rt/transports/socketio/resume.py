@@ -21,38 +21,25 @@ from tiffin_rt.auth import Identity
 from tiffin_rt.config import Settings
 from tiffin_rt.core.errors import ack_error, ack_ok
 from tiffin_rt.core.events import (
-    NOTIFICATION,
-    ORDER_STATUS,
     Event,
-    notification_message,
-    order_status_message,
 )
 from tiffin_rt.core.inbox import (
-    NOTIFICATION_READ,
     InvalidRead,
     ids_to_mark,
     inbox_message,
-    read_message,
 )
 from tiffin_rt.core.replay import Handoffs, InvalidEventId, parse_last_event_id, resumable
 from tiffin_rt.db import inbox, replay
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.transports.socketio.fanout import RoomFanout
-from tiffin_rt.transports.socketio.notifications import NAMESPACE, NotificationsNamespace
+from tiffin_rt.transports.socketio.notifications import (
+    NAMESPACE,
+    NotificationsNamespace,
+    live_message,
+)
 from tiffin_rt.transports.socketio.secure import Connection
 
 log = logging.getLogger(__name__)
-
-
-def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
-    """The Socket.IO event a log event is delivered as, live or replayed."""
-    if event.kind == ORDER_STATUS:
-        return "orderStatusUpdate", order_status_message(event)
-    if event.kind == NOTIFICATION:
-        return "notification", notification_message(event)
-    if event.kind == NOTIFICATION_READ:
-        return "notificationRead", read_message(event)
-    return None
 
 
 class ResumingConnection(Connection):
