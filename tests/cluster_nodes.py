@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,13 +74,16 @@ class Cluster:
     broker: str = ""
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    name: str = field(default_factory=lambda: f"tiffin_test_{uuid.uuid4().hex[:12]}")
 
     @property
     def settings(self) -> Settings:
         """The nodes' settings (for minting tokens; the port is each node's own)."""
         sections = dict(self.sections)
         if self.broker:
-            sections["cluster"] = {"broker": self.broker, **sections.get("cluster", {})}
+            # Its own channels and keys: other tests on the same broker never hear these nodes.
+            cluster = {"broker": self.broker, "name": self.name}
+            sections["cluster"] = cluster | sections.get("cluster", {})
         sections.setdefault("logging", {"level": "INFO"})
         return make_settings(self.dsn, **sections)
 
@@ -157,6 +161,15 @@ class Cluster:
                         f"{node.name} not ready in {READY_TIMEOUT:.0f} s:\n{node.output()}"
                     )
                 await asyncio.sleep(0.1)
+
+    async def health(self, node: Node) -> dict[str, Any]:
+        """The node's /healthz document (its `cluster` part tells the broker's state)."""
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+            http.get(f"{node.url}/healthz") as response,
+        ):
+            document: dict[str, Any] = await response.json()
+            return document
 
     async def terminate(self, node: Node) -> int:
         """SIGTERM, as an orchestrator stops a node; returns the exit status."""

@@ -9,6 +9,7 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 
+from tests.brokers import REDIS_URL, cluster_name, needs
 from tests.conftest import StartServer
 from tests.helpers import base_url, eventually, marker_arrived, token
 from tests.support_clients import NAMESPACE, Person, connect, connected
@@ -232,11 +233,15 @@ async def test_closing_tells_the_participants_and_the_agents(
         assert len(alice.received.of("conversationClosed")) == 1
 
 
+@needs(REDIS_URL)
 async def test_participants_on_two_server_processes_get_everything(
     start_server: StartServer, settings: Settings
 ) -> None:
-    node_a = base_url(await start_server())
-    node_b = base_url(await start_server())
+    # Messages, receipts, openings and closings cross nodes through the log; typing and
+    # presence through the broker.
+    cluster = {"broker": REDIS_URL, "name": cluster_name()}
+    node_a = base_url(await start_server(cluster=cluster))
+    node_b = base_url(await start_server(cluster=cluster))
     alice = await connect(node_a, settings, "alice")
     sam = await connect(node_b, settings, "sam", "support")
     alice_phone = await connect(node_b, settings, "alice")

@@ -16,6 +16,8 @@ from tiffin_rt.access import RoomAccess
 from tiffin_rt.auth import TokenVerifier
 from tiffin_rt.background import cancel_and_wait, task_context
 from tiffin_rt.chat_wiring import setup_support
+from tiffin_rt.cluster import CLUSTER_BUS, open_bus
+from tiffin_rt.cluster.bus import LocalEmit
 from tiffin_rt.config import Settings
 from tiffin_rt.core.hub import Hub
 from tiffin_rt.core.router import Router
@@ -186,6 +188,32 @@ def _prune_events(app: web.Application) -> Coroutine[Any, Any, None]:
     return prune_forever(app[POOL], db.retention_days, db.prune_interval)
 
 
+async def _cluster(app: web.Application) -> AsyncIterator[None]:
+    """The broker (cluster.broker); a node starts without it and keeps trying to reach it."""
+    bus = app[CLUSTER_BUS]
+    await bus.start()
+    try:
+        async with asyncio.timeout(app[SETTINGS].cluster.node_timeout):
+            await bus.wait_connected()
+    except TimeoutError:
+        log.warning("cluster broker (%s) not reachable yet; retrying in the background", bus.kind)
+    try:
+        yield
+    finally:
+        await bus.stop()
+
+
+def _emitter(sio: Any) -> LocalEmit:
+    """The bus's way to this node's Socket.IO connections."""
+
+    async def emit(
+        event: str, data: Any, rooms: list[str], namespace: str, skip_sid: str | None
+    ) -> None:
+        await sio.emit(event, data, to=rooms, namespace=namespace, skip_sid=skip_sid)
+
+    return emit
+
+
 def create_app(settings: Settings) -> web.Application:
     """Every long-lived resource and task is a cleanup context, started in the order below and
     torn down in reverse. The one shutdown signal, drain_connections (drain.py), runs before
@@ -193,6 +221,7 @@ def create_app(settings: Settings) -> web.Application:
     first."""
     quiet_client_faults()
     verifier = TokenVerifier(settings.auth)
+    bus = open_bus(settings.cluster)
     limits = RateLimits(settings.limits)
     origins = OriginPolicy(settings.server.cors_origins)
     app = web.Application(
@@ -205,10 +234,13 @@ def create_app(settings: Settings) -> web.Application:
     app[ROUTER] = Router()
     app[HUB] = Hub()
     sio = create_socketio_server(settings, origins)
+    app[CLUSTER_BUS] = bus
+    bus.attach(_emitter(sio))
     app[SOCKETIO] = sio
     attach(sio, app)
 
-    app.cleanup_ctx.extend([_database, _pool, _notifications])
+    # The cluster bus before /notifications and the support chat: they emit and count through it.
+    app.cleanup_ctx.extend([_database, _pool, _cluster, _notifications])
     setup_support(app)  # its namespace and sink, on the pool, before the listener
     app.cleanup_ctx.extend([_listener, task_context("tiffin_rt-pruner", _prune_events)])
     setup_health(app)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import socketio
 from aiohttp import web
 
 from tiffin_rt.background import cancel_and_wait
-from tiffin_rt.core.chat import SUPPORT_KINDS
-from tiffin_rt.db.chat_store import AgentsOnline, SupportStore
+from tiffin_rt.cluster import CLUSTER_BUS
+from tiffin_rt.core.chat import AGENTS_ROOM, SUPPORT_KINDS
+from tiffin_rt.db.chat_store import SupportStore
 from tiffin_rt.keys import POOL, RATE_LIMITS, ROOM_ACCESS, ROUTER, SETTINGS, SOCKETIO, VERIFIER
 from tiffin_rt.transports.chat_http import (
     SUPPORT_LIMITS,
@@ -30,9 +29,6 @@ from tiffin_rt.transports.socketio.chat_namespace import (
 
 log = logging.getLogger(__name__)
 
-# How often this node refreshes its agents' presence rows (they go stale after 30 s).
-PRESENCE_INTERVAL = 10.0
-
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]], what: str) -> None:
     while True:
@@ -44,41 +40,35 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]], what: str)
 
 
 async def _support(app: web.Application) -> AsyncIterator[None]:
-    """The store on the pool, the namespace and its sink, and the two timers."""
+    """The store on the pool, the namespace and its sink, and the typing timer."""
     settings = app[SETTINGS].support
     sio: socketio.AsyncServer = app[SOCKETIO]
     store = SupportStore(app[POOL])
-    presence = Presence(sio, AgentsOnline(store, node_id=uuid.uuid4().hex))
+    bus = app[CLUSTER_BUS]  # typing and presence cross nodes through it
+    presence = Presence(sio, bus)
+    bus.watch_presence(AGENTS_ROOM, presence.recount)
     namespace = SupportNamespace(
         verifier=app[VERIFIER],
         limits=app[RATE_LIMITS],
         store=store,
         access=app[ROOM_ACCESS],
         presence=presence,
+        bus=bus,
         settings=settings,
     )
     sio.register_namespace(namespace)
-    app[ROUTER].add_sink(SupportSink(sio, presence, settings), kinds=SUPPORT_KINDS)
+    app[ROUTER].add_sink(SupportSink(sio), kinds=SUPPORT_KINDS)
     app[SUPPORT_STORE] = store
     app[SUPPORT_PRESENCE] = presence
-    tasks = [
-        asyncio.create_task(
-            _every(min(0.5, settings.typing_timeout / 4), namespace.expire_typing, "typing"),
-            name="tiffin_rt-support-typing",
-        ),
-        asyncio.create_task(
-            _every(PRESENCE_INTERVAL, presence.heartbeat, "presence"),
-            name="tiffin_rt-support-presence",
-        ),
-    ]
+    typing = asyncio.create_task(
+        _every(min(0.5, settings.typing_timeout / 4), namespace.expire_typing, "typing"),
+        name="tiffin_rt-support-typing",
+    )
     try:
         yield
     finally:
-        for task in tasks:
-            await cancel_and_wait(task)
+        await cancel_and_wait(typing)
         await namespace.close()
-        with contextlib.suppress(Exception):
-            await presence.stop()
 
 
 def setup_support(app: web.Application) -> None:

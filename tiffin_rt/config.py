@@ -245,6 +245,44 @@ class DeliverySettings(_Section):
         return self
 
 
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps")
+
+
+class ClusterSettings(_Section):
+    """Several nodes: the broker that carries typing, presence, server-side emits and (Redis)
+    per-user counters between them. Database events never need it."""
+
+    broker: str = ""
+    name: str = "tiffin_rt"
+    heartbeat_interval: float = Field(default=1.0, gt=0)
+    node_timeout: float = Field(default=3.0, gt=0)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if value and scheme not in BROKER_SCHEMES:
+            # Only the scheme is quoted: the rest may hold a password.
+            raise ValueError(f"not a redis:// or amqp:// URL ({scheme or value[:12]!r})")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _channel_name(cls, value: str) -> str:
+        if not _CLUSTER_NAME.match(value):
+            raise ValueError(f"letters, digits, '_', '.' or '-', at most 64 ({value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_spans_heartbeats(self) -> ClusterSettings:
+        if self.node_timeout < 2 * self.heartbeat_interval:
+            raise ValueError(
+                "node_timeout: at least twice heartbeat_interval (one late heartbeat is not death)"
+            )
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -265,6 +303,7 @@ class Settings(_Section):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     inbox: InboxSettings = Field(default_factory=InboxSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 

@@ -14,24 +14,15 @@ from tiffin_rt.core.policy import is_staff
 from tiffin_rt.core.storable import unstorable
 
 # Event-log kinds written by the support chat; the support sink delivers exactly these.
+# Typing and presence are never logged: they cross nodes through the cluster bus.
 SUPPORT_MESSAGE = "support_message"
 SUPPORT_READ = "support_read"
-SUPPORT_TYPING = "support_typing"
 SUPPORT_OPENED = "support_conversation_opened"
 SUPPORT_CLOSED = "support_conversation_closed"
-SUPPORT_PRESENCE = "support_presence"
-SUPPORT_KINDS = frozenset(
-    {
-        SUPPORT_MESSAGE,
-        SUPPORT_READ,
-        SUPPORT_TYPING,
-        SUPPORT_OPENED,
-        SUPPORT_CLOSED,
-        SUPPORT_PRESENCE,
-    }
-)
+SUPPORT_KINDS = frozenset({SUPPORT_MESSAGE, SUPPORT_READ, SUPPORT_OPENED, SUPPORT_CLOSED})
 
-# Every connected support agent is in this room: conversationOpened and presence go there.
+# Every connected support agent is in this room: conversationOpened goes there. It is also
+# the cluster bus's presence topic of the agents online.
 AGENTS_ROOM = "support-agents"
 
 MAX_ID = 2**63 - 1

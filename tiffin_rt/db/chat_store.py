@@ -16,9 +16,7 @@ from tiffin_rt.core.chat import (
     SUPPORT_CLOSED,
     SUPPORT_MESSAGE,
     SUPPORT_OPENED,
-    SUPPORT_PRESENCE,
     SUPPORT_READ,
-    SUPPORT_TYPING,
     ChatError,
     Conversation,
     HistoryRequest,
@@ -338,32 +336,12 @@ class SupportStore:
             )
         return closed, True
 
-    async def typing(self, who: Who, conversation_id: int, is_typing: bool) -> None:
-        """Typing is never stored with the conversation; it only passes through the log."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            conversation = await self._visible(conn, who, conversation_id)
-            if is_typing and not conversation.is_open:
-                raise ChatError("conversation_closed", f"conversation {conversation_id} is closed")
-            await self.typing_event(conn, who, conversation_id, is_typing)
-
-    async def typing_event(
-        self, conn: Executor, who: Who, conversation_id: int, is_typing: bool
-    ) -> None:
-        await conn.execute(
-            "SELECT tiffin_rt.append_event($1, $2::text[], $3::jsonb)",
-            SUPPORT_TYPING,
-            [room_for_conversation(conversation_id)],
-            orjson.dumps(
-                {
-                    "typing": {
-                        "conversationId": conversation_id,
-                        "userId": who.user_id,
-                        "isTyping": is_typing,
-                    },
-                    "origin": who.origin,
-                }
-            ).decode(),
-        )
+    async def check_typing(self, who: Who, conversation_id: int, is_typing: bool) -> None:
+        """May `who` show typing here? Typing itself is never stored (it crosses nodes through
+        the cluster bus): this reads only."""
+        conversation = await self._visible(self.pool, who, conversation_id)
+        if is_typing and not conversation.is_open:
+            raise ChatError("conversation_closed", f"conversation {conversation_id} is closed")
 
     async def history(self, who: Who, request: HistoryRequest) -> tuple[list[Message], bool]:
         """One page, oldest first, and whether more lie beyond it in the paging direction."""
@@ -410,66 +388,3 @@ class SupportStore:
             status,
         )
         return [Summary(_conversation(r), int(r["unread"]), r["last_message_at"]) for r in rows]
-
-
-class AgentsOnline:
-    """Agents connected to each process, shared through the database so every node counts all."""
-
-    STALE_AFTER = 30.0
-
-    def __init__(self, store: SupportStore, node_id: str) -> None:
-        self._store = store
-        self._node_id = node_id
-
-    async def set_online(self, user_id: str, online: bool) -> None:
-        """Record one agent coming or going on this node and wake every node's listener."""
-        async with self._store.pool.acquire() as conn, conn.transaction():
-            if online:
-                await conn.execute(
-                    "INSERT INTO tiffin_rt.support_agents_online (node_id, user_id)"
-                    " VALUES ($1, $2) ON CONFLICT (node_id, user_id) DO UPDATE SET seen_at = now()",
-                    self._node_id,
-                    user_id,
-                )
-            else:
-                await conn.execute(
-                    "DELETE FROM tiffin_rt.support_agents_online"
-                    " WHERE node_id = $1 AND user_id = $2",
-                    self._node_id,
-                    user_id,
-                )
-            await _append_event(conn, SUPPORT_PRESENCE, [AGENTS_ROOM], {})
-
-    async def refresh(self, user_ids: Sequence[str]) -> None:
-        """Keep this node's rows fresh; rows of agents no longer here are removed."""
-        async with self._store.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "DELETE FROM tiffin_rt.support_agents_online"
-                " WHERE node_id = $1 AND NOT (user_id = ANY($2::text[]))",
-                self._node_id,
-                list(user_ids),
-            )
-            await conn.execute(
-                "INSERT INTO tiffin_rt.support_agents_online (node_id, user_id)"
-                " SELECT $1, u FROM unnest($2::text[]) u"
-                " ON CONFLICT (node_id, user_id) DO UPDATE SET seen_at = now()",
-                self._node_id,
-                list(user_ids),
-            )
-
-    async def leave(self) -> None:
-        """This node stops: its agents go offline everywhere at once."""
-        async with self._store.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "DELETE FROM tiffin_rt.support_agents_online WHERE node_id = $1", self._node_id
-            )
-            await _append_event(conn, SUPPORT_PRESENCE, [AGENTS_ROOM], {})
-
-    async def count(self) -> int:
-        return int(
-            await self._store.pool.fetchval(
-                "SELECT count(DISTINCT user_id) FROM tiffin_rt.support_agents_online"
-                " WHERE seen_at > now() - make_interval(secs => $1)",
-                self.STALE_AFTER,
-            )
-        )

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from tiffin_rt import __version__
+from tiffin_rt.cluster import CLUSTER_BUS
 from tiffin_rt.db import readiness
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.drain import DRAIN
@@ -35,6 +36,7 @@ async def healthz(request: web.Request) -> web.Response:
                 "lateDelivered": listener.late_delivered if listener is not None else 0,
                 "lateAbandoned": listener.late_abandoned if listener is not None else 0,
             },
+            "cluster": app[CLUSTER_BUS].describe() if CLUSTER_BUS in app else None,
         }
     )
 

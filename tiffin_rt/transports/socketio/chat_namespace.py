@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import socketio
 
 from tiffin_rt.access import RoomAccess
 from tiffin_rt.auth import Identity, TokenVerifier
+from tiffin_rt.cluster import ClusterBus
 from tiffin_rt.config import SupportSettings
 from tiffin_rt.core.chat import (
     AGENTS_ROOM,
@@ -20,9 +19,7 @@ from tiffin_rt.core.chat import (
     SUPPORT_KINDS,
     SUPPORT_MESSAGE,
     SUPPORT_OPENED,
-    SUPPORT_PRESENCE,
     SUPPORT_READ,
-    SUPPORT_TYPING,
     AgentPresence,
     ChatError,
     Limits,
@@ -39,7 +36,7 @@ from tiffin_rt.core.chat import (
 from tiffin_rt.core.errors import ack_ok
 from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
-from tiffin_rt.db.chat_store import AgentsOnline, SupportStore, Who
+from tiffin_rt.db.chat_store import SupportStore, Who
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone
 from tiffin_rt.transports.socketio.secure import SecureNamespace
@@ -58,42 +55,36 @@ def chat_limits(settings: SupportSettings) -> Limits:
 
 
 class Presence:
-    """How many support agents are online across every node, and telling /support about it."""
+    """How many support agents are online across every node, and telling /support about it.
 
-    def __init__(self, sio: socketio.AsyncServer, online: AgentsOnline) -> None:
+    Each node tells the others its own agents through the cluster bus; a node that dies takes
+    its agents with it after `cluster.node_timeout`."""
+
+    def __init__(self, sio: socketio.AsyncServer, bus: ClusterBus) -> None:
         self._sio = sio
-        self._online = online
+        self._bus = bus
         self._local = AgentPresence()
-        # Arrivals and departures are written in the order they happened.
-        self._writes = asyncio.Lock()
         self.agents_online = 0
 
     def payload(self) -> dict[str, Any]:
         return {"agentsOnline": self.agents_online, "online": self.agents_online > 0}
 
     async def arrived(self, user_id: str) -> None:
-        async with self._writes:
-            if self._local.add(user_id):
-                await self._online.set_online(user_id, True)
+        if self._local.add(user_id):
+            self._bus.set_present(AGENTS_ROOM, self._local.users())
+            await self.recount()
 
     async def left(self, user_id: str) -> None:
-        async with self._writes:
-            if self._local.remove(user_id):
-                await self._online.set_online(user_id, False)
+        if self._local.remove(user_id):
+            self._bus.set_present(AGENTS_ROOM, self._local.users())
+            await self.recount()
 
     async def recount(self) -> None:
-        """Read the shared count; every /support connection hears about a change."""
-        count = await self._online.count()
+        """Every /support connection of this node hears about a change of the cluster's count."""
+        count = len(self._bus.present(AGENTS_ROOM))
         if count != self.agents_online:
             self.agents_online = count
             await self._sio.emit("presence", self.payload(), namespace=NAMESPACE)
-
-    async def heartbeat(self) -> None:
-        await self._online.refresh(self._local.users())
-        await self.recount()
-
-    async def stop(self) -> None:
-        await self._online.leave()
 
 
 class SupportNamespace(SecureNamespace):
@@ -107,10 +98,12 @@ class SupportNamespace(SecureNamespace):
         store: SupportStore,
         access: RoomAccess,
         presence: Presence,
+        bus: ClusterBus,
         settings: SupportSettings,
     ) -> None:
         super().__init__(NAMESPACE, verifier=verifier, limits=limits)
         self._store = store
+        self._bus = bus
         self._access = access
         self._presence = presence
         self._chat = chat_limits(settings)
@@ -131,7 +124,7 @@ class SupportNamespace(SecureNamespace):
     async def disconnected(self, sid: str, identity: Identity) -> None:
         who = Who(identity.user_id, identity.role, sid)
         for conversation_id in self._typing.forget_connection(sid):
-            self._spawn(self._store.typing_event(self._store.pool, who, conversation_id, False))
+            self._spawn(self._typing_changed(who, conversation_id, False))
         if is_agent(identity.role):
             self._spawn(self._presence.left(identity.user_id))
 
@@ -176,18 +169,20 @@ class SupportNamespace(SecureNamespace):
         who = self._who(sid)
         message, duplicate = await self._store.post(who, request)
         if self._typing.update((sid, request.conversation_id), False, time.monotonic()):
-            await self._store.typing_event(self._store.pool, who, request.conversation_id, False)
+            await self._typing_changed(who, request.conversation_id, False)
         return ack_ok(message=message.payload(), duplicate=duplicate)
 
     async def on_typing(self, sid: str, data: Any = None) -> dict[str, Any]:
         request = parse_typing(data)
         key = (sid, request.conversation_id)
         if self._typing.update(key, request.is_typing, time.monotonic()):
+            who = self._who(sid)
             try:
-                await self._store.typing(self._who(sid), request.conversation_id, request.is_typing)
+                await self._store.check_typing(who, request.conversation_id, request.is_typing)
             except ChatError:
                 self._typing.update(key, False, time.monotonic())
                 raise
+            await self._typing_changed(who, request.conversation_id, request.is_typing)
         return ack_ok()
 
     async def on_read(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -228,26 +223,28 @@ class SupportNamespace(SecureNamespace):
             if identity is None:
                 continue
             who = Who(identity.user_id, identity.role, sid)
-            await self._store.typing_event(self._store.pool, who, conversation_id, False)
+            await self._typing_changed(who, conversation_id, False)
+
+    async def _typing_changed(self, who: Who, conversation_id: int, is_typing: bool) -> None:
+        """To the conversation's connections on every node, except the typing one."""
+        await self._bus.emit(
+            "typing",
+            {"conversationId": conversation_id, "userId": who.user_id, "isTyping": is_typing},
+            to=[room_for_conversation(conversation_id)],
+            namespace=NAMESPACE,
+            skip_sid=who.origin,
+        )
 
 
 class SupportSink:
     """Sends support events from the log to the connections of this process."""
 
-    def __init__(
-        self, sio: socketio.AsyncServer, presence: Presence, settings: SupportSettings
-    ) -> None:
+    def __init__(self, sio: socketio.AsyncServer) -> None:
         self._sio = sio
-        self._presence = presence
-        self._typing_timeout = settings.typing_timeout
 
     async def deliver(self, events: Sequence[Event]) -> None:
-        presence_changed = False
         for event in events:
             if event.kind not in SUPPORT_KINDS:
-                continue
-            if event.kind == SUPPORT_PRESENCE:
-                presence_changed = True
                 continue
             name, data = self._message(event)
             if data is None:
@@ -259,8 +256,6 @@ class SupportSink:
                 skip_sid=event.payload.get("origin"),
                 namespace=NAMESPACE,
             )
-        if presence_changed:
-            await self._presence.recount()
 
     def _message(self, event: Event) -> tuple[str, dict[str, Any] | None]:
         p = event.payload
@@ -268,10 +263,6 @@ class SupportSink:
             return "message", p.get("message")
         if event.kind == SUPPORT_READ:
             return "read", p.get("read")
-        if event.kind == SUPPORT_TYPING:
-            # A typing event read late (a listener catching up) is stale: drop it.
-            age = (datetime.now(UTC) - event.created_at).total_seconds()
-            return "typing", p.get("typing") if age < self._typing_timeout else None
         conversation = p.get("conversation")
         if not isinstance(conversation, dict):
             return "", None
