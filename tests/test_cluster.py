@@ -12,11 +12,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+import socketio
 
-from tests.brokers import BOTH
-from tests.cluster_nodes import Cluster, StartCluster
+from tests.brokers import BOTH, REDIS_URL, needs
+from tests.cluster_nodes import Cluster, Node, StartCluster
 from tests.conftest import StartServer
 from tests.helpers import (
+    connect_refusal,
     disconnecting,
     eventually,
     marker_arrived,
@@ -141,6 +143,79 @@ async def test_a_server_side_emit_on_one_node_reaches_clients_on_the_others(
         for received in (on_a, on_b):
             [notification] = await received.wait_for("notification")
             assert notification["title"] == "From node C"
+
+
+async def refused(node: Node, tok: str) -> str:
+    return str((await connect_refusal(node.url, {"token": tok}))["code"])
+
+
+async def connected_client(node: Node, tok: str) -> socketio.AsyncClient:
+    client, _ = await sio_client(node.url, tok)
+    return client
+
+
+@needs(REDIS_URL)
+async def test_connections_per_user_hold_across_nodes_and_a_dead_nodes_expire(
+    cluster_nodes: StartCluster,
+) -> None:
+    cluster = await cluster_nodes(
+        2, broker=REDIS_URL, limits={"connections_per_user": 2, "connect_per_ip": "1000/minute"}
+    )
+    node_a, node_b = cluster[0], cluster[1]
+    tok = token(cluster.settings, "ana")
+    clients = [await connected_client(node_a, tok), await connected_client(node_b, tok)]
+    try:
+        # Each node alone would admit a second connection: the two together refuse a third.
+        assert await refused(node_a, tok) == "rate_limited"
+        assert await refused(node_b, tok) == "rate_limited"
+
+        await clients.pop(0).disconnect()  # ana's connection on A ends: one more on B is fine
+        clients.append(await _eventually_connected(node_b, tok))
+        assert await refused(node_a, tok) == "rate_limited"
+
+        # A node that dies takes its connections' counts with it (after cluster.node_timeout).
+        await clients.pop(0).disconnect()
+        clients.append(await _eventually_connected(node_a, tok))  # one on A, one on B
+        assert await refused(node_b, tok) == "rate_limited"
+        await cluster.kill(node_a)
+        clients.append(await _eventually_connected(node_b, tok, timeout=12))
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+
+async def _eventually_connected(node: Node, tok: str, timeout: float = 5.0) -> socketio.AsyncClient:
+    """Connect once the user's count allows it (a disconnect or a node's expiry frees a slot)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await connected_client(node, tok)
+        except socketio.exceptions.ConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@needs(REDIS_URL)
+async def test_the_per_user_event_budget_holds_across_nodes(cluster_nodes: StartCluster) -> None:
+    cluster = await cluster_nodes(
+        2,
+        broker=REDIS_URL,
+        limits={"events_per_user": "6/minute", "events_per_connection": "100/second"},
+    )
+    settings = cluster.settings
+    async with people(
+        connect(cluster[0].url, settings, "ana"), connect(cluster[1].url, settings, "ana")
+    ) as [on_a, on_b]:
+        answers = [await on_a.call("presence") for _ in range(4)]
+        answers += [await on_b.call("presence") for _ in range(4)]
+        codes = [a["error"]["code"] if not a["ok"] else "ok" for a in answers]
+        assert codes == ["ok"] * 6 + ["rate_limited"] * 2
+        assert (await on_a.call("presence"))["error"]["code"] == "rate_limited"
+        # Another user's budget is their own.
+        async with people(connect(cluster[0].url, settings, "bo")) as [bo]:
+            assert (await bo.call("presence"))["ok"]
 
 
 async def broker_state(cluster: Cluster) -> list[tuple[bool, int]]:

@@ -222,7 +222,7 @@ def create_app(settings: Settings) -> web.Application:
     quiet_client_faults()
     verifier = TokenVerifier(settings.auth)
     bus = open_bus(settings.cluster)
-    limits = RateLimits(settings.limits)
+    limits = RateLimits(settings.limits, shared=bus.user_limits)
     origins = OriginPolicy(settings.server.cors_origins)
     app = web.Application(
         middlewares=auth_middlewares(verifier, settings.auth.cookie_name, limits, origins),

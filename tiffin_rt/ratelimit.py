@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable
 
 from limits import RateLimitItem, parse_many
 
+from tiffin_rt.cluster.limits import SharedUserLimits
 from tiffin_rt.config import LimitsSettings
 
 # How often windows whose hits have all expired are dropped (seconds).
@@ -65,9 +66,11 @@ class MovingWindows:
 
 
 class RateLimits:
-    """One per process; all counters are in memory (a client's limits are per server node)."""
+    """One per process. Per connection and per address, counters are this node's. Per user
+    (connections, the event budget) they are the cluster's when `shared` is given (Redis);
+    while the shared store is unreachable, and without one, each node counts on its own."""
 
-    def __init__(self, settings: LimitsSettings) -> None:
+    def __init__(self, settings: LimitsSettings, shared: SharedUserLimits | None = None) -> None:
         self._settings = settings
         self._windows = MovingWindows()
         self._connect = _items(settings.connect_per_ip)
@@ -77,6 +80,9 @@ class RateLimits:
         self._per_user = _items(settings.events_per_user)
         self._strikes = _items(settings.abuse_strikes)
         self._users: Counter[str] = Counter()
+        self._shared = shared
+        if shared is not None:
+            shared.track(self._users)
 
     @property
     def settings(self) -> LimitsSettings:
@@ -101,25 +107,36 @@ class RateLimits:
             self._overrides.get(event, self._events), ("event", connection, event)
         )
 
-    def allow_user_event(self, user_id: str) -> bool:
+    async def allow_user_event(self, user_id: str) -> bool:
         """One event of this user on any connection: more connections buy no more server time."""
+        if self._shared is not None:
+            allowed = await self._shared.allow_event(user_id, self._per_user)
+            if allowed is not None:
+                return allowed
         return self._windows.hit(self._per_user, ("user-events", user_id))
 
     def strike(self, connection: str) -> bool:
         """Record a refused event; True once the connection has been refused too often."""
         return not self._windows.hit(self._strikes, ("strike", connection))
 
-    def open_user_connection(self, user_id: str) -> bool:
+    async def open_user_connection(self, user_id: str) -> bool:
         """Count a connection of this user, unless the user already has the maximum open."""
-        if self._users[user_id] >= self._settings.connections_per_user:
+        maximum = self._settings.connections_per_user
+        if self._users[user_id] >= maximum:
             return False
+        if self._shared is not None:
+            allowed = await self._shared.open_connection(user_id, maximum)
+            if allowed is False or (allowed is None and self._users[user_id] >= maximum):
+                return False
         self._users[user_id] += 1
         return True
 
-    def close_user_connection(self, user_id: str) -> None:
+    async def close_user_connection(self, user_id: str) -> None:
         self._users[user_id] -= 1
         if self._users[user_id] <= 0:
             del self._users[user_id]
+        if self._shared is not None:
+            await self._shared.close_connection(user_id)
 
     def user_connections(self, user_id: str) -> int:
         return self._users[user_id]

@@ -255,11 +255,11 @@ def auth_middlewares(
         if limits is None:
             return await handler(request)
         # An open SSE stream is a connection like a socket: it counts until it ends.
-        if not limits.open_user_connection(who.user_id):
+        if not await limits.open_user_connection(who.user_id):
             return json_error(429, "rate_limited", "too many open connections for this user")
         try:
             return await handler(request)
         finally:
-            limits.close_user_connection(who.user_id)
+            await limits.close_user_connection(who.user_id)
 
     return [errors_as_json, connection_limit, identity, jwt_middleware]

@@ -128,8 +128,12 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             identity = self._verifier.verify(token)
         except AuthError as exc:
             raise refused(exc.code, exc.message) from None
-        if not self._limits.open_user_connection(identity.user_id):
+        if not await self._limits.open_user_connection(identity.user_id):
             raise refused("rate_limited", "too many open connections for this user")
+        if self.server.manager.eio_sid_from_sid(sid, self.namespace) is None:
+            # Gone while a shared count was asked (cluster.broker): its disconnect found nothing.
+            await self._limits.close_user_connection(identity.user_id)
+            return
         conn = self.open_connection(sid, identity, auth)
         self._connections[sid] = conn
         self._watch_expiry(conn)
@@ -144,7 +148,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if conn is None:
             return
         self._expiry.cancel(conn)
-        self._limits.close_user_connection(conn.identity.user_id)
+        await self._limits.close_user_connection(conn.identity.user_id)
         await self.disconnected(sid, conn.identity)
 
     async def on_refreshToken(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -197,7 +201,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not self._limits.allow_event(sid, event):
             self._strike(sid)
             return ack_error("rate_limited", f"too many {event!r} events; slow down")
-        if not self._limits.allow_user_event(conn.identity.user_id):
+        if not await self._limits.allow_user_event(conn.identity.user_id):
             self._strike(sid)
             return ack_error("rate_limited", "too many events from this user; slow down")
         try:
