@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Every call to Redis is bounded by this (seconds): a dead Redis costs a request this much.
-COMMAND_TIMEOUT = 0.5
+# Every call to Redis is bounded by this (seconds). Once the subscription has noticed that
+# Redis is gone (within node_timeout), nothing waits for it at all.
+COMMAND_TIMEOUT = 1.0
 RECONNECT_MIN_DELAY = 0.1
 RECONNECT_MAX_DELAY = 2.0
 ERRORS = (RedisError, OSError, TimeoutError)
@@ -80,7 +81,9 @@ class RedisBackend(BrokerBackend):
             await self._client.aclose()
 
     def user_limits(self, prefix: str, node_id: str, node_timeout: float) -> SharedUserLimits:
-        return RedisUserLimits(self._client, prefix=prefix, node_id=node_id, ttl=node_timeout)
+        return RedisUserLimits(
+            self._client, prefix=prefix, node_id=node_id, ttl=node_timeout, reachable=self
+        )
 
     async def _subscribe_forever(self, channels: list[str], deliver: Deliver) -> None:
         loop = asyncio.get_running_loop()
@@ -183,8 +186,17 @@ class RedisUserLimits(SharedUserLimits):
     a dead node's connections stop counting after `ttl`. Events: exact moving windows (sorted
     sets of hit times), one per user and window, on Redis's clock."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, node_id: str, ttl: float) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        node_id: str,
+        ttl: float,
+        reachable: BrokerBackend | None = None,
+    ) -> None:
         self._client = client
+        self._reachable = reachable
         self._node_id = node_id
         self._ttl_ms = max(1, int(ttl * 1000))
         self._nodes_key = f"{prefix}:nodes"
@@ -203,7 +215,10 @@ class RedisUserLimits(SharedUserLimits):
     def track(self, counts: Mapping[str, int]) -> None:
         self._mine = counts
 
-    async def _call(self, call: Awaitable[T]) -> T:
+    async def _call(self, call: Coroutine[Any, Any, T]) -> T:
+        if self._reachable is not None and not self._reachable.connected:
+            call.close()
+            raise ConnectionError("Redis is not connected")
         return await asyncio.wait_for(call, COMMAND_TIMEOUT)
 
     async def open_connection(self, user_id: str, maximum: int) -> bool | None:
