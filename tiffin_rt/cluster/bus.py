@@ -217,12 +217,15 @@ class ClusterBus:
         hello = True
         while True:
             self._announce.clear()
-            await self._publish(
-                _PRESENCE, {"t": _PRESENCE, "sets": self.presence.local, "hello": hello}
-            )
-            hello = hello and not self.connected
-            if self.user_limits is not None:
-                await self.user_limits.heartbeat()
-            await self._presence_changed(self.presence.expire(time.monotonic()))
+            try:
+                await self._publish(
+                    _PRESENCE, {"t": _PRESENCE, "sets": self.presence.local, "hello": hello}
+                )
+                hello = hello and not self.connected
+                if self.user_limits is not None:
+                    await self.user_limits.heartbeat()
+                await self._presence_changed(self.presence.expire(time.monotonic()))
+            except Exception:  # a failing watcher must not stop the heartbeats
+                log.exception("cluster: heartbeat failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._announce.wait(), self._heartbeat_interval)
