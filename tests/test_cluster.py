@@ -265,12 +265,12 @@ async def _cut_mid_stream(cluster: Cluster, proxy: FreezableProxy, db: asyncpg.C
         try:
             await halfway.wait()
             assert proxy.freeze() >= 2  # both nodes' broker connections now carry nothing
-            await _until(cluster, lambda states: not any(up for up, _ in states), timeout=15)
+            await _until(cluster, lambda states: not any(up for up, _ in states), timeout=30)
             # Cut off, node A no longer hears node B's agents.
             await eventually(lambda: last_presence(alice) == OFFLINE, timeout=10)
             proxy.thaw()
             await _until(
-                cluster, lambda states: all(up and again >= 1 for up, again in states), timeout=15
+                cluster, lambda states: all(up and again >= 1 for up, again in states), timeout=30
             )
             await eventually(lambda: last_presence(alice) == ONE_AGENT, timeout=10)
             # Typing crosses again, in a conversation started after the cut.

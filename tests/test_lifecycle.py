@@ -15,7 +15,8 @@ LONG_LIVED = {
     "tiffin_rt-pruner",
     "tiffin_rt-inbox-pruner",
     "tiffin_rt-support-typing",
-    "tiffin_rt-support-presence",
+    "tiffin_rt-cluster-heartbeat",
+    "tiffin_rt-cluster-inbox",
 }
 
 

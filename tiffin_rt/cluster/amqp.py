@@ -37,7 +37,7 @@ class AmqpBackend(BrokerBackend):
             parsed = parsed.update_query(heartbeat=max(1, int(node_timeout / 2)))
         self._url = parsed
         self._exchange_name = exchange
-        self._queue_name = f"{exchange}.{node_id}"
+        self._queue_prefix = f"{exchange}.{node_id}"
         self._node_timeout = node_timeout
         self._exchange: AbstractRobustExchange | aio_pika.abc.AbstractExchange | None = None
         self._task: asyncio.Task[None] | None = None
@@ -80,12 +80,14 @@ class AmqpBackend(BrokerBackend):
     async def _consume_forever(self, channels: list[str], deliver: Deliver) -> None:
         delay = RECONNECT_MIN_DELAY
         connected_before = False
+        attempt = 0
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             deliver(message.routing_key or "", message.body)
 
         while True:
             connection: aio_pika.abc.AbstractConnection | None = None
+            attempt += 1
             try:
                 connection = await aio_pika.connect(self._url, timeout=self._node_timeout)
                 lost = asyncio.Event()
@@ -95,8 +97,10 @@ class AmqpBackend(BrokerBackend):
                 exchange = await channel.declare_exchange(
                     self._exchange_name, aio_pika.ExchangeType.DIRECT, durable=False
                 )
+                # A new name each time: RabbitMQ may still hold the last one (exclusive) until
+                # it notices that connection died; that one goes when it does.
                 queue = await channel.declare_queue(
-                    self._queue_name,
+                    f"{self._queue_prefix}.{attempt}",
                     exclusive=True,
                     auto_delete=True,
                     arguments={"x-max-length": QUEUE_MAX_LENGTH, "x-overflow": "drop-head"},
@@ -112,7 +116,7 @@ class AmqpBackend(BrokerBackend):
                 connected_before = True
                 await lost.wait()
                 log.warning("RabbitMQ broker connection lost; reconnecting")
-            except (aio_pika.exceptions.AMQPError, OSError, TimeoutError, RuntimeError) as exc:
+            except Exception as exc:  # whatever it was, keep trying: the node must not go deaf
                 if self._exchange is not None or not connected_before:
                     log.warning(
                         "RabbitMQ broker unreachable (%s: %s); reconnecting",

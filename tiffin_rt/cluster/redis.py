@@ -114,7 +114,7 @@ class RedisBackend(BrokerBackend):
                         next_ping = now + ping_every
                     if now - heard > self._node_timeout:
                         raise TimeoutError(f"no answer in {self._node_timeout:g} s")
-            except ERRORS as exc:
+            except Exception as exc:  # whatever it was, keep trying: the node must not go deaf
                 if self._connected or not subscribed_before:
                     log.warning(
                         "Redis broker unreachable (%s: %s); reconnecting", type(exc).__name__, exc
