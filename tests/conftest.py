@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import uvloop
 from aiohttp.test_utils import TestServer
 
 from tests.cluster_nodes import cluster_nodes  # noqa: F401  (a fixture, for every test)
@@ -84,3 +85,11 @@ def pytest_report_header() -> str:
     if wanted:
         return f"tiffin_rt: PostgreSQL from TIFFIN_TEST_DSN={wanted}"
     return "tiffin_rt: PostgreSQL at 127.0.0.1:5432, else embedded (TIFFIN_TEST_DSN unset)"
+
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every test runs on uvloop, the loop `tiffin-rt serve` runs on (server.py): its transports
+    are not asyncio.Transport instances, a difference that once ended every SSE stream after its
+    first event under `serve` while the suite, on asyncio's loop, passed."""
+    return {"uvloop": uvloop.new_event_loop}
