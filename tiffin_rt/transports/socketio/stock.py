@@ -20,13 +20,20 @@ import asyncio
 import logging
 from typing import Any
 
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
+from engineio.payload import Payload
 
 from tiffin_rt.transports.socketio.engine_guard import guarded_post
 from tiffin_rt.transports.socketio.engine_internals import CountingQueue
 
 log = logging.getLogger(__name__)
+
+# The most packets one long-polling answer carries: python-engineio's client (the official
+# python-socketio client) refuses a longer payload ("Unexpected packet from server") and drops
+# the connection, so a burst or a replay of more would drop it again at every reconnect.
+MAX_PACKETS_PER_POLL = Payload.max_decode_packets
 
 
 def packet_size(pkt: eio_packet.Packet | None) -> int:
@@ -103,8 +110,30 @@ class StockSocket(AsyncSocket):  # type: ignore[misc]
             self.queue.put_nowait(None)
 
     async def poll(self) -> list[eio_packet.Packet]:
+        """python-engineio's poll, taking at most MAX_PACKETS_PER_POLL: the rest wait in the
+        queue (still counted against the limit) for the next GET, or the writer's next batch."""
         self.in_flight = 0
-        packets: list[eio_packet.Packet] = await super().poll()
+        queue = self.queue
+        try:
+            first = await asyncio.wait_for(
+                queue.get(), self.server.ping_interval + self.server.ping_timeout
+            )
+            queue.task_done()
+        except (TimeoutError, asyncio.CancelledError):
+            raise eio_exceptions.QueueEmpty() from None
+        if first is None:
+            return []
+        packets: list[eio_packet.Packet] = [first]
+        while len(packets) < MAX_PACKETS_PER_POLL:
+            try:
+                pkt = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            queue.task_done()
+            if pkt is None:  # the session closes after this batch
+                queue.put_nowait(None)
+                break
+            packets.append(pkt)
         self.in_flight = sum(map(packet_size, packets))
         return packets
 
