@@ -118,3 +118,21 @@ async def test_a_room_no_client_can_join_is_refused_before_anything_is_logged(
         await gateway.send_notification("lobby", {"title": "x"})
     with pytest.raises(InvalidRoom):
         await gateway.send_notification([], {"title": "x"})
+
+
+async def test_an_order_id_printed_as_no_client_names_it_is_refused_before_anything_is_logged(
+    server: TestServer, db: asyncpg.Connection
+) -> None:
+    """With an integer id column `order-04` is a room nobody can join and no SSE stream
+    watches (joinRoom answers invalid_room): the gateway refuses it as joinRoom does, instead
+    of logging an event that reaches no one."""
+    gateway = server.app[NOTIFICATION_GATEWAY]
+    before = await db.fetchval("SELECT count(*) FROM tiffin_rt.events")
+    for order_id in ("01", "+1", "1.0"):
+        with pytest.raises(InvalidRoom):
+            await gateway.send_order_status_update(order_id, "ready")
+        with pytest.raises(InvalidRoom):
+            await gateway.send_notification(f"order-{order_id}", {"title": "x"})
+    with pytest.raises(InvalidRoom):
+        await gateway.send_order_status_update("1", "ready", rooms=["order-01"])
+    assert await db.fetchval("SELECT count(*) FROM tiffin_rt.events") == before

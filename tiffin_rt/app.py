@@ -146,7 +146,7 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     router.add_sink(SseSink(hub, settings.notifications.terminal_statuses))
     router.add_sink(NotificationsSink(sio.manager, hold=resume.handoffs.hold))
     router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
-    app[NOTIFICATION_GATEWAY] = NotificationGateway(pool)
+    app[NOTIFICATION_GATEWAY] = NotificationGateway(pool, order_ids=app[ORDER_QUERIES].id_format)
     try:
         yield
     finally:

@@ -22,6 +22,7 @@ from tiffin_rt.core.events import (
     order_status_message,
 )
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
+from tiffin_rt.core.parse import OrderIdFormat
 from tiffin_rt.core.rooms import (
     InvalidRoom,
     Room,
@@ -106,8 +107,10 @@ class NotificationGateway:
     inside your own transaction (it is delivered only if that transaction commits).
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, order_ids: OrderIdFormat | None = None) -> None:
+        """`order_ids`: how the orders id column prints its ids (as joinRoom parses them)."""
         self._pool = pool
+        self._order_ids = order_ids if order_ids is not None else OrderIdFormat()
 
     async def send_notification(
         self,
@@ -117,7 +120,7 @@ class NotificationGateway:
         connection: Executor | None = None,
     ) -> int:
         """A `notification` to every connection in `room` (a name or a list); its event id."""
-        rooms = _rooms([room] if isinstance(room, str) else list(room))
+        rooms = _rooms([room] if isinstance(room, str) else list(room), self._order_ids)
         payload = {
             "type": notification.get("type"),
             "title": notification.get("title"),
@@ -140,9 +143,10 @@ class NotificationGateway:
     ) -> int:
         """An `orderStatusUpdate` to the order's room (and `rooms`), and its SSE streams."""
         order = room_for_order(order_id)
-        targets = _rooms([order, *(r for r in rooms if r != order)])
-        payload = {"orderId": str(order_id), "status": status, "previousStatus": previous_status}
-        return await self._append(ORDER_STATUS, targets, payload, str(order_id), connection)
+        targets = _rooms([order, *(r for r in rooms if r != order)], self._order_ids)
+        key = targets[0].key  # the id as the database prints it
+        payload = {"orderId": key, "status": status, "previousStatus": previous_status}
+        return await self._append(ORDER_STATUS, targets, payload, key, connection)
 
     async def _append(
         self,
@@ -167,11 +171,12 @@ class NotificationGateway:
 NOTIFICATION_GATEWAY = web.AppKey("notification_gateway", NotificationGateway)
 
 
-def _rooms(names: Sequence[str]) -> list[Room]:
-    """Room names as clients join them; ValueError (InvalidRoom) for any other."""
+def _rooms(names: Sequence[str], order_ids: OrderIdFormat) -> list[Room]:
+    """Room names as clients join them (an order's id only as the database prints it, so
+    `order-02` is refused as joinRoom refuses it); ValueError (InvalidRoom) for any other."""
     if not names:
         raise InvalidRoom("name at least one room")
-    return [parse_room(name) for name in names]
+    return [parse_room(name, order_ids) for name in names]
 
 
 def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
