@@ -67,6 +67,22 @@ def test_environment_overrides_nested_keys(tmp_path: Path) -> None:
             "server.cors_origins: '*' is refused",
         ),
         ("auth: {jwt_secret: s}\nlimits: {connect_per_ip: lots}\n", "limits.connect_per_ip: not a"),
+        (
+            "auth: {jwt_secret: s}\ncluster: {broker: 'redis://[bad'}\n",
+            "cluster.broker: not a valid redis:// URL: Invalid IPv6 URL",
+        ),
+        (
+            "auth: {jwt_secret: s}\ncluster: {broker: 'redis://127.0.0.1:abc/0'}\n",
+            "cluster.broker: not a valid redis:// URL: Port could not be cast",
+        ),
+        (
+            "auth: {jwt_secret: s}\ncluster: {broker: 'amqp://u:secret@:99999/'}\n",
+            "cluster.broker: not a valid amqp:// URL: Port out of range",
+        ),
+        (
+            "auth: {jwt_secret: s}\ncluster: {broker: 'amqp:///'}\n",
+            "cluster.broker: not a valid amqp:// URL: no host",
+        ),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

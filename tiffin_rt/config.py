@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -265,6 +266,14 @@ class ClusterSettings(_Section):
         if value and scheme not in BROKER_SCHEMES:
             # Only the scheme is quoted: the rest may hold a password.
             raise ValueError(f"not a redis:// or amqp:// URL ({scheme or value[:12]!r})")
+        if value:
+            try:
+                parts = urlsplit(value)
+                parts.port  # noqa: B018  (raises for a port that is no number or out of range)
+            except ValueError as exc:  # the message names no password
+                raise ValueError(f"not a valid {scheme}:// URL: {exc}") from None
+            if not parts.hostname and scheme != "unix":
+                raise ValueError(f"not a valid {scheme}:// URL: no host")
         return value
 
     @field_validator("name")
