@@ -13,7 +13,7 @@ from tests.cluster_clients import FINAL_STATUS, Follower, SocketIOFollower, SseF
 from tests.cluster_nodes import StartCluster
 from tests.helpers import base_url, eventually, token
 from tests.nginx_front import NODE_LIMITS, running_nginx
-from tests.test_nginx import customer_token, order_event_ids, place_orders
+from tests.test_nginx import follow_orders, order_event_ids
 from tiffin_rt.config import Settings
 from tiffin_rt.drain import drain_connections
 
@@ -45,18 +45,8 @@ async def test_sigterm_mid_stream_loses_and_repeats_nothing(
         clients: list[SocketIOFollower | SseFollower] = []
         writer: asyncio.Task[None] | None = None
         try:
-            users = [f"d{index}" for index in range(len(plan))]
-            order_ids = await place_orders(db, users)
-            for (kind, address, _port), user, order_id in zip(plan, users, order_ids, strict=True):
-                follower = Follower(kind, address, order_id, customer_token(user))
-                followers.append(follower)
-                if kind == "sse":
-                    clients.append(SseFollower(nginx.url, follower))
-                else:
-                    transports = None if kind == "upgrade" else [kind]
-                    clients.append(SocketIOFollower(nginx.url, follower, transports))
-            await asyncio.gather(*(client.start() for client in clients))
-            await asyncio.gather(*(asyncio.wait_for(f.started.wait(), 10) for f in followers))
+            await follow_orders(db, nginx.url, plan, "d", followers, clients)
+            order_ids = [f.order_id for f in followers]
             start = await db.fetchval("SELECT coalesce(max(id), 0) FROM tiffin_rt.events")
             on_victim = [
                 f for f, (_k, _a, port) in zip(followers, plan, strict=True) if port == victim.port

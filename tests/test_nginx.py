@@ -41,6 +41,32 @@ async def order_event_ids(db: asyncpg.Connection, order_id: str, after: int) -> 
     return [row["id"] for row in rows]
 
 
+async def follow_orders(
+    db: asyncpg.Connection,
+    url: str,
+    plan: list[tuple[str, str, int]],
+    user_prefix: str,
+    followers: list[Follower],
+    clients: list[SocketIOFollower | SseFollower],
+) -> None:
+    """One customer and order per (transport, source address, node) of `plan`, each followed
+    through nginx at `url` until it has its first event; `followers` and `clients` are filled
+    as they are made, so the caller's cleanup stops every client that started."""
+    users = [f"{user_prefix}{index}" for index in range(len(plan))]
+    order_ids = await place_orders(db, users)
+    for (kind, address, _port), user, order_id in zip(plan, users, order_ids, strict=True):
+        follower = Follower(kind, address, order_id, customer_token(user))
+        followers.append(follower)
+        if kind == "sse":
+            clients.append(SseFollower(url, follower))
+        else:
+            # upgrade: the official clients' default, polling then WebSocket
+            transports = None if kind == "upgrade" else [kind]
+            clients.append(SocketIOFollower(url, follower, transports))
+    await asyncio.gather(*(client.start() for client in clients))
+    await asyncio.gather(*(asyncio.wait_for(f.started.wait(), 10) for f in followers))
+
+
 async def test_three_nodes_behind_nginx_serve_every_transport(
     cluster_nodes: StartCluster, dsn: str
 ) -> None:
@@ -57,19 +83,8 @@ async def test_three_nodes_behind_nginx_serve_every_transport(
                 for port in ports
                 for kind, address in zip(KINDS, addresses[port], strict=True)
             ]
-            users = [f"u{index}" for index in range(len(plan))]
-            order_ids = await place_orders(db, users)
-            for (kind, address, _port), user, order_id in zip(plan, users, order_ids, strict=True):
-                follower = Follower(kind, address, order_id, customer_token(user))
-                followers.append(follower)
-                if kind == "sse":
-                    clients.append(SseFollower(nginx.url, follower))
-                else:
-                    # upgrade: the official clients' default, polling then WebSocket
-                    transports = None if kind == "upgrade" else [kind]
-                    clients.append(SocketIOFollower(nginx.url, follower, transports))
-            await asyncio.gather(*(client.start() for client in clients))
-            await asyncio.gather(*(asyncio.wait_for(f.started.wait(), 10) for f in followers))
+            await follow_orders(db, nginx.url, plan, "u", followers, clients)
+            order_ids = [f.order_id for f in followers]
             start = await db.fetchval("SELECT coalesce(max(id), 0) FROM tiffin_rt.events")
 
             for status in STEPS:
