@@ -130,6 +130,18 @@ async def recording_client(
     return client, recorder
 
 
+async def leave(client: socketio.AsyncClient) -> None:
+    """Disconnect so that the server hears it, on every transport.
+
+    python-engineio's client drops what it queued while a long-polling POST is in flight: its
+    write loop stops as soon as the state leaves 'connected', so the namespace disconnect and
+    the CLOSE packet of a client that disconnects right after an emit may never be sent, and
+    the server learns of the departure only at its ping timeout. Wait until every queued packet
+    has been posted first, as a real client that leaves a page does."""
+    await asyncio.wait_for(client.eio.queue.join(), 5)
+    await client.disconnect()
+
+
 @asynccontextmanager
 async def disconnecting(
     connecting: Awaitable[tuple[socketio.AsyncClient, R]],

@@ -13,7 +13,7 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import eventually, sio_client, token
+from tests.helpers import eventually, leave, sio_client, token
 from tiffin_rt.config import Settings
 from tiffin_rt.keys import POOL, SOCKETIO
 
@@ -62,7 +62,7 @@ async def leave_during_query(
     while not await monitor.fetchval(waiting):
         assert asyncio.get_running_loop().time() < deadline, "the query never waited"
         await asyncio.sleep(0.01)
-    await client.disconnect()
+    await leave(client)
     await eventually(lambda: sid not in rooms_of(server, namespace).get(None, {}))
 
 

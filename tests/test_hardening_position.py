@@ -109,7 +109,15 @@ async def test_the_position_is_the_replay_end_for_a_resumed_connection(
         [start] = await received.wait_for("position")
     finally:
         await client.disconnect()
-    await DEMO.set_status(db, "1", "ready")  # alice's own order: her user room replays it
+    # Alice's own order: her user room replays it. Her other connection getting it live shows
+    # the server has read it, so the resumed one must get it by replay (before its position),
+    # not live after a position that was taken before the server saw the change.
+    watcher, to_watcher = await connect(url, settings, "websocket", user="alice")
+    try:
+        await DEMO.set_status(db, "1", "ready")
+        await to_watcher.wait_for("orderStatusUpdate")
+    finally:
+        await watcher.disconnect()
     client, received = await connect(
         url, settings, transport, user="alice", lastEventId=start["eventId"]
     )
