@@ -169,6 +169,7 @@ async def _listener(app: web.Application) -> AsyncIterator[None]:
             late_event_window=db.late_event_window,
         ),
         channels=app[SETTINGS].notifications.extra_channels,
+        order_ids=app[ORDER_QUERIES].id_format,
     )
     app[LISTENER] = listener
     task = asyncio.create_task(listener.run(), name="tiffin_rt-listener")

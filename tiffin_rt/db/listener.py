@@ -16,6 +16,7 @@ import asyncpg
 
 from tiffin_rt.config import ChannelMapping
 from tiffin_rt.core.events import Event
+from tiffin_rt.core.parse import OrderIdFormat
 from tiffin_rt.db import events_query
 from tiffin_rt.db.channels import MalformedPayload, event_from_payload
 from tiffin_rt.db.wakeups import event_from_wakeup
@@ -80,9 +81,12 @@ class EventListener:
         delivery: Delivery,
         options: ListenerOptions | None = None,
         channels: Sequence[ChannelMapping] = (),
+        order_ids: OrderIdFormat | None = None,
     ) -> None:
+        """`order_ids`: how the orders id column prints ids, which channel payloads must match."""
         self._dsn = dsn
         self._channels = {c.channel: c for c in channels}
+        self._order_ids = order_ids
         self._unlogged: list[Event] = []
         self.malformed_payloads = 0
         self._delivery = delivery
@@ -210,7 +214,7 @@ class EventListener:
     def _on_channel(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
         """A backend's own NOTIFY: best effort, delivered as it comes, never replayed."""
         try:
-            event = event_from_payload(self._channels[channel], str(payload))
+            event = event_from_payload(self._channels[channel], str(payload), self._order_ids)
         except MalformedPayload as exc:
             self.malformed_payloads += 1
             log.warning(
