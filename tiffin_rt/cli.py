@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from tiffin_rt.auth import ROLES, AuthError, mint_token
-from tiffin_rt.config import ConfigError, Settings, load_settings
+from tiffin_rt.config import ConfigError, Settings, load_settings, metrics_exposure_problem
 from tiffin_rt.db import migrate
 from tiffin_rt.db.embedded import EmbeddedPostgres, bundled_program
 
@@ -304,6 +304,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update=overrides)}
         )
+        problem = metrics_exposure_problem(settings)
+        if problem is not None:
+            raise CliError(f"--host {settings.server.host}: {problem}")
     try:
         serve(settings)
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -292,6 +293,41 @@ class ClusterSettings(_Section):
         return self
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "", "0.0.0.0"-like names or a host name: reachable from elsewhere
+
+
+class MetricsSettings(_Section):
+    """GET /metrics (Prometheus). Bound beyond localhost it needs a token."""
+
+    enabled: bool = False
+    token: str = ""
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isascii() or not value.isprintable()):
+            raise ValueError("at least 16 printable ASCII characters (or empty)")
+        return value
+
+
+def metrics_exposure_problem(settings: Settings) -> str | None:
+    """GET /metrics reachable from other machines without a token."""
+    metrics, host = settings.metrics, settings.server.host
+    if metrics.enabled and not metrics.token and not is_loopback(host):
+        return (
+            f"metrics.token: required when server.host ({host!r}) is reachable from other"
+            " machines (or set metrics.enabled: false)"
+        )
+    return None
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -314,6 +350,7 @@ class Settings(_Section):
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
 
@@ -414,6 +451,9 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
         raise ConfigError(
             f"{source}: server.cors_origins: '*' is refused (credentials are sent); list origins"
         )
+    problem = metrics_exposure_problem(settings)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
     if settings.database.pool_min > settings.database.pool_max:
         raise ConfigError(f"{source}: database.pool_min: larger than database.pool_max")
     return settings

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable
 
 from limits import RateLimitItem, parse_many
 
+from tiffin_rt import metrics
 from tiffin_rt.cluster.limits import SharedUserLimits
 from tiffin_rt.config import LimitsSettings
 
@@ -65,6 +66,13 @@ class MovingWindows:
             del self._hits[key]
 
 
+def _counted(allowed: bool, limit: str) -> bool:
+    """A refusal is counted for /metrics under the limit's config key."""
+    if not allowed:
+        metrics.rate_limited(limit)
+    return allowed
+
+
 class RateLimits:
     """One per process. Per connection and per address, counters are this node's. Per user
     (connections, the event budget) they are the cluster's when `shared` is given (Redis);
@@ -95,39 +103,45 @@ class RateLimits:
 
     def allow_connect(self, address: str) -> bool:
         """A new connection (Socket.IO namespace or HTTP stream) from this address."""
-        return self._windows.hit(self._connect, ("connect", address))
+        return _counted(self._windows.hit(self._connect, ("connect", address)), "connect_per_ip")
 
     def allow_handshake(self, address: str) -> bool:
         """A new Engine.IO session, before any namespace (and so before any token)."""
-        return self._windows.hit(self._handshakes, ("handshake", address))
+        allowed = self._windows.hit(self._handshakes, ("handshake", address))
+        return _counted(allowed, "handshakes_per_ip")
 
     def allow_event(self, connection: str, event: str) -> bool:
         """One client event on one connection; each event name has its own budget."""
-        return self._windows.hit(
+        allowed = self._windows.hit(
             self._overrides.get(event, self._events), ("event", connection, event)
         )
+        return _counted(allowed, "events_per_connection")
 
     async def allow_user_event(self, user_id: str) -> bool:
         """One event of this user on any connection: more connections buy no more server time."""
         if self._shared is not None:
             allowed = await self._shared.allow_event(user_id, self._per_user)
             if allowed is not None:
-                return allowed
-        return self._windows.hit(self._per_user, ("user-events", user_id))
+                return _counted(allowed, "events_per_user")
+        return _counted(
+            self._windows.hit(self._per_user, ("user-events", user_id)), "events_per_user"
+        )
 
     def strike(self, connection: str) -> bool:
         """Record a refused event; True once the connection has been refused too often."""
-        return not self._windows.hit(self._strikes, ("strike", connection))
+        return not _counted(
+            self._windows.hit(self._strikes, ("strike", connection)), "abuse_strikes"
+        )
 
     async def open_user_connection(self, user_id: str) -> bool:
         """Count a connection of this user, unless the user already has the maximum open."""
         maximum = self._settings.connections_per_user
         if self._users[user_id] >= maximum:
-            return False
+            return _counted(False, "connections_per_user")
         if self._shared is not None:
             allowed = await self._shared.open_connection(user_id, maximum)
             if allowed is False or (allowed is None and self._users[user_id] >= maximum):
-                return False
+                return _counted(False, "connections_per_user")
         self._users[user_id] += 1
         return True
 

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_exceptions import NotAppKeyWarning
 from aiohttp_jwt import JWTMiddleware
 
+from tiffin_rt import metrics
 from tiffin_rt.auth import AuthError, Identity, TokenVerifier
 from tiffin_rt.core.errors import ClientError, http_status
 from tiffin_rt.db.errors import DB_ERRORS, INPUT_ERRORS, input_error_name
@@ -31,9 +32,11 @@ _CLAIMS_KEY = "tiffin_rt.claims"
 _PASS_KEY = web.RequestKey("guard_pass", str)
 
 # Routes that need no token: health, the Socket.IO endpoint (it authenticates on connect),
-# the demo page, its static files and its token minting (which exists only with demo.enabled).
+# the demo page, its static files and its token minting (which exists only with demo.enabled);
+# /metrics checks metrics.token itself (a scraper has no JWT).
 PUBLIC_PATHS = (
     r"^/healthz$",
+    r"^/metrics$",
     r"^/readyz$",
     r"^/socket\.io/",
     r"^/$",
@@ -229,6 +232,7 @@ def auth_middlewares(
             else:
                 allowed = is_public(request) or limits.allow_connect(address)
             if not allowed:
+                metrics.refused("http", "rate_limited")
                 return json_error(429, "rate_limited", "too many connection attempts; slow down")
         return await handler(request)
 
@@ -239,6 +243,7 @@ def auth_middlewares(
         try:
             who = verifier.verify(bearer_token(request, cookie_name))
         except AuthError as exc:
+            metrics.refused("http", exc.code)
             return unauthorized(exc.code, exc.message)
         if (
             origins is not None
@@ -256,6 +261,7 @@ def auth_middlewares(
             return await handler(request)
         # An open SSE stream is a connection like a socket: it counts until it ends.
         if not await limits.open_user_connection(who.user_id):
+            metrics.refused("http", "connections_per_user")
             return json_error(429, "rate_limited", "too many open connections for this user")
         try:
             return await handler(request)

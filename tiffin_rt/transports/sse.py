@@ -12,6 +12,7 @@ import orjson
 from aiohttp import HttpVersion11, web
 from aiohttp_sse import sse_response
 
+from tiffin_rt import metrics
 from tiffin_rt.access import AccessDenied, Admits
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.events import (
@@ -225,6 +226,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         room = app[ROOM_ACCESS].order_room(request.match_info["id"])
         resume_from = requested_resume(request)
     except (AccessDenied, InvalidEventId) as exc:
+        metrics.refused("sse", "bad_request")
         return json_error(400, "bad_request", str(exc))
     order_id = room.key
 
@@ -261,11 +263,13 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         try:
             app[ROOM_ACCESS].admit(who, room, snapshot.parties if snapshot else None)
         except AccessDenied as exc:
+            metrics.refused("sse", exc.code)
             return json_error(404 if exc.code == "not_found" else 403, exc.code, exc.message)
         assert snapshot is not None
         if resume_from is not None and nothing_left(snapshot, resume_from, terminal):
             return web.Response(status=204)
 
+        metrics.connected("sse")
         async with sse_response(
             request, ping_interval=settings.notifications.sse_ping_interval
         ) as stream:

@@ -17,6 +17,7 @@ from typing import Any
 
 import socketio
 
+from tiffin_rt import metrics
 from tiffin_rt.auth import AuthError, Identity, TokenVerifier
 from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.core.errors import ClientError, ack_error, ack_ok
@@ -122,13 +123,16 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if not self._limits.allow_connect(client_address(environ)):
+            metrics.refused(self.namespace, "rate_limited")
             raise refused("rate_limited", "too many connection attempts; slow down")
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
             identity = self._verifier.verify(token)
         except AuthError as exc:
+            metrics.refused(self.namespace, exc.code)
             raise refused(exc.code, exc.message) from None
         if not await self._limits.open_user_connection(identity.user_id):
+            metrics.refused(self.namespace, "connections_per_user")
             raise refused("rate_limited", "too many open connections for this user")
         if self.server.manager.eio_sid_from_sid(sid, self.namespace) is None:
             # Gone while a shared count was asked (cluster.broker): its disconnect found nothing.
@@ -142,6 +146,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except BaseException:
             await self.on_disconnect(sid)  # refused half way: nothing of it is kept
             raise
+        metrics.connected(self.namespace)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self._connections.pop(sid, None)
