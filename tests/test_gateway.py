@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -13,7 +14,7 @@ from tests.helpers import sse_events, token
 from tests.replay_helpers import connected, delivered_live, set_statuses
 from tiffin_rt.config import Settings
 from tiffin_rt.core.rooms import InvalidRoom
-from tiffin_rt.transports.socketio.notifications import NOTIFICATION_GATEWAY
+from tiffin_rt.transports.socketio.notifications import NOTIFICATION_GATEWAY, InvalidNotification
 
 
 async def test_a_status_update_sent_from_python_is_logged_live_on_both_transports_and_replayed(
@@ -136,3 +137,43 @@ async def test_an_order_id_printed_as_no_client_names_it_is_refused_before_anyth
     with pytest.raises(InvalidRoom):
         await gateway.send_order_status_update("1", "ready", rooms=["order-01"])
     assert await db.fetchval("SELECT count(*) FROM tiffin_rt.events") == before
+
+
+async def test_a_send_the_log_cannot_store_raises_one_error_and_logs_nothing(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Unstorable input is one documented ValueError, InvalidNotification, raised before
+    anything is logged (it was asyncpg's, orjson's or AttributeError, after a round trip)."""
+    gateway = server.app[NOTIFICATION_GATEWAY]
+    before = await db.fetchval("SELECT count(*) FROM tiffin_rt.events")
+    bad_notifications: list[Any] = [
+        {"title": "a\u0000b"},
+        {"title": "ok", "data": {"k\u0000": 1}},
+        {"title": "ok", "data": {"deep": ["x", {"y": "\u0000"}]}},
+        {"title": "ok", "data": {1: "int key"}},
+        {"title": "ok", "data": {"when": object()}},
+        {"title": "ok", "data": ["not", "an", "object"]},
+        {"title": 5},
+        {"type": ["promo"]},
+        ["title", "x"],
+        "title",
+    ]
+    for note in bad_notifications:
+        with pytest.raises(InvalidNotification):
+            await gateway.send_notification("user-alice", note)
+    for status, previous in (
+        ("", None),
+        (5, None),
+        (None, None),
+        ("re\u0000dy", None),
+        ("ready", 3),
+    ):
+        with pytest.raises(InvalidNotification):
+            await gateway.send_order_status_update("1", status, previous_status=previous)
+    assert await db.fetchval("SELECT count(*) FROM tiffin_rt.events") == before
+    # The marker: a good send after them is logged and delivered, text that merely looks like
+    # an escape included.
+    async with connected(url, token(settings, "alice")) as (_client, log):
+        await gateway.send_notification("user-alice", {"title": "\\u0000 is fine as text"})
+        [note] = await log.wait_for("notification", 1)
+        assert note["title"] == "\\u0000 is fine as text"

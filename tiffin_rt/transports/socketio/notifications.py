@@ -98,6 +98,40 @@ class NotificationsNamespace(SecureNamespace):
         return ack_ok(room=room.name)
 
 
+class InvalidNotification(ValueError):
+    """A gateway send the log cannot store or clients cannot read; nothing was logged."""
+
+
+def _text(value: object, name: str, *, required: bool = False) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        wanted = "a non-empty string" if required else "a string or None"
+        raise InvalidNotification(f"{name} must be {wanted} (got {type(value).__name__})")
+    return value
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _stored(payload: dict[str, Any]) -> str:
+    """The payload as the log stores it (jsonb): JSON with string keys and no U+0000."""
+    try:
+        text = orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidNotification(f"not storable as JSON: {exc}") from None
+    if _has_nul(payload):
+        raise InvalidNotification("text may not contain U+0000 (PostgreSQL cannot store it)")
+    return text
+
+
 class NotificationGateway:
     """The seed's server-side API (`sendNotification`, `sendOrderStatusUpdate`).
 
@@ -119,13 +153,22 @@ class NotificationGateway:
         *,
         connection: Executor | None = None,
     ) -> int:
-        """A `notification` to every connection in `room` (a name or a list); its event id."""
+        """A `notification` to every connection in `room` (a name or a list); its event id.
+
+        Raises InvalidRoom for a room no client can join and InvalidNotification for a
+        notification that is not a dict of string `type`, `title`, `body` and a JSON object
+        `data`, or holds U+0000; either way nothing is logged."""
         rooms = _rooms([room] if isinstance(room, str) else list(room), self._order_ids)
+        if not isinstance(notification, dict):
+            raise InvalidNotification("a notification is a dict")
+        data = notification.get("data") or {}
+        if not isinstance(data, dict):
+            raise InvalidNotification("data must be a dict or None")
         payload = {
-            "type": notification.get("type"),
-            "title": notification.get("title"),
-            "body": notification.get("body"),
-            "data": notification.get("data") or {},
+            "type": _text(notification.get("type"), "type"),
+            "title": _text(notification.get("title"), "title"),
+            "body": _text(notification.get("body"), "body"),
+            "data": data,
         }
         if isinstance(room, str):
             payload["room"] = room
@@ -141,11 +184,18 @@ class NotificationGateway:
         rooms: Sequence[str] = (),
         connection: Executor | None = None,
     ) -> int:
-        """An `orderStatusUpdate` to the order's room (and `rooms`), and its SSE streams."""
+        """An `orderStatusUpdate` to the order's room (and `rooms`), and its SSE streams.
+
+        Raises InvalidRoom for an order id or room no client can name and InvalidNotification
+        for a status that is not a non-empty string (or holds U+0000); nothing is logged."""
         order = room_for_order(order_id)
         targets = _rooms([order, *(r for r in rooms if r != order)], self._order_ids)
         key = targets[0].key  # the id as the database prints it
-        payload = {"orderId": key, "status": status, "previousStatus": previous_status}
+        payload = {
+            "orderId": key,
+            "status": _text(status, "status", required=True),
+            "previousStatus": _text(previous_status, "previous_status"),
+        }
         return await self._append(ORDER_STATUS, targets, payload, key, connection)
 
     async def _append(
@@ -161,7 +211,7 @@ class NotificationGateway:
             "SELECT tiffin_rt.append_event($1, $2::text[], $3::jsonb, $4)",
             kind,
             [r.name for r in rooms],
-            orjson.dumps(payload).decode(),
+            _stored(payload),
             order_id,
         )
         return int(event_id)
