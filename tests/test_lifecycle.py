@@ -17,6 +17,7 @@ LONG_LIVED = {
     "tiffin_rt-support-typing",
     "tiffin_rt-cluster-heartbeat",
     "tiffin_rt-cluster-inbox",
+    "tiffin_rt-kitchen-queue",
 }
 
 

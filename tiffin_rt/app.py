@@ -41,6 +41,7 @@ from tiffin_rt.keys import (
     SOCKETIO,
     VERIFIER,
 )
+from tiffin_rt.kitchen_wiring import setup_kitchen
 from tiffin_rt.logs import quiet_client_faults
 from tiffin_rt.metrics.http import setup_metrics
 from tiffin_rt.ratelimit import RateLimits
@@ -244,6 +245,7 @@ def create_app(settings: Settings) -> web.Application:
     # The cluster bus before /notifications and the support chat: they emit and count through it.
     app.cleanup_ctx.extend([_database, _pool, _cluster, _notifications])
     setup_support(app)  # its namespace and sink, on the pool, before the listener
+    setup_kitchen(app)  # the kitchen queue's sink and room hook, before the listener
     setup_metrics(app)  # its lag sink last on the router, before the listener
     app.cleanup_ctx.extend([_listener, task_context("tiffin_rt-pruner", _prune_events)])
     setup_health(app)

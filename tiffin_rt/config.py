@@ -328,6 +328,18 @@ def metrics_exposure_problem(settings: Settings) -> str | None:
     return None
 
 
+class KitchenSettings(_Section):
+    """The live kitchen queue (`kitchenQueue`, `queuePosition`)."""
+
+    enabled: bool = True
+    # At most one kitchenQueue per vendor per interval: changes are gathered this long after
+    # the first one, then sent as one message with the state at that moment.
+    coalesce_interval: float = Field(default=0.25, ge=0, le=60)
+    average_samples: int = Field(default=20, ge=1, le=1000)
+    average_max_age: float = Field(default=86400.0, gt=0)
+    parallel_orders: int = Field(default=1, ge=1, le=1000)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -349,6 +361,7 @@ class Settings(_Section):
     inbox: InboxSettings = Field(default_factory=InboxSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    kitchen: KitchenSettings = Field(default_factory=KitchenSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)

@@ -23,6 +23,7 @@ from tiffin_rt.core.events import (
 )
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
 from tiffin_rt.core.parse import OrderIdFormat
+from tiffin_rt.core.policy import OrderParties
 from tiffin_rt.core.rooms import (
     InvalidRoom,
     Room,
@@ -42,6 +43,9 @@ NAMESPACE = "/notifications"
 
 # Which connections must not get this event live now (see core.replay.Handoffs.hold).
 Hold = Callable[[Event], list[str]]
+# Told of each room a connection entered, with the order's parties for an order room (the
+# kitchen queue sends the room's current state to the newcomer).
+RoomEntered = Callable[[str, Room, OrderParties | None], None]
 # A pool, or a connection inside the caller's transaction.
 Executor = asyncpg.Pool | asyncpg.Connection
 
@@ -52,11 +56,17 @@ class NotificationsNamespace(SecureNamespace):
     def __init__(self, *, verifier: TokenVerifier, access: RoomAccess, limits: RateLimits) -> None:
         super().__init__(NAMESPACE, verifier=verifier, limits=limits)
         self._access = access
+        self.room_entered: list[RoomEntered] = []
+
+    def _entered(self, sid: str, room: Room, parties: OrderParties | None = None) -> None:
+        for listener in self.room_entered:
+            listener(sid, room, parties)
 
     async def connected(self, sid: str, identity: Identity) -> None:
         await self.enter_room(sid, room_for_user(identity.user_id))
         if identity.role == "kitchen" and identity.vendor_id:
             await self.enter_room(sid, room_for_vendor(identity.vendor_id))
+            self._entered(sid, Room("vendor", identity.vendor_id))
 
     async def on_joinRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
         identity = self.identity(sid)
@@ -69,6 +79,7 @@ class NotificationsNamespace(SecureNamespace):
         if not await enter_if_connected(self, sid, room.name):
             return gone()
         if room.kind != "order":
+            self._entered(sid, room)
             return ack_ok(room=room.name)
         # Read after entering: a change committed from now on reaches the room live.
         try:
@@ -84,6 +95,7 @@ class NotificationsNamespace(SecureNamespace):
         except AccessDenied as exc:
             await self.leave_room(sid, room.name)  # the order changed hands since the check
             return ack_error(exc.code, exc.message)
+        self._entered(sid, room, parties)
         return ack_ok(room=room.name, order=current_status_message(snapshot) if snapshot else None)
 
     async def on_leaveRoom(self, sid: str, room_name: Any = None) -> dict[str, Any]:
