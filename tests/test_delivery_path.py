@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 import asyncpg
+import pytest
 import socketio
 from aiohttp.test_utils import TestServer
 
@@ -20,14 +21,16 @@ NS = "/notifications"
 STATUSES = ["confirmed", "preparing", "ready"]
 
 
-async def _polling_client(url: str, tok: str) -> tuple[socketio.AsyncClient, Received]:
+async def _stock_client(
+    url: str, tok: str, transports: list[str]
+) -> tuple[socketio.AsyncClient, Received]:
     received = Received()
     client = socketio.AsyncClient(reconnection=False)
     client.on(
         "orderStatusUpdate", lambda data=None: received.add("orderStatusUpdate", data), namespace=NS
     )
     await client.connect(
-        url, namespaces=[NS], auth={"token": tok}, transports=["polling"], wait_timeout=5
+        url, namespaces=[NS], auth={"token": tok}, transports=transports, wait_timeout=5
     )
     return client, received
 
@@ -62,24 +65,40 @@ async def test_status_changes_reach_websocket_and_sse_from_the_notify_callback(
         await client.disconnect()
 
 
-async def test_a_long_polling_member_is_sent_in_order_behind_the_router_task(
-    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+@pytest.mark.parametrize(
+    "transports", [["polling"], ["polling", "websocket"]], ids=["polling", "upgraded"]
+)
+async def test_stock_socket_members_are_sent_in_order_without_the_router_task(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection, transports: list[str]
 ) -> None:
+    """A long-polling connection, or one upgraded from it, in the room with a WebSocket one:
+    its packets are on its queue before the router returns, so no batch waits in a task."""
     alice = token(settings, "alice")
     websocket, on_websocket = await sio_client(url, alice)
-    polling, on_polling = await _polling_client(url, alice)
+    stock, on_stock = await _stock_client(url, alice, transports)
     try:
-        for client in (websocket, polling):
+        if len(transports) > 1:
+            await wait_for_transport(stock, "websocket")
+        for client in (websocket, stock):
             assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
-        deferred = server.app[ROUTER].deferred
+        listener, router = server.app[LISTENER], server.app[ROUTER]
+        from_callback, deferred = listener.delivered_from_callback, router.deferred
         ids = await set_statuses(db, 1, STATUSES * 3)
-        for received in (on_websocket, on_polling):
+        for received in (on_websocket, on_stock):
             updates = await received.wait_for("orderStatusUpdate", len(ids))
             assert [u["eventId"] for u in updates] == ids
-        assert server.app[ROUTER].deferred > deferred  # the stock socket's packets were awaited
+        assert stock.transport() == transports[-1]
+        assert listener.delivered_from_callback > from_callback
+        assert router.deferred == deferred  # nothing was awaited
     finally:
-        for client in (websocket, polling):
+        for client in (websocket, stock):
             await client.disconnect()
+
+
+async def wait_for_transport(client: socketio.AsyncClient, name: str) -> None:
+    async with asyncio.timeout(5):
+        while client.transport() != name:
+            await asyncio.sleep(0.02)
 
 
 async def test_live_updates_reach_sse_and_socketio_on_a_served_node(

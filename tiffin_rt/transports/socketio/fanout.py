@@ -1,15 +1,19 @@
-"""Room emits: encoded once, no task per recipient, one write per connection per loop tick.
+"""Room emits: encoded once, per-room work once per loop tick, one write per connection.
 
 python-socketio's AsyncManager.emit encodes a room emit once but then starts one task per
 recipient, each putting the packet on that socket's queue for that socket's writer task.
-RoomFanout builds the WebSocket frame once and appends it to each recipient's outbox; a
-single callback at the end of the loop tick writes each outbox with one transport write, so
-a batch of events from the listener costs one write per connection. Nothing is merged or
-dropped: a connection that is behind gets every frame, in order, or is disconnected past
-`delivery.max_buffered_kib` and resumes from its last event id (LeanWebSocket.deliver).
+RoomFanout builds the WebSocket frame once and notes (room members, frame) for the end of the
+loop tick; the members of a room (or of a list of rooms) are resolved to their sockets once
+and kept until someone enters or leaves a room. At the end of the tick one callback writes:
+a tick that sent one room (any number of frames) joins its frames once and writes the same
+bytes to each member; otherwise each connection's frames are joined in order. Either way a
+connection gets one write per tick. Nothing is merged or dropped: a connection that is behind
+gets every frame, in order, or is disconnected past `delivery.max_buffered_kib` and resumes
+from its last event id (LeanWebSocket.deliver). A direct write to a lean socket (an ack, a
+ping) writes the tick's frames first, so a connection's frames keep the order they were sent.
 Connections on the stock transport (long-polling, upgrades from it, or WebSocket with
-compression configured) are sent through python-socketio as before, awaited one after another
-rather than as a task each, with the same limit (stock.py).
+compression configured) get the packet on their bounded queue at once (StockSocket.send_now):
+nothing is awaited, so the router runs no task for them.
 """
 
 from __future__ import annotations
@@ -29,15 +33,86 @@ from tiffin_rt.transports.socketio.websocket import DeliveryLimits, LeanWebSocke
 log = logging.getLogger(__name__)
 
 BACKLOG_RETRY_SECONDS = 0.02
+# Room lists whose members are kept resolved (cleared as a whole past this, and whenever
+# anyone enters or leaves a room).
+MAX_RESOLVED = 8192
+
+# A lean member: its socket and the socket's transport (fixed once adopted).
+LeanMember = tuple[LeanWebSocket, asyncio.Transport]
+
+
+class Members:
+    """The connections of a room (or of several, each once), resolved to their sockets."""
+
+    __slots__ = ("lean", "lean_sids", "stock")
+
+    def __init__(
+        self,
+        lean: tuple[LeanMember, ...],
+        lean_sids: tuple[str, ...],
+        stock: tuple[tuple[str, str], ...],
+    ) -> None:
+        self.lean = lean  # WebSocket connections written by the end-of-tick flush
+        self.lean_sids = lean_sids  # their Socket.IO sids, in the same order (for skips)
+        self.stock = stock  # (sid, eio_sid) of every other connection
+
+
 class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
-    """Room emits written as pre-built frames, coalesced per connection per loop tick."""
+    """Room emits written as pre-built frames, once per room and connection per loop tick."""
 
     def __init__(self, limits: DeliveryLimits) -> None:
         super().__init__()
         self.limits = limits
-        self._dirty: list[LeanWebSocket] = []
+        # What room emits queued this tick: (members, frame), in the order they were sent.
+        self._tick: list[tuple[tuple[LeanMember, ...], bytes]] = []
+        self._resolved: dict[tuple[str, Any], Members] = {}
         self._behind: set[LeanWebSocket] = set()
         self._retry: asyncio.TimerHandle | None = None
+
+    def set_server(self, server: Any) -> None:
+        super().set_server(server)
+        # A direct write to a lean socket first writes what this tick queued (see websocket.py).
+        server.eio.write_queued = self._flush
+
+    # -- membership: resolved sockets forgotten whenever it changes --------------------------
+
+    def basic_enter_room(
+        self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
+    ) -> None:
+        self._resolved.clear()
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        self._resolved.clear()
+        super().basic_leave_room(sid, namespace, room)
+
+    def resolve(self, namespace: str, room: Any) -> Members:
+        """The connections `room` (a name, or a list of names) reaches, resolved once."""
+        key = (namespace, room if isinstance(room, str) or room is None else tuple(room))
+        found = self._resolved.get(key)
+        if found is not None:
+            return found
+        lean: list[LeanMember] = []
+        lean_sids: list[str] = []
+        stock: list[tuple[str, str]] = []
+        sockets = self.server.eio.sockets
+        for sid, eio_sid in self.get_participants(namespace, room):
+            socket = sockets.get(eio_sid)
+            if socket is None:
+                continue
+            transport = socket.transport if type(socket) is LeanWebSocket else None
+            if transport is not None:
+                lean.append((socket, transport))
+                lean_sids.append(sid)
+            else:
+                stock.append((sid, eio_sid))
+        members = Members(tuple(lean), tuple(lean_sids), tuple(stock))
+        if len(self._resolved) >= MAX_RESOLVED:
+            self._resolved.clear()
+        self._resolved[key] = members
+        return members
+
+    # -- emitting ----------------------------------------------------------------------------
 
     async def emit(
         self,
@@ -80,10 +155,12 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         rooms: Sequence[str],
         skip: Collection[str] = (),
     ) -> Awaitable[None] | None:
-        """A room emit that does not wait: each WebSocket's frame is queued before it returns
-        (written at the end of the tick); what stock sockets are sent comes back as one
-        awaitable (None when there are none), which the caller awaits before its next emit."""
-        return self._publish(event, [data], namespace, list(rooms), skip)
+        """A room emit that does not wait: each WebSocket's frame is queued for the end of the
+        tick and each stock socket's packet is on its queue before it returns. An awaitable
+        comes back only for what cannot be sent that way (binary attachments, python-engineio's
+        unbounded socket when the startup check fell back to it); the caller awaits it before
+        its next emit."""
+        return self._publish(event, [data], namespace, rooms, skip)
 
     def _publish(
         self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any
@@ -98,50 +175,104 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
                 event, data, namespace, room=room, skip_sid=skip_sid
             )
             return stock
-        frame = ws_frame(("4" + encoded).encode())
-        skip = skip_sid if isinstance(skip_sid, list | set | tuple | frozenset) else (skip_sid,)
+        members = self.resolve(namespace, room)
+        if not skip_sid:
+            skip: Collection[Any] = ()
+        elif isinstance(skip_sid, list | set | tuple | frozenset):
+            skip = skip_sid
+        else:
+            skip = (skip_sid,)
+        lean = members.lean
+        if lean:
+            if skip:
+                lean = tuple(
+                    m for m, s in zip(lean, members.lean_sids, strict=True) if s not in skip
+                )
+            if lean:
+                self._queue(lean, ws_frame(("4" + encoded).encode()))
+        if not members.stock:
+            return None
+        return self._send_stock(members.stock, skip, encoded)
+
+    def _queue(self, lean: tuple[LeanMember, ...], frame: bytes) -> None:
+        if not self._tick:
+            asyncio.get_running_loop().call_soon(self._flush)
+            self.server.eio.frames_queued = True
+        self._tick.append((lean, frame))
+
+    def _send_stock(
+        self, members: tuple[tuple[str, str], ...], skip: Collection[Any], encoded: str
+    ) -> Awaitable[None] | None:
+        """Each stock socket's packet on its queue now; python-engineio's own sockets (only
+        when the startup check fell back to them) come back as one awaitable."""
+        pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         sockets = self.server.eio.sockets
-        slow: list[str] = []
-        for sid, eio_sid in self.get_participants(namespace, room):
+        unbounded: list[str] = []
+        for sid, eio_sid in members:
             if sid in skip:
                 continue
             socket = sockets.get(eio_sid)
             if socket is None:
                 continue
-            if type(socket) is LeanWebSocket and socket.transport is not None:
-                self._queue(socket, frame)
+            if isinstance(socket, StockSocket):
+                socket.send_now(pkt)
             else:
-                slow.append(eio_sid)
-        if not slow:
+                unbounded.append(eio_sid)
+        if not unbounded:
             return None
-        return self._send_stock(slow, encoded)
+        return self._send_unbounded(unbounded, pkt)
 
-    async def _send_stock(self, eio_sids: list[str], encoded: str) -> None:
+    async def _send_unbounded(self, eio_sids: list[str], pkt: eio_packet.Packet) -> None:
         for eio_sid in eio_sids:
-            await self.server.eio.send_packet(
-                eio_sid, eio_packet.Packet(eio_packet.MESSAGE, encoded)
-            )
+            await self.server.eio.send_packet(eio_sid, pkt)
 
-    def _queue(self, socket: LeanWebSocket, frame: bytes) -> None:
-        outbox = socket.outbox
-        if outbox is None:
-            socket.outbox = [frame]
-            if not self._dirty:
-                asyncio.get_running_loop().call_soon(self._flush)
-            self._dirty.append(socket)
-        else:
-            outbox.append(frame)
+    # -- writing -----------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """End of the loop tick: one write per connection for everything queued to it."""
-        dirty, self._dirty = self._dirty, []
+        """End of the loop tick (or before a direct write): one write per connection."""
+        tick = self._tick
+        if not tick:
+            return
+        self._tick = []
+        self.server.eio.frames_queued = False
         limits = self.limits
-        for socket in dirty:
-            frames = socket.outbox
-            socket.outbox = None
-            if frames and socket.deliver(frames, limits):
-                self._behind.add(socket)
+        first = tick[0][0]
+        if len(tick) == 1:
+            self._write_all(first, tick[0][1], limits)
+        elif all(members is first for members, _ in tick):
+            # One room this tick: its frames joined once, the same bytes for every member.
+            self._write_all(first, b"".join([frame for _, frame in tick]), limits)
+        else:
+            outboxes: dict[LeanMember, list[bytes]] = {}
+            for members, frame in tick:
+                for member in members:
+                    box = outboxes.get(member)
+                    if box is None:
+                        outboxes[member] = [frame]
+                    else:
+                        box.append(frame)
+            behind = self._behind
+            for (socket, _), frames in outboxes.items():
+                if socket.deliver(frames[0] if len(frames) == 1 else b"".join(frames), limits):
+                    behind.add(socket)
         self._retry_behind()
+
+    def _write_all(
+        self, members: tuple[LeanMember, ...], data: bytes, limits: DeliveryLimits
+    ) -> None:
+        """`data` to every member: straight to the transport unless the member is behind."""
+        low_water = limits.low_water
+        behind = self._behind
+        for socket, transport in members:
+            if (
+                socket.backlog is None
+                and not socket.closed
+                and not transport.is_closing()
+                and transport.get_write_buffer_size() <= low_water
+            ):
+                transport.write(data)
+            elif socket.deliver(data, limits):
+                behind.add(socket)
 
     def _retry_behind(self) -> None:
         if self._behind and self._retry is None:
@@ -163,11 +294,7 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
             if socket is None or socket.closed:
                 return
             if type(socket) is LeanWebSocket:
-                frames = socket.outbox  # what this tick queued: written now, to be counted
-                socket.outbox = None
-                if frames and socket.deliver(frames, self.limits):
-                    self._behind.add(socket)
-                    self._retry_behind()
+                self._flush()  # what this tick queued: written now, to be counted
                 unsent = socket.unsent
             elif isinstance(socket, StockSocket):
                 unsent = socket.unsent

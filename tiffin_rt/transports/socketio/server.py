@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -81,6 +81,10 @@ def announced_attachments(data: str) -> int:
     return int(head) if dash and head.isascii() and head.isdigit() else 0
 
 
+def _nothing() -> None:
+    return None
+
+
 class EngineServer(EngineHooks):
     """python-engineio's server: the lean WebSocket transport (websocket.py), bounded stock
     sockets (stock.py), one ping clock for all, a bad long-polling POST answered at once.
@@ -114,6 +118,11 @@ class EngineServer(EngineHooks):
         self._spawned = BackgroundTasks("Engine.IO")
         # Long-polling GETs whose client may leave while they wait (read by StockSocket).
         self.departures = Departures()
+        # Set by RoomFanout: whether room emits of this tick wait for its end-of-tick write, and
+        # what writes them now; a direct write to a lean socket (an ack, a ping) calls it first,
+        # so a connection's frames go out in the order they were sent.
+        self.frames_queued = False
+        self.write_queued: Callable[[], None] = _nothing
         # A poll for a session that has ended (here, or by a restart) is the client's business:
         # Engine.IO answers 400 and, without this, logs the first one of each kind at ERROR.
         self.log_message_keys.update({"bad-sid"})

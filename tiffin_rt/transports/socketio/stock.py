@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from engineio import exceptions as eio_exceptions
@@ -68,6 +69,9 @@ class StockSocket(AsyncSocket):  # type: ignore[misc]
     server: Any
     sid: str
     queue: Any
+    last_ping: float | None
+    closing: bool
+    closed: bool
 
     # Bytes of the last batch taken from the queue: held by the WebSocket writer until it has
     # sent them all (it takes the next batch only then), or in the last polling response.
@@ -145,6 +149,25 @@ class StockSocket(AsyncSocket):  # type: ignore[misc]
         if self.overflowed:
             return
         await super().send(pkt)
+        self._check_limit()
+
+    def send_now(self, pkt: eio_packet.Packet) -> None:
+        """`send` without awaiting, for room emits: the queue is unbounded, so putting a
+        packet on it never waits. As python-engineio's `send`, a client past its ping timeout
+        is closed (with a close packet) instead; a closed socket is sent nothing."""
+        if self.overflowed or self.closed:
+            return
+        last_ping = self.last_ping
+        if last_ping and time.time() - last_ping > self.server.ping_timeout:
+            if not self.closing:
+                self.server.spawn(
+                    self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+                )
+            return
+        self.queue.put_nowait(pkt)
+        self._check_limit()
+
+    def _check_limit(self) -> None:
         limit: int = self.server.max_buffered
         unsent = self.unsent
         if unsent > limit and not self.closed:

@@ -106,7 +106,6 @@ class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
     # Class defaults until the WebSocket is adopted; instances set their own when they differ.
     connection: WebSocketConnection | None = None
     transport: asyncio.Transport | None = None
-    outbox: list[bytes] | None = None
     backlog: list[bytes] | None = None
     backlog_size: int = 0
     # The due time of this socket's live entry in the server's ping or pong clock; 0.0: none.
@@ -194,22 +193,20 @@ class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
 
     def write(self, data: bytes) -> None:
         """Write a packet now; frames still waiting for this socket go first, in order."""
+        server = self.server
+        if server.frames_queued:  # room emits of this tick (RoomFanout): written first
+            server.write_queued()
         if not self.writable:
             return
         assert self.transport is not None
-        if self.backlog is None and self.outbox is None:
+        backlog = self.backlog
+        if backlog is None:
             self.transport.write(data)
             return
-        parts: list[bytes] = []
-        if self.backlog is not None:
-            parts.extend(self.backlog)
-            self.backlog = None
-            self.backlog_size = 0
-        if self.outbox is not None:
-            parts.extend(self.outbox)
-            self.outbox = None
-        parts.append(data)
-        self.transport.write(b"".join(parts))
+        self.backlog = None
+        self.backlog_size = 0
+        backlog.append(data)
+        self.transport.write(b"".join(backlog))
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if self.transport is None:
@@ -219,8 +216,8 @@ class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
             return
         self.write(packet_frame(pkt))
 
-    def deliver(self, frames: list[bytes], limits: DeliveryLimits) -> bool:
-        """Write frames now, or keep them in the backlog while the client is behind.
+    def deliver(self, data: bytes, limits: DeliveryLimits) -> bool:
+        """Write `data` (frames) now, or keep it in the backlog while the client is behind.
 
         Returns True when the socket still has a backlog to flush later.
         """
@@ -229,16 +226,13 @@ class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
             return False
         buffered = transport.get_write_buffer_size()
         if self.backlog is None and buffered <= limits.low_water:
-            if len(frames) == 1:
-                transport.write(frames[0])
-            else:
-                transport.write(b"".join(frames))
+            transport.write(data)
             return False
         backlog = self.backlog
         if backlog is None:
             backlog = self.backlog = []
-        backlog.extend(frames)
-        self.backlog_size += sum(map(len, frames))
+        backlog.append(data)
+        self.backlog_size += len(data)
         if buffered + self.backlog_size > limits.max_buffered:
             log.warning(
                 "%s: client is %d bytes behind (limit %d); disconnecting it",
