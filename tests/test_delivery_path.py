@@ -12,7 +12,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from tests.cluster_nodes import StartCluster
-from tests.helpers import Received, sio_client, sse_events, token
+from tests.helpers import Received, eventually, sio_client, sse_events, token
 from tests.replay_helpers import set_statuses
 from tiffin_rt.config import Settings
 from tiffin_rt.keys import LISTENER, ROUTER
@@ -78,7 +78,7 @@ async def test_stock_socket_members_are_sent_in_order_without_the_router_task(
     stock, on_stock = await _stock_client(url, alice, transports)
     try:
         if len(transports) > 1:
-            await wait_for_transport(stock, "websocket")
+            await eventually(lambda: stock.transport() == "websocket")
         for client in (websocket, stock):
             assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
         listener, router = server.app[LISTENER], server.app[ROUTER]
@@ -93,12 +93,6 @@ async def test_stock_socket_members_are_sent_in_order_without_the_router_task(
     finally:
         for client in (websocket, stock):
             await client.disconnect()
-
-
-async def wait_for_transport(client: socketio.AsyncClient, name: str) -> None:
-    async with asyncio.timeout(5):
-        while client.transport() != name:
-            await asyncio.sleep(0.02)
 
 
 async def test_live_updates_reach_sse_and_socketio_on_a_served_node(
