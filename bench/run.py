@@ -3,11 +3,14 @@
 Starts each server and the load clients (bench/loadclient.py) as separate processes on
 127.0.0.1, reads the server's CPU time and memory from /proc/<pid>, and prints one table.
 
-  python -m bench.run [--scenario spaced|burst|e2e|idle|all] [--servers tiffin,pysio,node] ...
+  python -m bench.run [--scenario spaced|paced|burst|e2e|idle|all] [--servers tiffin,pysio,node] ...
 
 Scenarios (every server gets the same load clients and the same database schema):
   spaced  1000 clients in one order room, 300 status UPDATEs each committed on its own about
-          1 ms apart: no server can merge writes, one frame per delivery
+          1 ms apart: one frame per delivery, unless a server joins the frames that queued up
+          for a connection while it was busy (tiffin_rt does: write calls per event say so)
+  paced   the same, 20 ms apart: each event is written before the next arrives, so this is
+          the cost of (about) one write per delivery
   burst   the same room, 300 events committed in one transaction (`fanout` is an alias)
   e2e     1000 Socket.IO + 1000 SSE clients, each on its own order, 500 UPDATEs/s
   idle    5000 idle Socket.IO connections: server memory per connection
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -57,7 +61,7 @@ LABELS = {
     "floor": "floor (bench/peer_floor.py)",
 }
 # Scenarios a server can run; the others print "-" for it.
-RUNS = {"floor": ("spaced", "burst")}
+RUNS = {"floor": ("spaced", "paced", "burst")}
 FANOUT_ORDER = 900000
 # The status the end-to-end writer sets ("s<seq>"), as it appears in every server's NOTIFY.
 STATUS_IN_PAYLOAD = re.compile(r'"status"\s*:\s*"s(\d+)"')
@@ -382,6 +386,7 @@ class Options:
     fanout_events: int
     spaced_gap_ms: float
     spaced_writers: int
+    paced_gap_ms: float
     e2e_sio: int
     e2e_sse: int
     e2e_rate: float
@@ -559,6 +564,13 @@ async def spaced(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
     }
 
 
+async def paced(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
+    """Spaced with the commits far enough apart (20 ms) that every server has written one
+    event to every client before the next one arrives: server CPU per delivery when each
+    delivery is (about) one write; the write calls per event say how nearly."""
+    return await spaced(server, dsn, dataclasses.replace(opts, spaced_gap_ms=opts.paced_gap_ms))
+
+
 async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
     n_sio, n_sse = opts.e2e_sio, opts.e2e_sse
     sio_ids = range(1, n_sio + 1)
@@ -716,6 +728,7 @@ async def idle(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[Server, str, Options], Any]] = {
     "spaced": spaced,
+    "paced": paced,
     "burst": burst,
     "e2e": end_to_end,
     "idle": idle,
@@ -792,6 +805,39 @@ ROWS = [
         "spaced: last commit to every client having every event (ms)",
         lambda r: r["drain_ms"],
         lambda r: f"{r['drain_ms']:.0f}",
+        numeric=False,
+    ),
+    Row(
+        "paced",
+        "paced (20 ms apart): server CPU per delivered event (µs)",
+        lambda r: r["cpu_us_per_event"],
+        _us("cpu_us_per_event"),
+        limit=0.8,
+    ),
+    Row(
+        "paced",
+        "paced: server write calls per delivered event",
+        lambda r: r["writes_per_event"],
+        lambda r: f"{r['writes_per_event']:.2f}",
+    ),
+    Row(
+        "paced",
+        "paced: server CPU per write call (µs)",
+        lambda r: r["cpu_us_per_event"] / max(r["writes_per_event"], 1e-9),
+        lambda r: f"{r['cpu_us_per_event'] / max(r['writes_per_event'], 1e-9):.2f}",
+    ),
+    Row(
+        "paced",
+        "paced: delivered / expected",
+        lambda r: r["delivered"],
+        delivered_cell,
+        numeric=False,
+    ),
+    Row(
+        "paced",
+        "paced: mean gap between the writers' commits (ms)",
+        lambda r: r["commit_gap_ms"],
+        _us("commit_gap_ms"),
         numeric=False,
     ),
     Row(
@@ -920,7 +966,7 @@ def render(results: dict[str, dict[str, dict[str, Any]]], servers: Sequence[str]
 
 def coalescing_note(results: dict[str, dict[str, dict[str, Any]]], row: Row) -> str | None:
     """A CPU-per-event target met by writing several frames at once is not the same result."""
-    if row.limit is None or row.scenario != "spaced":
+    if row.limit is None or row.scenario not in ("spaced", "paced"):
         return None
     mine = results[row.scenario].get("tiffin", {}).get("writes_per_event")
     node = results[row.scenario].get("node", {}).get("writes_per_event")
@@ -948,6 +994,7 @@ async def run(args: argparse.Namespace) -> int:
         fanout_events=args.fanout_events,
         spaced_gap_ms=args.spaced_gap_ms,
         spaced_writers=args.spaced_writers,
+        paced_gap_ms=args.paced_gap_ms,
         e2e_rate=args.rate,
         e2e_seconds=args.seconds,
         e2e_sio=args.e2e_clients,
@@ -1036,7 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--scenario",
         default="all",
-        help="spaced, burst (alias fanout), e2e, idle, cluster, a comma-separated list,"
+        help="spaced, paced, burst (alias fanout), e2e, idle, cluster, a comma-separated list,"
         " or all (default)",
     )
     parser.add_argument(
@@ -1058,6 +1105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=1.0,
         help="spaced: the writers start one committed UPDATE every this many ms",
+    )
+    parser.add_argument(
+        "--paced-gap-ms",
+        type=float,
+        default=20.0,
+        help="paced: the writers start one committed UPDATE every this many ms",
     )
     parser.add_argument(
         "--spaced-writers",
