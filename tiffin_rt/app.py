@@ -44,6 +44,7 @@ from tiffin_rt.keys import (
 from tiffin_rt.kitchen_wiring import setup_kitchen
 from tiffin_rt.logs import quiet_client_faults
 from tiffin_rt.metrics.http import setup_metrics
+from tiffin_rt.push.wiring import setup_push
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
@@ -246,6 +247,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _pool, _cluster, _notifications])
     setup_support(app)  # its namespace and sink, on the pool, before the listener
     setup_kitchen(app)  # the kitchen queue's sink and room hook, before the listener
+    setup_push(app)  # Web Push: its sink and workers, on the pool, before the listener
     setup_metrics(app)  # its lag sink last on the router, before the listener
     app.cleanup_ctx.extend([_listener, task_context("tiffin_rt-pruner", _prune_events)])
     setup_health(app)

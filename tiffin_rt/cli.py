@@ -1,4 +1,5 @@
-"""tiffin-rt: serve, db upgrade|downgrade|status|psql, token, check-config, demo simulate."""
+"""tiffin-rt: serve, db upgrade|downgrade|status|psql, token, check-config, demo simulate,
+push keys."""
 
 from __future__ import annotations
 
@@ -143,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--steps", type=int, help="stop after this many steps (default: never)")
 
+    push = sub.add_parser(
+        "push", help="Web Push helpers", description="Web Push (push: in config.yaml)."
+    )
+    push_sub = push.add_subparsers(dest="push_command", required=True, metavar="ACTION")
+    text = "print a new VAPID key pair for push.vapid_private_key (keep the private key secret)"
+    push_sub.add_parser("keys", help=text, description=text)
+
     check = sub.add_parser(
         "check-config",
         help="validate a configuration file",
@@ -277,6 +285,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    from tiffin_rt.push.vapid import generate_keys
+
+    keys = generate_keys()
+    print("# config.yaml (or TIFFIN_RT__PUSH__VAPID_PRIVATE_KEY); the private key is a secret")
+    print("push:")
+    print("  enabled: true")
+    print(f'  vapid_private_key: "{keys.private_key}"')
+    print('  vapid_subject: "mailto:ops@example.com"  # a contact for push services')
+    print("# public key (the applicationServerKey, served at /api/push/vapid-public-key):")
+    print(f"#   {keys.public_key}")
+    return 0
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     where = (
@@ -326,6 +348,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "token": _cmd_token,
     "check-config": _cmd_check_config,
     "demo": _cmd_demo,
+    "push": _cmd_push,
 }
 
 

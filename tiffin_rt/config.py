@@ -340,6 +340,50 @@ class KitchenSettings(_Section):
     parallel_orders: int = Field(default=1, ge=1, le=1000)
 
 
+class PushSettings(_Section):
+    """Web Push (RFC 8030/8291/8292) for users with no live connection; off unless enabled."""
+
+    enabled: bool = False
+    when: Literal["offline", "always"] = "offline"
+    vapid_private_key: str = ""
+    vapid_subject: str = ""
+    ttl: int = Field(default=86400, ge=0, le=28 * 86400)
+    urgency: Literal["very-low", "low", "normal", "high"] = "normal"
+    queue_size: int = Field(default=10_000, ge=1)
+    workers: int = Field(default=4, ge=1, le=256)
+    timeout: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    retry_min_delay: float = Field(default=1.0, gt=0)
+    retry_max_delay: float = Field(default=60.0, gt=0)
+    max_subscriptions_per_user: int = Field(default=10, ge=1, le=1000)
+    http_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if value and not value.startswith(("mailto:", "https://")):
+            raise ValueError(f"a mailto: or https:// URL (got {value[:40]!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> PushSettings:
+        if not self.enabled:
+            return self
+        if not self.vapid_private_key:
+            raise ValueError("vapid_private_key: required with enabled: true (tiffin-rt push keys)")
+        if not self.vapid_subject:
+            raise ValueError("vapid_subject: required with enabled: true (mailto:you@example.com)")
+        from tiffin_rt.push.vapid import InvalidKey, load_key  # cryptography: only when used
+
+        try:
+            load_key(self.vapid_private_key)
+        except InvalidKey as exc:
+            raise ValueError(f"vapid_private_key: {exc}") from None
+        if self.retry_max_delay < self.retry_min_delay:
+            raise ValueError("retry_max_delay: at least retry_min_delay")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -362,6 +406,7 @@ class Settings(_Section):
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     kitchen: KitchenSettings = Field(default_factory=KitchenSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)

@@ -13,7 +13,11 @@ log = logging.getLogger(__name__)
 
 
 # Tables with a created_at column that are pruned by age, and what their rows are called.
-PRUNABLE = {"tiffin_rt.events": "event", "tiffin_rt.inbox": "notification"}
+PRUNABLE = {
+    "tiffin_rt.events": "event",
+    "tiffin_rt.inbox": "notification",
+    "tiffin_rt.push_claims": "push claim",
+}
 # A large first prune may take longer than database.command_timeout allows a request.
 PRUNE_TIMEOUT = 600.0
 

@@ -12,6 +12,7 @@ from tiffin_rt.db import readiness
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.drain import DRAIN
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SETTINGS, SOCKETIO
+from tiffin_rt.push.keys import PUSH
 
 
 def _open_sessions(sio: object) -> int:
@@ -44,6 +45,7 @@ async def healthz(request: web.Request) -> web.Response:
                 "lateAbandoned": listener.late_abandoned if listener is not None else 0,
             },
             "cluster": app[CLUSTER_BUS].describe() if CLUSTER_BUS in app else None,
+            "push": app[PUSH].describe() if PUSH in app else None,
         }
     )
 

@@ -1,0 +1,170 @@
+"""A browser's PushSubscription JSON, checked strictly, and the payload a push carries."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tiffin_rt.core.errors import ClientError
+
+MAX_ENDPOINT_LENGTH = 2048
+MAX_BODY_BYTES = 4096
+# RFC 8291: the user agent's P-256 public key (uncompressed point) and 16-byte auth secret.
+P256DH_BYTES = 65
+AUTH_BYTES = 16
+# The most JSON a push carries: a push service takes 4096 bytes of aes128gcm body (RFC 8291
+# section 4), of which a one-record body spends 86 on its header, 16 on the tag, 1 on padding.
+MAX_PLAINTEXT_BYTES = 4096 - 86 - 16 - 1
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+_FIELDS = {"endpoint", "expirationTime", "keys"}
+_KEY_FIELDS = {"p256dh", "auth"}
+# expirationTime is a JavaScript time in milliseconds; the year 9999 at most.
+_MAX_EXPIRATION_MS = 253402300799000
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscription:
+    endpoint: str
+    p256dh: str
+    auth: str
+    expires_at: datetime | None = None
+
+    def as_subscription_info(self) -> dict[str, Any]:
+        """What pywebpush takes."""
+        return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
+
+
+def b64url_decode(text: str) -> bytes:
+    """Base64url with or without padding; binascii.Error for anything else."""
+    if not text.isascii():
+        raise binascii.Error("not ASCII")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _refuse(message: str) -> ClientError:
+    return ClientError("bad_request", message)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY_BYTES:
+        raise ClientError("too_large", f"a push subscription is at most {MAX_BODY_BYTES} bytes")
+    try:
+        value = orjson.loads(body)  # refuses NaN and Infinity, which are not JSON
+    except orjson.JSONDecodeError:
+        raise _refuse("the body must be JSON: the browser's PushSubscription.toJSON()") from None
+    if not isinstance(value, dict):
+        raise _refuse("the body must be a JSON object: the browser's PushSubscription.toJSON()")
+    return value
+
+
+def check_endpoint(value: object, http_hosts: frozenset[str]) -> str:
+    """An https URL of a push service (http only for a host in push.http_hosts)."""
+    if not isinstance(value, str) or not value:
+        raise _refuse("endpoint: a URL string is required")
+    if len(value) > MAX_ENDPOINT_LENGTH:
+        raise _refuse(f"endpoint: at most {MAX_ENDPOINT_LENGTH} characters")
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise _refuse("endpoint: printable ASCII without spaces (a URL as the browser gives it)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise _refuse("endpoint: not a valid URL") from None
+    host = parts.hostname or ""
+    if not host:
+        raise _refuse("endpoint: the URL has no host")
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise _refuse("endpoint: a push service URL has no user name, password or fragment")
+    if port == 0:
+        raise _refuse("endpoint: port 0 is no port")
+    if parts.scheme == "https":
+        return value
+    if parts.scheme == "http" and host.lower() in http_hosts:
+        return value
+    raise _refuse("endpoint: must be an https:// URL")
+
+
+def _b64url_key(value: object, name: str, size: int) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise _refuse(f"keys.{name}: a base64url string is required")
+    if len(value) > 2 * size + 4 or not _BASE64URL.match(value):
+        raise _refuse(f"keys.{name}: base64url of {size} bytes expected")
+    try:
+        raw = b64url_decode(value)
+    except (binascii.Error, ValueError):
+        raise _refuse(f"keys.{name}: base64url of {size} bytes expected") from None
+    if len(raw) != size:
+        raise _refuse(f"keys.{name}: {size} bytes expected (got {len(raw)})")
+    return raw
+
+
+def _expiration(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= _MAX_EXPIRATION_MS
+    ):
+        raise _refuse("expirationTime: null or a time in milliseconds since 1970")
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def parse_subscription(value: dict[str, Any], http_hosts: frozenset[str]) -> PushSubscription:
+    """The browser's PushSubscription.toJSON(): {endpoint, expirationTime, keys: {p256dh,
+    auth}}; anything else is refused with a message naming the field."""
+    unknown = sorted(set(value) - _FIELDS)
+    if unknown:
+        expected = "expected endpoint, expirationTime, keys"
+        raise _refuse(f"unknown field {unknown[0][:40]!r} ({expected})")
+    endpoint = check_endpoint(value.get("endpoint"), http_hosts)
+    keys = value.get("keys")
+    if not isinstance(keys, dict):
+        raise _refuse('keys: an object {"p256dh", "auth"} is required')
+    unknown = sorted(set(keys) - _KEY_FIELDS)
+    if unknown:
+        raise _refuse(f"keys: unknown field {unknown[0][:40]!r} (expected p256dh, auth)")
+    point = _b64url_key(keys.get("p256dh"), "p256dh", P256DH_BYTES)
+    _b64url_key(keys.get("auth"), "auth", AUTH_BYTES)
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except ValueError:
+        raise _refuse("keys.p256dh: not a P-256 public key") from None
+    return PushSubscription(
+        endpoint=endpoint,
+        p256dh=keys["p256dh"].rstrip("="),
+        auth=keys["auth"].rstrip("="),
+        expires_at=_expiration(value.get("expirationTime")),
+    )
+
+
+def push_body(message: dict[str, Any]) -> bytes:
+    """The `notification` payload as JSON, as the live event has it; one too large for a push
+    keeps what identifies it (the page reads the rest from /api/notifications)."""
+    body = orjson.dumps(message)
+    if len(body) <= MAX_PLAINTEXT_BYTES:
+        return body
+    title = message.get("title")
+    short: dict[str, Any] = {
+        key: message.get(key) for key in ("id", "type", "createdAt", "eventId") if key in message
+    }
+    short["title"] = title[:200] if isinstance(title, str) else None
+    short["truncated"] = True
+    if "room" in message:
+        short["room"] = message["room"]
+    body = orjson.dumps(short)
+    if len(body) <= MAX_PLAINTEXT_BYTES:
+        return body
+    return orjson.dumps(
+        {"id": message.get("id"), "eventId": message.get("eventId"), "truncated": True}
+    )

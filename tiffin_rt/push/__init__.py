@@ -1,0 +1,1 @@
+"""Web Push: subscriptions, VAPID keys, and pushing notifications to users who are not connected."""

@@ -1,0 +1,222 @@
+"""Notifications to users with no live connection, pushed off the delivery path.
+
+The router calls `deliver` in the listener's tick, with the live sinks: it only decides who is
+offline (this node's /notifications rooms) and puts a job on a bounded queue, never awaiting.
+Worker tasks look the user's devices up, claim the event (one node of several pushes it), and
+send; a retry waits on a timer and goes back on the queue, so a slow or failing push service
+holds a worker for at most push.timeout and never the router. A full queue drops the job,
+counted and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tiffin_rt.config import PushSettings
+from tiffin_rt.core.events import NOTIFICATION, Event, notification_message
+from tiffin_rt.core.push import PushSubscription, push_body
+from tiffin_rt.db.push import StoredSubscription
+from tiffin_rt.push.sender import Outcome
+
+log = logging.getLogger(__name__)
+
+# A full queue is logged at most this often (each drop is counted).
+OVERFLOW_LOG_INTERVAL = 10.0
+
+
+class Store(Protocol):
+    async def for_user(self, user_id: str) -> list[StoredSubscription]: ...
+    async def claim(self, event_id: int, user_id: str) -> bool: ...
+    async def forget(self, subscription: StoredSubscription) -> None: ...
+    async def pushed(self, subscription: StoredSubscription) -> None: ...
+
+
+class Sender(Protocol):
+    async def send(self, sub: PushSubscription, body: bytes) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ForUser:
+    event_id: int
+    user_id: str
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _ToDevice:
+    event_id: int
+    subscription: StoredSubscription
+    body: bytes
+    attempt: int
+
+
+@dataclass(slots=True)
+class PushStats:
+    queued: int = 0
+    skipped_online: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    removed: int = 0
+    dropped: int = 0
+    claimed_elsewhere: int = 0
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "queued": self.queued,
+            "skippedOnline": self.skipped_online,
+            "sent": self.sent,
+            "retried": self.retried,
+            "failed": self.failed,
+            "removed": self.removed,
+            "dropped": self.dropped,
+            "claimedElsewhere": self.claimed_elsewhere,
+        }
+
+
+@dataclass
+class PushDispatcher:
+    """A router sink for `notification` events, and the workers that push them."""
+
+    settings: PushSettings
+    store: Store
+    sender: Sender
+    is_online: Callable[[str], bool]
+    stats: PushStats = field(default_factory=PushStats)
+
+    def __post_init__(self) -> None:
+        self._queue: asyncio.Queue[_ForUser | _ToDevice] = asyncio.Queue(self.settings.queue_size)
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._overflow_logged = 0.0
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    # -- in the router's call: never awaits ---------------------------------------------------
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        always = self.settings.when == "always"
+        for event in events:
+            if event.kind != NOTIFICATION:
+                continue
+            for room in event.rooms:
+                if not room.startswith("user-"):
+                    continue
+                user_id = room[5:]
+                if not always and self.is_online(user_id):
+                    self.stats.skipped_online += 1
+                    continue
+                self._offer(_ForUser(event.id, user_id, notification_message(event)))
+
+    def _offer(self, job: _ForUser | _ToDevice) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+            now = time.monotonic()
+            if now - self._overflow_logged >= OVERFLOW_LOG_INTERVAL:
+                self._overflow_logged = now
+                log.warning(
+                    "push queue full (%d jobs; push.queue_size): push for event %s dropped"
+                    " (%d dropped so far)",
+                    self.settings.queue_size,
+                    job.event_id,
+                    self.stats.dropped,
+                )
+            return
+        self.stats.queued += 1
+
+    # -- workers -------------------------------------------------------------------------------
+
+    async def work(self) -> None:
+        """One worker; push.workers of them run for the app's lifetime."""
+        while True:
+            job = await self._queue.get()
+            try:
+                if isinstance(job, _ForUser):
+                    await self._for_user(job)
+                else:
+                    await self._to_device(job)
+            except Exception:
+                log.exception("push for event %s failed", job.event_id)
+            finally:
+                self._queue.task_done()
+
+    async def _for_user(self, job: _ForUser) -> None:
+        devices = await self.store.for_user(job.user_id)
+        if not devices:
+            return
+        if not await self.store.claim(job.event_id, job.user_id):
+            self.stats.claimed_elsewhere += 1
+            return
+        body = push_body(job.message)
+        await asyncio.gather(
+            *(self._to_device(_ToDevice(job.event_id, device, body, 1)) for device in devices)
+        )
+
+    async def _to_device(self, job: _ToDevice) -> None:
+        outcome = await self.sender.send(job.subscription.subscription, job.body)
+        device = job.subscription
+        if outcome.delivered:
+            self.stats.sent += 1
+            await self.store.pushed(device)
+            return
+        if outcome.gone:
+            self.stats.removed += 1
+            log.info("push subscription %s is gone (%s): removed", device.id, outcome.status)
+            await self.store.forget(device)
+            return
+        if outcome.retryable and job.attempt < self.settings.max_attempts:
+            delay = self._retry_delay(job.attempt, outcome.retry_after)
+            self.stats.retried += 1
+            log.info(
+                "push to subscription %s answered %s; retry %d in %.1f s",
+                device.id,
+                outcome.status or outcome.error,
+                job.attempt,
+                delay,
+            )
+            retry = _ToDevice(job.event_id, device, job.body, job.attempt + 1)
+            self._later(delay, retry)
+            return
+        self.stats.failed += 1
+        log.warning(
+            "push for event %s to subscription %s failed after %d attempt(s): %s",
+            job.event_id,
+            device.id,
+            job.attempt,
+            outcome.status or outcome.error,
+        )
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        """Retry-After when the service gives one, else exponential backoff with jitter; always
+        within [retry_min_delay, retry_max_delay]."""
+        low, high = self.settings.retry_min_delay, self.settings.retry_max_delay
+        if retry_after is not None:
+            return min(max(retry_after, low), high)
+        backoff = low * 2 ** (attempt - 1)
+        jittered: float = backoff * random.uniform(1.0, 1.5)
+        return min(jittered, high)
+
+    def _later(self, delay: float, job: _ToDevice) -> None:
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            self._timers.discard(handle)
+            self._offer(job)
+
+        handle = loop.call_later(delay, due)
+        self._timers.add(handle)
+
+    def close(self) -> None:
+        """Shutdown: retries still waiting are abandoned."""
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()

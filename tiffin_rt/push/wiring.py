@@ -1,0 +1,44 @@
+"""Wiring of Web Push into the app: routes always, workers and the router sink when enabled."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+
+from tiffin_rt.core.events import NOTIFICATION
+from tiffin_rt.keys import POOL, ROUTER, SETTINGS, SOCKETIO
+from tiffin_rt.push.keys import PUSH
+from tiffin_rt.push.service import PushService
+from tiffin_rt.transports.push_http import setup_push_http
+from tiffin_rt.transports.socketio.notifications import NAMESPACE
+
+
+async def _push(app: web.Application) -> AsyncIterator[None]:
+    """On the pool, before the listener starts: its sink sees every notification."""
+    settings = app[SETTINGS].push
+    if not settings.enabled:
+        yield
+        return
+    sio: socketio.AsyncServer = app[SOCKETIO]
+    manager = sio.manager
+
+    def is_online(user_id: str) -> bool:
+        """A /notifications connection on this node would get the notification live."""
+        room = f"user-{user_id}"
+        return next(iter(manager.get_participants(NAMESPACE, room)), None) is not None
+
+    service = PushService(settings, app[POOL], is_online)
+    dispatcher = await service.start()
+    app[ROUTER].add_sink(dispatcher, kinds={NOTIFICATION})
+    app[PUSH] = service
+    try:
+        yield
+    finally:
+        await service.stop()
+
+
+def setup_push(app: web.Application) -> None:
+    app.cleanup_ctx.append(_push)
+    setup_push_http(app)
