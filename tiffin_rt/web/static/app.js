@@ -462,6 +462,7 @@ function connectNotifications() {
     reconnectionDelayMax: 5000,
   });
   notificationsSocket = socket;
+  if (window.tiffinQueue) window.tiffinQueue.attach(socket, { el, clock, session }); // queue.js
   setPill("conn-socket", "connecting", "connecting");
   let connectedBefore = false;
 
