@@ -8,6 +8,7 @@ import enum
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,6 +95,12 @@ class EventListener:
         # the event after the cursor is then delivered from its callback, with no task between.
         self._idle = False
         self.delivered_from_callback = 0
+        # For /metrics: carried events delivered by the task, reads of the log and the events
+        # they delivered, holes in the ids (waited for, then rolled back or timed out).
+        self.carried_delivered = 0
+        self.log_reads = 0
+        self.read_delivered = 0
+        self.gaps: Counter[str] = Counter()
         self._options = options or ListenerOptions()
         self._wake = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
@@ -302,6 +309,7 @@ class EventListener:
             next_id += 1
         if ready:
             self._cursor = ready[-1].id
+            self.carried_delivered += len(ready)
             self._delivery.deliver(ready)
 
     def _forget_carried(self) -> None:
@@ -317,12 +325,14 @@ class EventListener:
             await self._deliver_late(conn)
         while True:
             events = await events_query.events_after(conn, self._cursor, self._options.batch_size)
+            self.log_reads += 1
             if not events:
                 self._gap = None
                 return
             ready = await self._gap_free_prefix(conn, events)
             if ready:
                 self._cursor = ready[-1].id
+                self.read_delivered += len(ready)
                 self._delivery.deliver(ready)
                 await self._delivery.settled()
             if len(ready) < len(events) or len(events) < self._options.batch_size:
@@ -364,12 +374,14 @@ class EventListener:
             xids = await events_query.running_transactions(conn)
             gap = _Gap(first_missing, xids, now + self._options.gap_timeout)
             self._gap = gap
+            self.gaps["seen"] += 1
             if not xids:
                 # Nothing was running: the ids were rolled back. Re-read once to be sure a
                 # commit between our read and the snapshot is not mistaken for a rollback.
                 return await self._rolled_back_or_wait(conn, first_missing)
             return _Verdict.WAIT
         if now >= gap.deadline:
+            self.gaps["timed_out"] += 1
             log.warning(
                 "event %d still missing after %.1fs; delivering past it",
                 first_missing,
@@ -382,7 +394,10 @@ class EventListener:
 
     async def _rolled_back_or_wait(self, conn: asyncpg.Connection, event_id: int) -> _Verdict:
         found = await events_query.events_by_id(conn, [event_id])
-        return _Verdict.WAIT if found else _Verdict.ROLLED_BACK
+        if found:
+            return _Verdict.WAIT
+        self.gaps["rolled_back"] += 1
+        return _Verdict.ROLLED_BACK
 
     async def _deliver_late(self, conn: asyncpg.Connection) -> None:
         """Deliver watched rows that have appeared; stop watching the rest once no transaction

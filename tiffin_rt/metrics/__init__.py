@@ -3,8 +3,8 @@ happens, read by the collector (collector.py) only when Prometheus scrapes.
 
 Nothing here imports prometheus_client, aiohttp or socketio: any module (the core included) may
 count. A count is one dict update, about 50 ns; counts are per process, like the process they
-describe. State that exists anyway (open connections, the listener's cursor, the pool, the
-broker) is not counted here: the collector reads it at scrape time.
+describe. State that exists anyway (open connections, the listener's cursor and reads, the pool,
+the broker) is not counted here: the collector reads it at scrape time.
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ REPLAYS: Counter[str] = Counter()
 REPLAYED_EVENTS: Counter[str] = Counter()
 # Reconnecting clients told to reload instead, by (transport, reason).
 RESYNCS: Counter[tuple[str, str]] = Counter()
-# The listener: events by how they reached it ("notify": carried by the NOTIFY, "log": read
-# from the log), reads of the log, and holes in the ids it waited for.
-LISTENER_EVENTS: Counter[str] = Counter()
-LISTENER_READS: Counter[str] = Counter()
-GAP_WAITS: Counter[str] = Counter()
 
 
 def connected(namespace: str) -> None:
@@ -44,6 +39,11 @@ def refused(namespace: str, reason: str) -> None:
 def delivered(kind: str, transport: str, recipients: int) -> None:
     if recipients:
         DELIVERED[kind, transport] += recipients
+
+
+def delivered_stock(kind: str, socket: object) -> None:
+    """A packet for one of python-engineio's own sockets: long-polling, or upgraded to it."""
+    DELIVERED[kind, "websocket" if getattr(socket, "upgraded", False) else "polling"] += 1
 
 
 def rate_limited(limit: str) -> None:
@@ -61,17 +61,3 @@ def replayed(transport: str, events: int) -> None:
 
 def resynced(transport: str, reason: str) -> None:
     RESYNCS[transport, reason] += 1
-
-
-def listener_received(source: str, events: int) -> None:
-    """`source`: "notify" (the NOTIFY carried the event) or "log" (read from the log)."""
-    LISTENER_EVENTS[source] += events
-
-
-def listener_read() -> None:
-    LISTENER_READS["log"] += 1
-
-
-def gap_wait(outcome: str) -> None:
-    """A hole in the log's ids: "waited" (first seen), "rolled_back", "timed_out"."""
-    GAP_WAITS[outcome] += 1

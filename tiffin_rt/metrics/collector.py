@@ -144,23 +144,6 @@ class AppCollector(Collector):
             ["transport", "reason"],
             metrics.RESYNCS,
         )
-        yield _counter(
-            "listener_events",
-            "Events the listener took, by source (notify: carried by the NOTIFY; log: read)",
-            ["source"],
-            metrics.LISTENER_EVENTS,
-        )
-        reads = CounterMetricFamily(
-            f"{PREFIX}_listener_log_reads", "Reads of the event log by the listener"
-        )
-        reads.add_metric([], metrics.LISTENER_READS["log"])
-        yield reads
-        yield _counter(
-            "listener_gaps",
-            "Holes in the log's ids: waited for (an open transaction), rolled back, timed out",
-            ["outcome"],
-            metrics.GAP_WAITS,
-        )
 
     def _listener(self) -> Iterator[Metric]:
         listener = self._app.get(LISTENER)
@@ -203,6 +186,28 @@ class AppCollector(Collector):
             family = CounterMetricFamily(f"{PREFIX}_{name}", doc)
             family.add_metric([], value)
             yield family
+        sources = CounterMetricFamily(
+            f"{PREFIX}_listener_events",
+            "Events the listener delivered, by source (notify: carried by the NOTIFY; log: read)",
+            labels=["source"],
+        )
+        carried = listener.delivered_from_callback + listener.carried_delivered
+        sources.add_metric(["notify"], carried)
+        sources.add_metric(["log"], listener.read_delivered)
+        yield sources
+        reads = CounterMetricFamily(
+            f"{PREFIX}_listener_log_reads", "Reads of the event log after the cursor"
+        )
+        reads.add_metric([], listener.log_reads)
+        yield reads
+        gaps = CounterMetricFamily(
+            f"{PREFIX}_listener_gaps",
+            "Holes in the log's ids: seen (waited for), then rolled back or timed out",
+            labels=["outcome"],
+        )
+        for outcome in ("seen", "rolled_back", "timed_out"):
+            gaps.add_metric([outcome], listener.gaps[outcome])
+        yield gaps
         waiting = GaugeMetricFamily(
             f"{PREFIX}_listener_waiting_for_gap", "1 while later events wait for a missing id"
         )

@@ -41,6 +41,8 @@ from tiffin_rt.transports.sse_replay import nothing_left, requested_resume, send
 log = logging.getLogger(__name__)
 
 ROUTE = "/api/notifications/orders/{id}/status"
+# What an SSE message is, counted under the Socket.IO event that carries the same payload.
+ORDER_STATUS_UPDATE = "orderStatusUpdate"
 
 # Streams whose client has gone, told to end within a second: aiohttp cancels no handler when
 # its client leaves (`tiffin-rt serve` runs without handler cancellation), so a stream waiting
@@ -76,7 +78,7 @@ class SseSink:
                 continue
             message = order_status_message(event)
             body = sse_event(orjson.dumps(message), event.id)
-            self._hub.publish(
+            sent = self._hub.publish(
                 room,
                 SseMessage(
                     event_id=event.id,
@@ -85,6 +87,7 @@ class SseSink:
                     framed=http_chunk(body),
                 ),
             )
+            metrics.delivered(ORDER_STATUS_UPDATE, "sse", sent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +234,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
     order_id = room.key
 
     def fell_behind() -> None:
+        metrics.slow_consumer_dropped("sse")
         log.warning(
             "SSE client on order %s fell more than %d KiB behind; disconnected"
             " (it resumes from Last-Event-ID)",

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from tiffin_rt import metrics
 from tiffin_rt.core.events import Event, order_status_message
 from tiffin_rt.core.replay import parse_last_event_id, resumable
 from tiffin_rt.db import replay
@@ -67,16 +68,19 @@ async def send_missed(
         log.warning("replaying order %s after event %d failed: %r", order_id, after, exc)
         reason, message = "unavailable", "the event log could not be read"
     if reason is not None:
+        metrics.resynced("sse", reason)
         payload = {"reason": reason, "message": message, "lastEventId": after}
         await stream.send(orjson.dumps(payload).decode(), event="resync", retry=retry_ms)
         return None
     last_sent = after
+    metrics.replayed("sse", len(events))
     for index, event in enumerate(events):
         data = order_status_message(event)
         await stream.send(
             orjson.dumps(data).decode(), id=str(event.id), retry=retry_ms if index == 0 else None
         )
         last_sent = event.id
+        metrics.delivered("orderStatusUpdate", "sse", 1)
         if data["status"] in terminal:
             return Replayed(last_sent, finished=True)
     return Replayed(last_sent, finished=False)

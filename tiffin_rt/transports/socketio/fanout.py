@@ -27,6 +27,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from tiffin_rt import metrics
 from tiffin_rt.transports.socketio.stock import StockSocket
 from tiffin_rt.transports.socketio.websocket import DeliveryLimits, LeanWebSocket, ws_frame
 
@@ -190,9 +191,10 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
                 )
             if lean:
                 self._queue(lean, ws_frame(("4" + encoded).encode()))
+                metrics.delivered(event, "websocket", len(lean))
         if not members.stock:
             return None
-        return self._send_stock(members.stock, skip, encoded)
+        return self._send_stock(members.stock, skip, encoded, event)
 
     def _queue(self, lean: tuple[LeanMember, ...], frame: bytes) -> None:
         if not self._tick:
@@ -201,7 +203,11 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         self._tick.append((lean, frame))
 
     def _send_stock(
-        self, members: tuple[tuple[str, str], ...], skip: Collection[Any], encoded: str
+        self,
+        members: tuple[tuple[str, str], ...],
+        skip: Collection[Any],
+        encoded: str,
+        event: str,
     ) -> Awaitable[None] | None:
         """Each stock socket's packet on its queue now; python-engineio's own sockets (only
         when the startup check fell back to them) come back as one awaitable."""
@@ -214,6 +220,7 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
             socket = sockets.get(eio_sid)
             if socket is None:
                 continue
+            metrics.delivered_stock(event, socket)
             if isinstance(socket, StockSocket):
                 socket.send_now(pkt)
             else:

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import socketio
 
+from tiffin_rt import metrics
 from tiffin_rt.auth import Identity
 from tiffin_rt.config import Settings
 from tiffin_rt.core.errors import ack_error, ack_ok
@@ -190,6 +191,7 @@ class SocketResume:
         else:
             conn.last_event_id = None  # reloaded from scratch: later joins replay nothing
             self.handoffs.drop_floor(sid)
+        metrics.resynced("socketio", reason)
         await self._emit(sid, "resync", payload)
 
     async def _replay(
@@ -224,6 +226,7 @@ class SocketResume:
             )
             return
         self.handoffs.record_sent(sid, (e.id for e in events))
+        metrics.replayed("socketio", len(events))
         await self._emit_events(sid, events)
 
     async def joining(

@@ -26,6 +26,7 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from engineio.payload import Payload
 
+from tiffin_rt import metrics
 from tiffin_rt.transports.socketio.engine_guard import guarded_post
 from tiffin_rt.transports.socketio.engine_internals import CountingQueue
 
@@ -179,6 +180,7 @@ class StockSocket(AsyncSocket):  # type: ignore[misc]
         log.warning(
             "%s: client is %d bytes behind (limit %d); disconnecting it", self.sid, unsent, limit
         )
+        metrics.slow_consumer_dropped("websocket" if self.upgraded else "polling")
         if isinstance(self.queue, PacketQueue):
             self.queue.discard()
         self.in_flight = 0

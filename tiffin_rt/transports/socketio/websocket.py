@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from tiffin_rt import metrics
 from tiffin_rt.transports.socketio.engine_guard import PacketError, decode_client_packet
 from tiffin_rt.transports.socketio.engine_internals import socket_of_handler
 from tiffin_rt.transports.socketio.stock import StockSocket
@@ -243,6 +244,7 @@ class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
             self.backlog = None
             self.backlog_size = 0
             transport.abort()
+            metrics.slow_consumer_dropped("websocket")
             return False
         return self.flush_backlog(limits)
 
