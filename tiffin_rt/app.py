@@ -46,6 +46,7 @@ from tiffin_rt.logs import quiet_client_faults
 from tiffin_rt.metrics.http import setup_metrics
 from tiffin_rt.push.wiring import setup_push
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.tracking_wiring import notifications_namespace, setup_tracking
 from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
 from tiffin_rt.transports.inbox_http import setup_inbox_http
@@ -56,10 +57,7 @@ from tiffin_rt.transports.socketio.notifications import (
     NotificationsSink,
 )
 from tiffin_rt.transports.socketio.order_rooms import SocketRooms
-from tiffin_rt.transports.socketio.resume import (
-    ResumableNotificationsNamespace,
-    SocketResume,
-)
+from tiffin_rt.transports.socketio.resume import SocketResume
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
 from tiffin_rt.transports.sse import SseSink, SseStreams, setup_sse
 from tiffin_rt.web import setup_web
@@ -139,8 +137,8 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     sio: socketio.AsyncServer = app[SOCKETIO]
     pool, access = app[POOL], app[ROOM_ACCESS]
     resume = SocketResume(sio, pool, settings, cursor=functools.partial(_listener_cursor, app))
-    notifications = ResumableNotificationsNamespace(
-        resume=resume, verifier=app[VERIFIER], access=access, limits=app[RATE_LIMITS]
+    notifications = notifications_namespace(
+        app, resume=resume, verifier=app[VERIFIER], access=access, limits=app[RATE_LIMITS]
     )
     sio.register_namespace(notifications)
     access.add_transport(SocketRooms([notifications]))
@@ -244,7 +242,9 @@ def create_app(settings: Settings) -> web.Application:
     attach(sio, app)
 
     # The cluster bus before /notifications and the support chat: they emit and count through it.
-    app.cleanup_ctx.extend([_database, _pool, _cluster, _notifications])
+    app.cleanup_ctx.extend([_database, _pool, _cluster])
+    setup_tracking(app)  # rider tracking: before /notifications, whose namespace takes it
+    app.cleanup_ctx.append(_notifications)
     setup_support(app)  # its namespace and sink, on the pool, before the listener
     setup_kitchen(app)  # the kitchen queue's sink and room hook, before the listener
     setup_push(app)  # Web Push: its sink and workers, on the pool, before the listener

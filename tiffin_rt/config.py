@@ -326,6 +326,42 @@ def metrics_exposure_problem(settings: Settings) -> str | None:
             " machines (or set metrics.enabled: false)"
         )
     return None
+class TrackingSettings(_Section):
+    """Rider location tracking: `locationUpdate` in, `riderLocation` out (README)."""
+
+    enabled: bool = True
+    updates_per_rider: str = "1/second"
+    max_clock_skew: float = Field(default=5.0, ge=0)
+    max_age: float = Field(default=120.0, gt=0)
+    store_interval: float = Field(default=5.0, gt=0)
+    order_cache_ttl: float = Field(default=60.0, ge=0)
+    trail: bool = False
+    trail_retention_hours: float = Field(default=24.0, gt=0)
+    prune_interval: float = Field(default=600.0, gt=0)
+    destination_lat_column: str | None = None
+    destination_lng_column: str | None = None
+    eta_speed_kmh: float = Field(default=20.0, gt=0, le=300)
+    slow_client_retry_ms: int = Field(default=100, ge=10, le=5000)
+
+    @field_validator("updates_per_rider")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return _rate_string(value)
+
+    @field_validator("destination_lat_column", "destination_lng_column")
+    @classmethod
+    def _column_name(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError(f"not a column name ({value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TrackingSettings:
+        if (self.destination_lat_column is None) != (self.destination_lng_column is None):
+            raise ValueError(
+                "destination_lat_column and destination_lng_column: set both or neither"
+            )
+        return self
 
 
 class KitchenSettings(_Section):
@@ -407,6 +443,7 @@ class Settings(_Section):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     kitchen: KitchenSettings = Field(default_factory=KitchenSettings)
     push: PushSettings = Field(default_factory=PushSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)

@@ -5,7 +5,8 @@ balancer's next connect to this node is refused and goes to another node (nginx:
 server of the upstream). Then every client is told to go, in the one way every client kind
 takes as "reconnect": its transport closes.
 
-- SSE streams end; an `EventSource` reconnects by itself with `Last-Event-ID`.
+- SSE streams end (rider location streams too); an `EventSource` reconnects by itself with
+  `Last-Event-ID`.
 - Socket.IO sessions end with their connection, *without* Engine.IO's close packet or a
   Socket.IO DISCONNECT: the official JavaScript client reconnects after "transport close" but
   not after "io server disconnect", and python-socketio's client takes an Engine.IO close
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from tiffin_rt.keys import HUB, SETTINGS, SOCKETIO
 from tiffin_rt.transports.socketio.engine_guard import end_session
+from tiffin_rt.transports.sse_location import LOCATION_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ async def drain_connections(app: web.Application) -> None:
     sockets = list(sio.eio.sockets.values())
     log.info("draining: ending %d SSE streams and %d Socket.IO sessions", len(hub), len(sockets))
     hub.close_all()
+    if LOCATION_STREAMS in app:
+        app[LOCATION_STREAMS].close_all()  # rider positions: a reconnect starts from the newest
     if sockets:
         # Bounded: a socket whose reader died on a bad packet may never finish closing.
         with contextlib.suppress(TimeoutError):

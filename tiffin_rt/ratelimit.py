@@ -23,6 +23,11 @@ def _items(rate: str) -> list[tuple[int, float]]:
     return [(item.amount, float(item.get_expiry())) for item in parsed]
 
 
+def rate_windows(rate: str) -> list[tuple[int, float]]:
+    """A rate string as MovingWindows.hit takes it (for limits kept outside RateLimits)."""
+    return _items(rate)
+
+
 class MovingWindows:
     """Exact moving windows: the hit times of the last window, per key, in a plain list.
 

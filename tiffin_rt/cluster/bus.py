@@ -25,10 +25,13 @@ log = logging.getLogger(__name__)
 # (event, data, rooms, namespace, skip_sid): the Socket.IO server's emit on this node only.
 LocalEmit = Callable[[str, Any, list[str], str, str | None], Awaitable[None]]
 PresenceChanged = Callable[[], Awaitable[None]]
+# A feature's own messages from other nodes (rider positions): called with the message's data.
+Received = Callable[[Any], None]
 
 _EMIT = "emit"
 _PRESENCE = "presence"
 _BYE = "bye"
+_FEATURE = "feature"
 
 
 class ClusterBus:
@@ -59,6 +62,7 @@ class ClusterBus:
         )
         self._local_emit: LocalEmit | None = None
         self._watchers: dict[str, list[PresenceChanged]] = {}
+        self._features: dict[str, Received] = {}
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.INBOX_LIMIT)
         self._announce = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,7 +104,16 @@ class ClusterBus:
     def watch_presence(self, topic: str, changed: PresenceChanged) -> None:
         self._watchers.setdefault(topic, []).append(changed)
 
+    def on_message(self, topic: str, received: Received) -> None:
+        """Call `received` with the data of every `send(topic, ...)` from another node."""
+        self._features[topic] = received
+
     # -- the API -----------------------------------------------------------------------------
+
+    async def send(self, topic: str, data: Any) -> None:
+        """Ephemeral data for `topic`'s handler on every other node (as `emit`: not logged,
+        lost while the broker is down); the sending node handles its own data itself."""
+        await self._publish(_EMIT, {"t": _FEATURE, "k": topic, "d": data})
 
     async def emit(
         self,
@@ -199,6 +212,10 @@ class ClusterBus:
                 str(message["ns"]),
                 message.get("s"),
             )
+        elif kind == _FEATURE:
+            received = self._features.get(str(message.get("k")))
+            if received is not None:
+                received(message.get("d"))
         elif kind == _PRESENCE:
             changed = self.presence.heard(node, message.get("sets") or {}, time.monotonic())
             if message.get("hello"):

@@ -125,4 +125,11 @@ def demo_table_sql(orders: OrdersSettings) -> list[str]:
                ('alice', 'spice-garden', NULL, 'confirmed', 'Masala dosa', 890),
                ('bob', 'green-bowl', 'ravi', 'preparing', 'Quinoa salad', 1120),
                ('bob', 'spice-garden', NULL, 'pending', 'Dal makhani', 990)""",
+        # Where each order goes, for the rider's ETA (tracking.destination_*_column).
+        f"ALTER TABLE {table} ADD COLUMN delivery_lat double precision,"
+        " ADD COLUMN delivery_lng double precision",
+        f"UPDATE {table} SET delivery_lat = 12.9352, delivery_lng = 77.6245"
+        f" WHERE {q(orders.customer_column)} = 'alice'",
+        f"UPDATE {table} SET delivery_lat = 12.9784, delivery_lng = 77.6408"
+        f" WHERE {q(orders.customer_column)} = 'bob'",
     ]

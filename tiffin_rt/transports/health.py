@@ -13,6 +13,7 @@ from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.drain import DRAIN
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SETTINGS, SOCKETIO
 from tiffin_rt.push.keys import PUSH
+from tiffin_rt.tracking_wiring import tracking_health
 
 
 def _open_sessions(sio: object) -> int:
@@ -46,6 +47,7 @@ async def healthz(request: web.Request) -> web.Response:
             },
             "cluster": app[CLUSTER_BUS].describe() if CLUSTER_BUS in app else None,
             "push": app[PUSH].describe() if PUSH in app else None,
+            "tracking": tracking_health(app),
         }
     )
 
