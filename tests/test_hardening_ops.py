@@ -134,7 +134,11 @@ async def test_a_silently_dead_pooled_connection_answers_unavailable_and_is_repl
             async with http.get(f"{url}/readyz") as response:
                 assert response.status == 503
                 body = await response.json()
-                assert body["checks"]["database"] == "unreachable: TimeoutError"
+                # Whichever way the dead database shows first: the frozen connection's
+                # timeout, or a new connection the proxy refuses (another query, such as the
+                # kitchen queue's retry, may have taken the pool's one connection first).
+                check = body["checks"]["database"]
+                assert check in ("unreachable: TimeoutError", "unreachable: ConnectionResetError")
 
         for probe in (over_socketio, over_support, over_rest, over_sse, readiness):
             await joined_after_recovery()
