@@ -14,6 +14,9 @@ from aiohttp.test_utils import TestServer
 from tests.cluster_nodes import StartCluster
 from tests.helpers import Received, eventually, sio_client, sse_events, token
 from tests.replay_helpers import set_statuses
+from tests.support_clients import EVENTS as SUPPORT_EVENTS
+from tests.support_clients import NAMESPACE as SUPPORT
+from tests.support_clients import Person, connected
 from tiffin_rt.config import Settings
 from tiffin_rt.keys import LISTENER, ROUTER
 
@@ -33,6 +36,25 @@ async def _stock_client(
         url, namespaces=[NS], auth={"token": tok}, transports=transports, wait_timeout=5
     )
     return client, received
+
+
+async def _polling_agent(url: str, settings: Settings, user_id: str) -> Person:
+    received = Received()
+    client = socketio.AsyncClient(reconnection=False)
+    for name in SUPPORT_EVENTS:
+        client.on(
+            name,
+            (lambda n: lambda data=None: received.add(n, data))(name),
+            namespace=SUPPORT,
+        )
+    await client.connect(
+        url,
+        namespaces=[SUPPORT],
+        auth={"token": token(settings, user_id, "support")},
+        transports=["polling"],
+        wait_timeout=5,
+    )
+    return Person(user_id, client, received)
 
 
 async def test_status_changes_reach_websocket_and_sse_from_the_notify_callback(
@@ -122,3 +144,27 @@ async def test_live_updates_reach_sse_and_socketio_on_a_served_node(
         assert [u["eventId"] for u in updates] == ids
     finally:
         await client.disconnect()
+
+
+async def test_support_messages_take_the_same_path(
+    server: TestServer, url: str, settings: Settings
+) -> None:
+    """/support events are queued for every connection before the router returns, on
+    WebSocket and long-polling alike: no batch waits in the router's task."""
+    async with connected(url, settings, "alice", support=["sam"]) as (alice, sam):
+        polling = await _polling_agent(url, settings, "kim")
+        try:
+            cid = (await alice.start())["id"]
+            for agent in (sam, polling):
+                assert (await agent.call("joinConversation", {"conversationId": cid}))["ok"]
+            router = server.app[ROUTER]
+            deferred = router.deferred
+            texts = ["one", "two", "three"]
+            for text in texts:
+                assert (await alice.send(cid, text))["ok"] is True
+            for agent in (sam, polling):
+                delivered = await agent.received.wait_for("message", len(texts))
+                assert [m["text"] for m in delivered] == texts
+            assert router.deferred == deferred
+        finally:
+            await polling.close()

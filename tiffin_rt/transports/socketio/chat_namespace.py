@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import socketio
@@ -38,6 +38,7 @@ from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
 from tiffin_rt.db.chat_store import SupportStore, Who
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone
 from tiffin_rt.transports.socketio.secure import SecureNamespace
 
@@ -237,25 +238,38 @@ class SupportNamespace(SecureNamespace):
 
 
 class SupportSink:
-    """Sends support events from the log to the connections of this process."""
+    """Sends support events from the log to the connections of this process: queued for every
+    connection before `deliver` returns (RoomFanout.publish), as the /notifications sink does,
+    so support events take the same path; only what the fanout cannot send at once (binary
+    attachments, python-engineio's unbounded socket) is awaited, in order."""
 
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self._sio = sio
 
-    async def deliver(self, events: Sequence[Event]) -> None:
-        for event in events:
-            if event.kind not in SUPPORT_KINDS:
-                continue
-            name, data = self._message(event)
-            if data is None:
-                continue
-            await self._sio.emit(
-                name,
-                data,
-                to=list(event.rooms),
-                skip_sid=event.payload.get("origin"),
-                namespace=NAMESPACE,
-            )
+    def deliver(self, events: Sequence[Event]) -> Awaitable[None] | None:
+        for index, event in enumerate(events):
+            later = self._send(event)
+            if later is not None:
+                return self._finish(later, events[index + 1 :])
+        return None
+
+    def _send(self, event: Event) -> Awaitable[None] | None:
+        if event.kind not in SUPPORT_KINDS:
+            return None
+        name, data = self._message(event)
+        if data is None:
+            return None
+        origin = event.payload.get("origin")
+        skip = (origin,) if isinstance(origin, str) else ()
+        fanout: RoomFanout = self._sio.manager
+        return fanout.publish(name, data, NAMESPACE, event.rooms, skip)
+
+    async def _finish(self, later: Awaitable[None], rest: Sequence[Event]) -> None:
+        await later
+        for event in rest:
+            more = self._send(event)
+            if more is not None:
+                await more
 
     def _message(self, event: Event) -> tuple[str, dict[str, Any] | None]:
         p = event.payload
