@@ -14,6 +14,9 @@ Scenarios (every server gets the same load clients and the same database schema)
   burst   the same room, 300 events committed in one transaction (`fanout` is an alias)
   e2e     1000 Socket.IO + 1000 SSE clients, each on its own order, 500 UPDATEs/s
   idle    5000 idle Socket.IO connections: server memory per connection
+  cluster tiffin_rt on 2 and 3 nodes behind nginx (bench/cluster.py)
+  riders  2000 riders sending their position once a second to 2000 watching customers
+          (bench/riders.py)
 """
 
 from __future__ import annotations
@@ -733,6 +736,8 @@ SCENARIOS: dict[str, Callable[[Server, str, Options], Any]] = {
     "e2e": end_to_end,
     "idle": idle,
 }
+# Scenarios with their own module and servers (tiffin_rt only), run after the others.
+OWN_RUNS = ("cluster", "riders")
 ALIASES = {"fanout": "burst"}  # the burst scenario's name before the spaced one came
 
 
@@ -1005,10 +1010,10 @@ async def run(args: argparse.Namespace) -> int:
         connect_seconds=args.connect_seconds,
     )
     if args.scenario == "all":
-        scenarios = [*SCENARIOS, "cluster"]
+        scenarios = [*SCENARIOS, *OWN_RUNS]
     else:
         scenarios = [ALIASES.get(name, name) for name in args.scenario.split(",")]
-        unknown = [name for name in scenarios if name not in SCENARIOS and name != "cluster"]
+        unknown = [name for name in scenarios if name not in SCENARIOS and name not in OWN_RUNS]
         if unknown:
             raise SystemExit(f"bench: unknown scenario(s) {', '.join(unknown)}")
     servers = [s for s in KNOWN if s in args.servers.split(",")]
@@ -1024,6 +1029,13 @@ async def run(args: argparse.Namespace) -> int:
                 from bench import cluster
 
                 results[scenario] = await cluster.scenario(database, opts, args.cluster_nodes)
+                continue
+            if scenario == "riders":  # tiffin_rt only: rider location tracking
+                from bench import riders
+
+                results[scenario] = await riders.scenario(
+                    database, opts, args.riders, args.riders_seconds
+                )
                 continue
             results[scenario] = {}
             for kind in servers:
@@ -1056,13 +1068,18 @@ async def run(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (results_dir / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2))
     print()
-    if any(name != "cluster" for name in results):
-        print(render({k: v for k, v in results.items() if k != "cluster"}, servers))
+    if any(name not in OWN_RUNS for name in results):
+        print(render({k: v for k, v in results.items() if k not in OWN_RUNS}, servers))
     if "cluster" in results:
         from bench import cluster
 
         print()
         print(cluster.render(results["cluster"]))
+    if "riders" in results:
+        from bench import riders
+
+        print()
+        print(riders.render(results["riders"]))
     print()
     print(
         f"{os.cpu_count()} cores, {cpu_model()}; {time.monotonic() - began:.0f} s; "
@@ -1083,7 +1100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--scenario",
         default="all",
-        help="spaced, paced, burst (alias fanout), e2e, idle, cluster, a comma-separated list,"
+        help="spaced, paced, burst (alias fanout), e2e, idle, cluster, riders, a comma-separated"
+        " list,"
         " or all (default)",
     )
     parser.add_argument(
@@ -1150,6 +1168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Engine.IO ping interval, and ping timeout, given to every server (seconds)",
     )
     parser.add_argument("--client-processes", type=int, default=4)
+    parser.add_argument(
+        "--riders",
+        type=int,
+        default=2000,
+        help="riders scenario: riders sending once a second, and as many customers watching",
+    )
+    parser.add_argument(
+        "--riders-seconds", type=float, default=20.0, help="riders scenario: seconds measured"
+    )
     parser.add_argument(
         "--connect-seconds",
         type=float,

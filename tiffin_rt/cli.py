@@ -143,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=3.0, help="seconds between steps (default: %(default)s)"
     )
     simulate.add_argument("--steps", type=int, help="stop after this many steps (default: never)")
+    simulate.add_argument(
+        "--ride-steps",
+        type=int,
+        default=12,
+        help="positions a rider sends on the way from the kitchen to the door, about one a"
+        " second, before a ready order is delivered; 0: no riders (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--url",
+        help="the server the riders connect to (default: http://<server.host>:<server.port>)",
+    )
 
     push = sub.add_parser(
         "push", help="Web Push helpers", description="Web Push (push: in config.yaml)."
@@ -261,20 +272,55 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from tiffin_rt.demo import Step, simulate
+    from tiffin_rt.demo import RIDE_PACE, Ride, Step, simulate
+    from tiffin_rt.demo_riders import DemoRiders, RiderUnreachable
 
     settings = _settings(args.config)
     if args.interval <= 0 or (args.steps is not None and args.steps < 1):
         raise CliError("--interval must be positive and --steps at least 1")
+    if args.ride_steps < 0:
+        raise CliError("--ride-steps must be 0 or more")
+    host = settings.server.host
+    if host in ("", "0.0.0.0", "::"):  # listening everywhere: reach it on this machine
+        host = "127.0.0.1"
+    url = args.url or f"http://{host}:{settings.server.port}"
 
     def report(step: Step) -> None:
         who = f" ({step.customer_id})" if step.customer_id else ""
         print(f"order {step.order_id}: {step.status}{who}", flush=True)
 
+    riders = DemoRiders(url, settings.auth, report=lambda line: print(line, flush=True))
+    riding = args.ride_steps > 0 and settings.tracking.enabled
+
+    async def ride(due: Ride) -> None:
+        nonlocal riding
+        if not riding:
+            return
+        try:
+            await riders.ride(
+                due.order_id,
+                due.rider_id,
+                due.start,
+                due.end,
+                steps=args.ride_steps,
+                pace=RIDE_PACE,
+            )
+        except RiderUnreachable as exc:
+            riding = False
+            print(f"demo simulate: {exc}; orders move on without riders", file=sys.stderr)
+
     async def run(conn: asyncpg.Connection) -> int:
-        return await simulate(
-            conn, settings.orders, interval=args.interval, steps=args.steps, report=report
-        )
+        try:
+            return await simulate(
+                conn,
+                settings.orders,
+                interval=args.interval,
+                steps=args.steps,
+                report=report,
+                ride=ride,
+            )
+        finally:
+            await riders.close()
 
     try:
         _run(_with_connection(settings, run))

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -19,6 +19,7 @@ import asyncpg
 from tiffin_rt.config import OrdersSettings
 from tiffin_rt.db.orders import OrderQueries, OrderSnapshot
 from tiffin_rt.db.triggers import qualified_table, quote_ident
+from tiffin_rt.demo_map import DEFAULT_KITCHEN, HOMES, KITCHENS, Point
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,22 @@ class Step:
     customer_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Ride:
+    """An order that is ready: its rider rides from the kitchen to the door before delivery."""
+
+    order_id: str
+    rider_id: str
+    start: Point
+    end: Point
+
+
+# Riders the simulator assigns to a ready order that has none, as a dispatcher would.
+DEMO_RIDERS = ("rita", "ravi")
+# Seconds between a demo rider's positions: just over tracking.updates_per_rider's default.
+RIDE_PACE = 1.05
+
+
 class Simulator:
     """Each tick advances the oldest unfinished order one step; with none left it places one."""
 
@@ -120,6 +137,40 @@ class Simulator:
             f" VALUES ($1, $2, 'pending') RETURNING {q(orders.id_column)}::text"
         )
         self._rng = random.Random()
+        self._ready = (
+            f"SELECT o.{q(orders.id_column)}::text AS id,"
+            f" o.{q(orders.status_column)}::text AS status,"
+            f" o.{q(orders.customer_column)}::text AS customer, o.{q(orders.vendor_column)}::text"
+            f" AS vendor, o.{q(orders.rider_column)}::text AS rider,"
+            " to_jsonb(o)->>'delivery_lat' AS lat, to_jsonb(o)->>'delivery_lng' AS lng"
+            f" FROM {qualified_table(orders)} o"
+            f" WHERE o.{q(orders.status_column)}::text NOT IN ('delivered', 'cancelled')"
+            f" ORDER BY o.{q(orders.id_column)} LIMIT 1"
+        )
+        self._assign = (
+            f"UPDATE {qualified_table(orders)} SET {q(orders.rider_column)} = $2"
+            f" WHERE {q(orders.id_column)}::text = $1"
+        )
+
+    async def ride_due(self, conn: asyncpg.Connection) -> Ride | None:
+        """The next order to move, when it is ready and goes somewhere: its ride (a rider is
+        assigned first when it has none)."""
+        row = await conn.fetchrow(self._ready)
+        if row is None or row["status"] != "ready":
+            return None
+        end: Point | None = None
+        if row["lat"] is not None and row["lng"] is not None:
+            end = (float(row["lat"]), float(row["lng"]))
+        else:
+            end = HOMES.get(row["customer"] or "")
+        if end is None:
+            return None
+        rider = row["rider"]
+        if rider is None:
+            rider = DEMO_RIDERS[sum(map(ord, row["id"])) % len(DEMO_RIDERS)]
+            await conn.execute(self._assign, row["id"], rider)
+        start = KITCHENS.get(row["vendor"] or "", DEFAULT_KITCHEN)
+        return Ride(row["id"], rider, start, end)
 
     async def tick(self, conn: asyncpg.Connection) -> Step:
         async with conn.transaction():
@@ -127,7 +178,7 @@ class Simulator:
             if order_id is None:
                 customer, vendor, item, cents = self._rng.choice(MENU)
                 new_id: str = await conn.fetchval(self._insert, customer, vendor)
-                await self._describe(conn, new_id, item, cents)
+                await self._describe(conn, new_id, item, cents, customer)
                 return Step(new_id, "pending", customer)
             snapshot = await self._queries.fetch(conn, order_id)
             if snapshot is None:  # deleted in between
@@ -138,17 +189,25 @@ class Simulator:
             return Step(order_id, target, snapshot.parties.customer_id)
 
     async def _describe(
-        self, conn: asyncpg.Connection, order_id: str, item: str, cents: int
+        self, conn: asyncpg.Connection, order_id: str, item: str, cents: int, customer: str
     ) -> None:
-        """Fill the demo table's item and price, when the table has those columns."""
+        """Fill the demo table's item, price and destination, when it has those columns."""
         has = await conn.fetch(
             "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1)"
-            " AND attname IN ('item', 'total_cents') AND NOT attisdropped",
+            " AND attname IN ('item', 'total_cents', 'delivery_lat', 'delivery_lng')"
+            " AND NOT attisdropped",
             qualified_table(self._orders),
         )
         q = quote_ident
+        home = HOMES.get(customer)
+        values: dict[str, str | int | float | None] = {
+            "item": item,
+            "total_cents": cents,
+            "delivery_lat": home[0] if home else None,
+            "delivery_lng": home[1] if home else None,
+        }
         for row in has:
-            value: str | int = item if row["attname"] == "item" else cents
+            value = values[row["attname"]]
             await conn.execute(
                 f"UPDATE {qualified_table(self._orders)} SET {q(row['attname'])} = $2"
                 f" WHERE {q(self._orders.id_column)}::text = $1",
@@ -175,13 +234,19 @@ async def simulate(
     interval: float,
     steps: int | None,
     report: Callable[[Step], None],
+    ride: Callable[[Ride], Awaitable[None]] | None = None,
 ) -> int:
-    """Tick every `interval` seconds, `steps` times (None: until cancelled); return the count."""
+    """Tick every `interval` seconds, `steps` times (None: until cancelled); return the count.
+    With `ride`, an order that is ready is ridden to its door before it is delivered."""
     simulator = Simulator(orders, await OrderQueries.create(conn, orders))
     done = 0
     while steps is None or done < steps:
         if done:
             await asyncio.sleep(interval)
+        if ride is not None:
+            due = await simulator.ride_due(conn)
+            if due is not None:
+                await ride(due)
         report(await simulator.tick(conn))
         done += 1
     return done

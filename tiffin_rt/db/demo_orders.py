@@ -12,9 +12,10 @@ from asyncpg.pool import PoolConnectionProxy
 from tiffin_rt.config import OrdersSettings
 from tiffin_rt.core.events import iso_utc
 from tiffin_rt.db.triggers import qualified_table, quote_ident
+from tiffin_rt.demo_map import HOMES
 
 # Demo-table columns shown on the page when the configured table has them.
-EXTRA_COLUMNS = ("item", "total_cents", "created_at")
+EXTRA_COLUMNS = ("item", "total_cents", "created_at", "delivery_lat", "delivery_lng")
 
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
@@ -47,8 +48,16 @@ class OrderView:
             "item": self.extra.get("item"),
             "totalCents": self.extra.get("total_cents"),
             "createdAt": self.extra.get("created_at"),
+            "destination": self._destination(),
             "history": self.history,
         }
+
+    def _destination(self) -> dict[str, float] | None:
+        """Where the order goes (the demo table's delivery_lat/lng): the page's map marks it."""
+        lat, lng = self.extra.get("delivery_lat"), self.extra.get("delivery_lng")
+        if isinstance(lat, int | float) and isinstance(lng, int | float):
+            return {"lat": float(lat), "lng": float(lng)}
+        return None
 
 
 class DemoOrders:
@@ -130,6 +139,10 @@ class DemoOrders:
         if "total_cents" in self._columns:
             names.append("total_cents")
             values.append(cents)
+        home = HOMES.get(customer_id)
+        if home is not None and {"delivery_lat", "delivery_lng"} <= self._columns:
+            names.extend(("delivery_lat", "delivery_lng"))
+            values.extend(home)
         placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
         order_id: str = await conn.fetchval(
             f"INSERT INTO {self._table} ({', '.join(q(n) for n in names)})"

@@ -44,6 +44,7 @@ from tiffin_rt.tracking.store import PositionWriter
 log = logging.getLogger(__name__)
 
 BUS_TOPIC = "riderLocation"
+RATE_JITTER = 0.2
 RIDER_ROLE = "rider"
 
 
@@ -95,7 +96,13 @@ class RiderTracking:
         self._queries = queries
         self._bus = bus
         self.writer = writer
-        self._rate = rate_windows(settings.updates_per_rider)
+        # A phone's GPS sends at 1 Hz, but its messages arrive a little early or late: each
+        # window is shortened by RATE_JITTER, so "1/second" refuses a position only when it
+        # comes within 0.8 s of the one before.
+        self._rate = [
+            (amount, seconds * (1 - RATE_JITTER))
+            for amount, seconds in rate_windows(settings.updates_per_rider)
+        ]
         self._windows = MovingWindows()
         self._orders: dict[str, tuple[float, TrackedOrder]] = {}
         self._latest: dict[str, Position] = {}
@@ -163,9 +170,11 @@ class RiderTracking:
         self._publish(position)
         self.writer.offer(StoredPosition(update, who.user_id))
         self.accepted += 1
-        await self._bus.send(
-            BUS_TOPIC, {"r": position.rider_id, "m": position.message, "at": position.recorded_at}
-        )
+        if self._bus.kind != "none":  # one node: nobody else to tell
+            await self._bus.send(
+                BUS_TOPIC,
+                {"r": position.rider_id, "m": position.message, "at": position.recorded_at},
+            )
         return position
 
     def _position(self, update: LocationUpdate, rider_id: str, order: TrackedOrder) -> Position:

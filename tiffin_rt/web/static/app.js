@@ -265,7 +265,8 @@ function customerCard(order) {
       el("div", { class: "card-side" },
         el("span", { class: `chip status-${order.status}` }, STATUS_LABEL[order.status] || order.status),
         live ? el("span", { class: "stream-tag", dataset: { state: streamState(live) } }, `SSE ${streamState(live)}`) : null)),
-    timeline(order));
+    timeline(order),
+    TERMINAL.has(order.status) ? null : RiderMap.element(order)); // rider-map.js
 }
 
 function streamState(source) {
@@ -518,6 +519,12 @@ function connectNotifications() {
     }
     const changed = applyStatus(id, data.status, data.timestamp, data.eventId);
     if (changed && session.user.role === "customer" && TERMINAL.has(data.status)) closeStatusStream(id);
+  });
+  // queue.js joins each active order's room, where riderLocation comes (the last one at once).
+  socket.on("riderLocation", (position) => {
+    const order = orders.get(String(position && position.orderId));
+    if (session.user.role !== "customer" || !order || TERMINAL.has(order.status)) return;
+    if (!RiderMap.update(position, order)) render.order(order, false);
   });
   socket.on("notification", (n) => { noteEventId(n.eventId); onNotification(n); });
   socket.on("unreadCount", ({ unread: count }) => { if (typeof count === "number") setUnread($("drawer").hidden ? count : 0); });
