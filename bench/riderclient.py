@@ -8,7 +8,8 @@ stdin/stdout, one JSON object per line:
            connect_concurrency, period (seconds between one rider's positions)
   stdout:  {"ready": n, "failed": m, "errors": [...]} once every connection is set up
   stdin:   "go <seconds>" (riders) -> {"sent", "ok", "refused": {code: n}, "sends": [[order,
-           epoch_ms, t_send]], "acks": [seconds from emit to ack]} after sending for that long
+           epoch_ms, t_send]], "acks": [seconds from emit to ack], "skipped": ticks missed
+           while waiting for a late ack} after sending for that long
            "report" (watchers)     -> {"received", "open", "samples": [[order, iso, t_recv]]}
            "quit"
 """
@@ -127,6 +128,13 @@ async def ride(conn: Connection, seconds: float, period: float, out: dict[str, A
         wait = slot - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        elif wait < -period:
+            # Behind by a whole period (the last ack was late): a phone sends its current
+            # position at the next tick, never a backlog of missed ones.
+            missed = int(-wait // period)
+            out["skipped"] += missed
+            step += missed
+            continue
         step += 1
         ms = int(time.time() * 1000)
         data = {
@@ -195,6 +203,7 @@ async def main(job: dict[str, Any]) -> None:
             out: dict[str, Any] = {
                 "sent": 0,
                 "ok": 0,
+                "skipped": 0,
                 "refused": Counter(),
                 "sends": [],
                 "acks": [],

@@ -239,6 +239,7 @@ async def measure(
         "riders": riders,
         "seconds": round(elapsed, 1),
         "updates_sent": sum(p["sent"] for p in sent),
+        "ticks_skipped": sum(p["skipped"] for p in sent),
         "updates_accepted": ok,
         "updates_per_second": round(ok / elapsed, 1),
         "refused": dict(refused),
@@ -294,7 +295,8 @@ def render(result: dict[str, Any]) -> str:
         ),
         (
             "positions accepted / sent (refused)",
-            f"{r['updates_accepted']:,} / {r['updates_sent']:,} ({r['refused'] or 'none'})",
+            f"{r['updates_accepted']:,} / {r['updates_sent']:,} ({r['refused'] or 'none'});"
+            f" {r['ticks_skipped']:,} ticks skipped behind a late ack",
         ),
         ("positions accepted per second", f"{r['updates_per_second']:,}"),
         ("riderLocation deliveries", f"{r['deliveries']:,}"),
