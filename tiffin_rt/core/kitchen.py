@@ -185,6 +185,18 @@ def left_queue(order_id: str) -> Position:
     return Position(order_id, None, None, None)
 
 
+def vendors_made_ready(events: Sequence[Event]) -> set[str]:
+    """Vendors with an order that became ready in the batch: their averages moved."""
+    return {
+        vendor
+        for event in events
+        if event.kind == ORDER_STATUS
+        and event.payload.get("status") == "ready"
+        and isinstance(vendor := event.payload.get("vendorId"), str)
+        and vendor
+    }
+
+
 def vendors_touched(events: Sequence[Event], known: Mapping[str, str]) -> set[str]:
     """The vendors whose queue a batch of log events may have changed: the vendor each order
     event names, and the one the order was last seen queued at (it may have moved away)."""

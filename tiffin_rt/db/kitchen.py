@@ -18,7 +18,7 @@ from tiffin_rt.db.triggers import qualified_table, quote_ident
 class VendorRows:
     vendor_id: str
     orders: list[QueuedOrder]
-    averages: Averages
+    averages: Averages | None  # None: not read this time (the vendor was not asked for them)
     at: datetime  # the database's clock when it was read
 
 
@@ -35,22 +35,35 @@ class KitchenQueries:
         )
         self._samples = kitchen.average_samples
         self._max_age = kitchen.average_max_age
-        # $1 vendors, $2 queue statuses, $3 average window (seconds), $4 samples per vendor.
+        statuses = ", ".join(f"'{status}'" for status in QUEUE_STATUSES)
+        # $1 vendors, $2 average window (seconds), $3 samples per vendor, $4 the vendors whose
+        # averages are read (the others' are kept by the caller). The orders table is
+        # read once for every vendor (an index on its vendor column is used when there is one,
+        # the statuses are literals so a partial index on them applies); each sample comes
+        # from migration 0007's index.
         self._sql = f"""
-WITH wanted AS (SELECT DISTINCT unnest($1::text[]) AS vendor),
-queued AS (
-    SELECT o.{vendor}::text AS vendor, o.{oid}::text AS order_id, o.{status}::text AS status,
-           last.created_at AS since, first.created_at AS placed_at
+WITH wanted AS MATERIALIZED (SELECT DISTINCT unnest($1::text[]) AS vendor),
+queued AS MATERIALIZED (
+    SELECT o.{vendor}::text AS vendor, o.{oid}::text AS order_id, o.{status}::text AS status
     FROM {table} o
+    WHERE o.{vendor}::text = ANY($1::text[]) AND o.{status}::text IN ({statuses})
+),
+timed AS (
+    SELECT q.vendor,
+           array_agg(q.order_id ORDER BY q.order_id) AS order_ids,
+           array_agg(q.status ORDER BY q.order_id) AS statuses,
+           array_agg(last.created_at ORDER BY q.order_id) AS since,
+           array_agg(first.created_at ORDER BY q.order_id) AS placed
+    FROM queued q
     LEFT JOIN LATERAL (
         SELECT e.created_at FROM tiffin_rt.events e
-        WHERE e.order_id = o.{oid}::text AND e.kind = 'order_status'
+        WHERE e.order_id = q.order_id AND e.kind = 'order_status'
         ORDER BY e.id DESC LIMIT 1) last ON true
     LEFT JOIN LATERAL (
         SELECT e.created_at FROM tiffin_rt.events e
-        WHERE e.order_id = o.{oid}::text AND e.kind = 'order_status'
+        WHERE e.order_id = q.order_id AND e.kind = 'order_status'
         ORDER BY e.id LIMIT 1) first ON true
-    WHERE o.{vendor}::text = ANY($1::text[]) AND o.{status}::text = ANY($2::text[])
+    GROUP BY q.vendor
 ),
 samples AS (
     SELECT w.vendor,
@@ -59,10 +72,10 @@ samples AS (
     FROM wanted w
     CROSS JOIN LATERAL (
         SELECT e.id, e.order_id, e.created_at FROM tiffin_rt.events e
-        WHERE e.rooms @> ARRAY['vendor-' || w.vendor] AND e.kind = 'order_status'
-          AND e.payload->>'status' = 'ready'
-          AND e.created_at > now() - make_interval(secs => $3::float8)
-        ORDER BY e.id DESC LIMIT $4) r
+        WHERE w.vendor = ANY($4::text[]) AND (e.payload->>'vendorId') = w.vendor
+          AND e.kind = 'order_status' AND e.payload->>'status' = 'ready'
+          AND e.created_at > now() - make_interval(secs => $2::float8)
+        ORDER BY e.id DESC LIMIT $3) r
     CROSS JOIN LATERAL (
         SELECT e.id, e.created_at FROM tiffin_rt.events e
         WHERE e.order_id = r.order_id AND e.id < r.id AND e.kind = 'order_status'
@@ -72,27 +85,31 @@ samples AS (
         SELECT e.created_at FROM tiffin_rt.events e
         WHERE e.order_id = r.order_id AND e.id < p.id AND e.kind = 'order_status'
         ORDER BY e.id LIMIT 1) f ON true
+),
+averages AS (
+    SELECT s.vendor, avg(s.prep)::float8 AS prep, avg(s.wait)::float8 AS wait, count(*) AS samples
+    FROM samples s GROUP BY s.vendor
 )
-SELECT w.vendor, a.order_ids, a.statuses, a.since, a.placed,
-       (SELECT avg(s.prep)::float8 FROM samples s WHERE s.vendor = w.vendor) AS prep,
-       (SELECT avg(s.wait)::float8 FROM samples s WHERE s.vendor = w.vendor) AS wait,
-       (SELECT count(*) FROM samples s WHERE s.vendor = w.vendor) AS samples,
+SELECT w.vendor,
+       coalesce(t.order_ids, '{{}}') AS order_ids, coalesce(t.statuses, '{{}}') AS statuses,
+       coalesce(t.since, '{{}}') AS since, coalesce(t.placed, '{{}}') AS placed,
+       a.prep, a.wait, coalesce(a.samples, 0) AS samples, w.vendor = ANY($4::text[]) AS averaged,
        now() AS at
 FROM wanted w
-CROSS JOIN LATERAL (
-    SELECT coalesce(array_agg(q.order_id ORDER BY q.order_id), '{{}}') AS order_ids,
-           coalesce(array_agg(q.status ORDER BY q.order_id), '{{}}') AS statuses,
-           coalesce(array_agg(q.since ORDER BY q.order_id), '{{}}') AS since,
-           coalesce(array_agg(q.placed_at ORDER BY q.order_id), '{{}}') AS placed
-    FROM queued q WHERE q.vendor = w.vendor) a
+LEFT JOIN timed t ON t.vendor = w.vendor
+LEFT JOIN averages a ON a.vendor = w.vendor
 """
 
     async def read(
-        self, conn: asyncpg.Pool | asyncpg.Connection, vendors: Collection[str]
+        self,
+        conn: asyncpg.Pool | asyncpg.Connection,
+        vendors: Collection[str],
+        averaged: Collection[str],
     ) -> list[VendorRows]:
-        """Every vendor asked for, with an empty queue when it has no open order."""
+        """Every vendor asked for, with an empty queue when it has no open order; the rolling
+        averages of those in `averaged` (the costlier part: read them only when they moved)."""
         rows = await conn.fetch(
-            self._sql, sorted(vendors), list(QUEUE_STATUSES), self._max_age, self._samples
+            self._sql, sorted(vendors), self._max_age, self._samples, sorted(averaged)
         )
         return [
             VendorRows(
@@ -103,7 +120,11 @@ CROSS JOIN LATERAL (
                         row["order_ids"], row["statuses"], row["since"], row["placed"], strict=True
                     )
                 ],
-                averages=Averages(row["prep"], row["wait"], int(row["samples"])),
+                averages=(
+                    Averages(row["prep"], row["wait"], int(row["samples"]))
+                    if row["averaged"]
+                    else None
+                ),
                 at=row["at"],
             )
             for row in rows

@@ -26,18 +26,20 @@ from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.config import KitchenSettings
 from tiffin_rt.core.events import Event
 from tiffin_rt.core.kitchen import (
+    Averages,
     Position,
     VendorQueue,
     build_queue,
     kitchen_queue_message,
     left_queue,
     queue_position_message,
+    vendors_made_ready,
     vendors_touched,
 )
 from tiffin_rt.core.policy import OrderParties
 from tiffin_rt.core.rooms import Room, room_for_order, room_for_vendor
 from tiffin_rt.db.errors import DB_ERRORS
-from tiffin_rt.db.kitchen import KitchenQueries
+from tiffin_rt.db.kitchen import KitchenQueries, VendorRows
 from tiffin_rt.transports.socketio.notifications import NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ QUEUE_POSITION = "queuePosition"
 # How long a connection entering its vendor room while it connects may take to be connected.
 CONNECT_WAIT_SECONDS = 5.0
 RETRY_MAX_SECONDS = 5.0
+# A vendor's averages are read again when one of its orders became ready, else after this
+# long (samples age out of kitchen.average_max_age); at most this many vendors' are kept.
+AVERAGES_REFRESH_SECONDS = 60.0
+MAX_AVERAGES_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,8 @@ class KitchenQueues:
         # Orders last seen in a vendor's queue, to notice one moving to another vendor.
         self._queued: dict[str, set[str]] = {}
         self._vendor_of: dict[str, str] = {}
+        # Each vendor's rolling averages and when they are read again.
+        self._averages: dict[str, tuple[float, Averages]] = {}
         self._failing = 0
         self._waiters = BackgroundTasks("kitchen queue")
         self.counters = Counters()
@@ -99,6 +107,10 @@ class KitchenQueues:
 
     def deliver(self, events: Sequence[Event]) -> None:
         """Router sink: mark the vendors whose queue the batch may have changed."""
+        for vendor in vendors_made_ready(events):
+            kept = self._averages.get(vendor)
+            if kept is not None:
+                self._averages[vendor] = (0.0, kept[1])  # read again at the next read
         vendors = vendors_touched(events, self._vendor_of)
         if vendors:
             self._mark(vendors)
@@ -185,10 +197,14 @@ class KitchenQueues:
 
     async def _serve(self, flushing: set[str], newcomers: dict[str, set[Newcomer]]) -> None:
         vendors = flushing | newcomers.keys()
+        now = asyncio.get_running_loop().time()
+        stale = {v for v in vendors if self._averages.get(v, (0.0,))[0] <= now}
         self.counters.reads += 1
-        rows = await self._queries.read(self._pool, vendors)
+        rows = await self._queries.read(self._pool, vendors, stale)
         queues = [
-            build_queue(r.vendor_id, r.orders, r.averages, now=r.at, parallel=self._parallel)
+            build_queue(
+                r.vendor_id, r.orders, self._averages_of(r, now), now=r.at, parallel=self._parallel
+            )
             for r in rows
         ]
         positions: dict[str, Position] = {}
@@ -217,6 +233,16 @@ class KitchenQueues:
                 )
                 if not told:
                     await self._snapshot(queue, newcomer)
+
+    def _averages_of(self, rows: VendorRows, now: float) -> Averages:
+        if rows.averages is None:
+            kept = self._averages.get(rows.vendor_id)
+            return kept[1] if kept is not None else Averages(None, None, 0)
+        self._averages.pop(rows.vendor_id, None)
+        if len(self._averages) >= MAX_AVERAGES_KEPT:
+            del self._averages[next(iter(self._averages))]  # the oldest entry
+        self._averages[rows.vendor_id] = (now + AVERAGES_REFRESH_SECONDS, rows.averages)
+        return rows.averages
 
     def _changed_positions(self, queue: VendorQueue, out: dict[str, Position]) -> None:
         """The positions this vendor's order rooms were not told yet; forget the rest."""
