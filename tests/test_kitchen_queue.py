@@ -367,6 +367,11 @@ async def test_the_rolling_average_and_estimates_come_from_the_log(
         assert all(estimates)
         assert estimates == sorted(estimates)
         assert message["orders"]["ready"][0]["estimatedReadyAt"] is None
+        # a change that makes nothing ready: the averages are kept, not lost
+        await db.execute("UPDATE orders SET status = 'preparing' WHERE id = 1")
+        later = await queue_where(got, lambda m: m["counts"]["preparing"] == 1)
+        assert later["averageSamples"] == 1
+        assert later["averagePrepSeconds"] == message["averagePrepSeconds"]
 
 
 async def test_two_nodes_each_send_the_queue_once_to_their_own_kitchens(
@@ -391,3 +396,41 @@ async def test_two_nodes_each_send_the_queue_once_to_their_own_kitchens(
                 (m["counts"]["preparing"], m["counts"]["ready"]) for m in got.of("kitchenQueue")
             ]
             assert seen == [(0, 0), (1, 0), (0, 1)]
+
+
+async def test_rooms_a_client_lies_about_are_refused_and_send_it_no_queue(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection
+) -> None:
+    url, settings = await server_url(start_server, dsn, **FAST)
+    chef = token(settings, "chef", "kitchen", vendor_id="spice-garden")
+    async with (
+        client(url, token(settings, "alice"), "polling") as (alice, got),
+        client(url, chef) as (_, kitchen_got),
+    ):
+        for room in (
+            "order-01",
+            "order-+1",
+            "order-1\u0000",
+            "order-\u00b2",
+            "vendor-spice-garden",
+            "vendor-",
+            "order-4",  # bob's
+            "order-" + "9" * 5000,
+            42,
+            None,
+            ["order-1"],
+            {"room": "order-1"},
+        ):
+            ack = await alice.call("joinRoom", room, namespace=NS, timeout=5)
+            assert ack["ok"] is False, room
+            assert ack["error"]["code"] in {"invalid_room", "forbidden"}, room
+        await db.execute("UPDATE orders SET status = 'ready' WHERE id = 2")
+        # once the kitchen has the change, whatever the same read sent alice is on its way
+        await queue_where(kitchen_got, lambda m: m["counts"]["ready"] == 1)
+        await marker_arrived(db, "alice", got)
+        assert got.of("kitchenQueue") == []
+        assert got.of("queuePosition") == []
+        # and the truth still works on the same connection
+        assert (await alice.call("joinRoom", "order-1", namespace=NS, timeout=5))["ok"]
+        (position,) = await got.wait_for("queuePosition")
+        assert position["orderId"] == "1"
