@@ -61,6 +61,18 @@ def test_estimates_follow_the_average_and_the_kitchens_parallel_stations() -> No
     assert message["orders"]["preparing"][0]["estimatedReadyAt"] == "2026-12-01T12:06:00.000Z"
 
 
+def test_a_queue_lists_at_most_max_listed_orders_per_status_and_counts_them_all() -> None:
+    orders = [QueuedOrder(str(n), "pending", at(n), at(n)) for n in range(1, 8)]
+    orders.append(QueuedOrder("99", "ready", at(0), at(-9)))
+    queue = build_queue("v", orders, Averages(None, None, 0), now=NOW)
+    message = kitchen_queue_message(queue, max_listed=3)
+    assert [o["orderId"] for o in message["orders"]["pending"]] == ["1", "2", "3"]
+    assert [o["orderId"] for o in message["orders"]["ready"]] == ["99"]
+    assert message["counts"]["pending"] == 7
+    assert message["waiting"] == 7
+    assert queue.positions["7"].position == 7
+
+
 def event(kind: str, payload: object, order_id: str | None = "1") -> Event:
     return Event(1, kind, NOW, (), payload if isinstance(payload, dict) else {}, order_id)
 

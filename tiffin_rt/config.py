@@ -374,6 +374,9 @@ class KitchenSettings(_Section):
     average_samples: int = Field(default=20, ge=1, le=1000)
     average_max_age: float = Field(default=86400.0, gt=0)
     parallel_orders: int = Field(default=1, ge=1, le=1000)
+    # kitchenQueue lists at most this many orders per status (the first in queue order);
+    # counts and positions always cover every order.
+    max_listed: int = Field(default=200, ge=1, le=10_000)
 
 
 class PushSettings(_Section):

@@ -143,10 +143,13 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def kitchen_queue_message(queue: VendorQueue) -> dict[str, Any]:
-    """The `kitchenQueue` payload (README: Kitchen queue)."""
+def kitchen_queue_message(queue: VendorQueue, max_listed: int | None = None) -> dict[str, Any]:
+    """The `kitchenQueue` payload (README: Kitchen queue); at most `max_listed` orders of each
+    status are listed, so a backend that never finishes its orders cannot swell every message."""
     orders: dict[str, list[dict[str, Any]]] = {status: [] for status in QUEUE_STATUSES}
     for order in (*queue.waiting, *queue.ready):
+        if max_listed is not None and len(orders[order.status]) >= max_listed:
+            continue
         position = queue.positions.get(order.order_id)
         orders[order.status].append(
             {

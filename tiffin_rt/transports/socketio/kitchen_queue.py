@@ -88,6 +88,7 @@ class KitchenQueues:
         self._queries = queries
         self._interval = settings.coalesce_interval
         self._parallel = settings.parallel_orders
+        self._max_listed = settings.max_listed
         self._dirty: set[str] = set()
         self._due: float | None = None  # when the dirty vendors are read and sent
         self._newcomers: dict[str, set[Newcomer]] = {}
@@ -211,7 +212,7 @@ class KitchenQueues:
         for queue in queues:
             if queue.vendor_id in flushing:
                 room = room_for_vendor(queue.vendor_id)
-                await self._emit(KITCHEN_QUEUE, kitchen_queue_message(queue), room)
+                await self._emit(KITCHEN_QUEUE, self._queue_message(queue), room)
                 self.counters.queues_sent += 1
                 self._changed_positions(queue, positions)
         # Orders that left one queue first: one that moved to another vendor ends positioned.
@@ -270,7 +271,7 @@ class KitchenQueues:
             room = room_for_vendor(queue.vendor_id)
             if not self._member(newcomer.sid, room):
                 return
-            await self._emit(KITCHEN_QUEUE, kitchen_queue_message(queue), newcomer.sid)
+            await self._emit(KITCHEN_QUEUE, self._queue_message(queue), newcomer.sid)
         else:
             position = queue.positions.get(newcomer.order_id)
             room = room_for_order(newcomer.order_id)
@@ -278,6 +279,9 @@ class KitchenQueues:
                 return  # not waiting (ready, finished, another vendor's now): nothing to tell
             await self._emit(QUEUE_POSITION, queue_position_message(position), newcomer.sid)
         self.counters.snapshots_sent += 1
+
+    def _queue_message(self, queue: VendorQueue) -> dict[str, Any]:
+        return kitchen_queue_message(queue, self._max_listed)
 
     # -- Socket.IO -----------------------------------------------------------------------------
 
