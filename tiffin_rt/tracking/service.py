@@ -240,7 +240,10 @@ class RiderTracking:
         known = self._latest.get(order_id)
         if known is not None and known.rider_id == order.rider_id:
             return known  # one arrived while the stored one was read
-        if stored is None:
+        now = self._cached(order_id)  # the order's events meanwhile: finished, or reassigned
+        if stored is None or now is None or now.status in self._terminal:
+            return None
+        if now.rider_id != stored.rider_id:
             return None
         position = self._position(stored.update, stored.rider_id, order)
         self._latest[order_id] = position
@@ -260,6 +263,15 @@ class RiderTracking:
             order = await self._queries.order(self._pool, order_id)
         except DB_ERRORS:
             raise ClientError("unavailable", "the database is unavailable; try again") from None
+        newer = self._orders.get(order_id)
+        if newer is not None and newer is not entry:
+            # An order event (or another read) came while this read was on its way: the read
+            # may hold the state before it (a rider taken off, an order delivered) and must
+            # not replace it. Only the destination, which events do not carry, is taken.
+            status, rider, destination = newer[1].status, newer[1].rider_id, newer[1].destination
+            if destination is None and order is not None and order.destination is not None:
+                self._orders[order_id] = (newer[0], TrackedOrder(status, rider, order.destination))
+            return self._cached(order_id)
         if order is None:
             self._orders.pop(order_id, None)
         else:
