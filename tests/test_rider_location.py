@@ -173,6 +173,8 @@ async def test_refused_for_orders_not_assigned_finished_or_to_non_riders(
             await late.disconnect()
 
 
+NOW_ISO = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
 # Each case: fields of a good position replaced by raw JSON text, as a hostile client writes it
 # (python-socketio's own client would turn NaN into null); None removes the field.
 LYING: list[tuple[str, dict[str, str | None], str]] = [
@@ -207,6 +209,9 @@ LYING: list[tuple[str, dict[str, str | None], str]] = [
     ("timestamp no zone", {"timestamp": '"2026-12-01T10:00:00"'}, "timestamp: epoch millis"),
     ("timestamp huge", {"timestamp": "1" + "0" * 30}, "timestamp: epoch milliseconds"),
     ("timestamp missing", {"timestamp": None}, "timestamp: epoch milliseconds"),
+    ("timestamp NUL for T", {"timestamp": json.dumps(NOW_ISO.replace("T", "\0"))}, "timestamp: e"),
+    ("timestamp tab for T", {"timestamp": json.dumps(NOW_ISO.replace("T", "\t"))}, "timestamp: e"),
+    ("timestamp NUL at end", {"timestamp": json.dumps(NOW_ISO + "\0")}, "timestamp: epoch"),
 ]
 
 

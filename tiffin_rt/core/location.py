@@ -83,7 +83,10 @@ def _timestamp(value: object, now: float, max_skew: float, max_age: float) -> fl
             seconds = None
         elif 0 <= value <= _MAX_EPOCH_MS:
             seconds = float(value) / 1000.0
-    elif isinstance(value, str) and 0 < len(value) <= 40 and value.isascii():
+    elif (
+        isinstance(value, str) and 0 < len(value) <= 40 and value.isascii() and value.isprintable()
+    ):
+        # printable: Python reads any character between date and time (U+0000, a tab) as "T"
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
