@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from tiffin_rt.core.events import Event, iso_utc
+from tiffin_rt.core.parse import shown
 
 # A log event telling a user's devices that some of their notifications were read.
 NOTIFICATION_READ = "notification_read"
@@ -80,6 +81,6 @@ def ids_to_mark(argument: object) -> list[int] | None:
     ids: list[int] = []
     for value in argument:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
-            raise InvalidRead(f"a notification id is a positive integer (got {value!r:.40})")
+            raise InvalidRead(f"a notification id is a positive integer (got {shown(value)})")
         ids.append(value)
     return ids

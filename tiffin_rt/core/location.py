@@ -15,7 +15,7 @@ from typing import Any
 
 from tiffin_rt.core.errors import ClientError
 from tiffin_rt.core.events import iso_utc
-from tiffin_rt.core.parse import InvalidOrderId, OrderIdFormat
+from tiffin_rt.core.parse import InvalidOrderId, OrderIdFormat, shown
 
 # Epoch milliseconds a JavaScript Date can hold (±8.64e15); beyond it no real clock.
 _MAX_EPOCH_MS = 8.64e15
@@ -50,20 +50,16 @@ class Destination:
     lng: float
 
 
-def _shown(value: object) -> str:
-    return repr(value)[:_SHOWN]
-
-
 def _number(data: dict[str, Any], name: str, low: float, high: float) -> float:
     value = data.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidLocation(
-            f"{name}: a JSON number from {low:g} to {high:g} (got {_shown(value)})"
+            f"{name}: a JSON number from {low:g} to {high:g} (got {shown(value)})"
         )
     number = float(value) if isinstance(value, float) or abs(value) < 2**53 else math.inf
     if not math.isfinite(number) or not low <= number <= high:
         raise InvalidLocation(
-            f"{name}: a finite number from {low:g} to {high:g} (got {_shown(value)})"
+            f"{name}: a finite number from {low:g} to {high:g} (got {shown(value)})"
         )
     return number
 
@@ -96,7 +92,7 @@ def _timestamp(value: object, now: float, max_skew: float, max_age: float) -> fl
     if seconds is None:
         raise InvalidLocation(
             "timestamp: epoch milliseconds (a JSON number) or an ISO 8601 time with a zone,"
-            f" such as 2026-12-01T10:00:00Z (got {_shown(value)})"
+            f" such as 2026-12-01T10:00:00Z (got {shown(value)})"
         )
     if seconds > now + max_skew:
         raise InvalidLocation(

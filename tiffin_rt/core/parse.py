@@ -33,7 +33,16 @@ class InvalidOrderId(ValueError):
     """Not an order id as the database prints it; the message is safe to show the client."""
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
+    """A refused client value quoted back in an error, at most _SHOWN characters. An array or
+    object is named, never repr'd: the repr of a deeply nested one (a JSON parser reads 1000
+    levels) raises RecursionError, and the client got `internal` for its own bad input."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, str):
+        value = value[:_SHOWN]
     return repr(value)[:_SHOWN]
 
 
@@ -45,7 +54,7 @@ def parse_int(value: object, name: str, *, low: int = 0, high: int = MAX_BIGINT)
     elif isinstance(value, str) and _UNSIGNED.fullmatch(value):
         number = int(value)
     if number is None or not low <= number <= high:
-        raise InvalidNumber(f"{name}: an integer from {low} to {high} (got {_shown(value)})")
+        raise InvalidNumber(f"{name}: an integer from {low} to {high} (got {shown(value)})")
     return number
 
 
@@ -73,18 +82,18 @@ class OrderIdFormat:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str) or value == "":
-            raise InvalidOrderId(f"an order id is a non-empty string (got {_shown(value)})")
+            raise InvalidOrderId(f"an order id is a non-empty string (got {shown(value)})")
         bounds = _INTEGER_RANGES.get(self.column_type)
         if bounds is not None:
             low, high = bounds
             if _SIGNED.fullmatch(value) is None or not low <= int(value) <= high:
                 raise InvalidOrderId(
                     f"order ids are integers in plain decimal, without plus sign, space or"
-                    f" leading zero, as the server prints them (got {_shown(value)})"
+                    f" leading zero, as the server prints them (got {shown(value)})"
                 )
         elif self.column_type == "uuid" and _UUID.fullmatch(value) is None:
             raise InvalidOrderId(
                 f"order ids are lowercase UUIDs such as"
-                f" 123e4567-e89b-12d3-a456-426614174000 (got {_shown(value)})"
+                f" 123e4567-e89b-12d3-a456-426614174000 (got {shown(value)})"
             )
         return value
