@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.brokers import BOTH, cluster_name
 from tests.conftest import StartServer
 from tests.helpers import (
     base_url,
@@ -268,3 +271,35 @@ async def test_listener_lag_observes_each_event(
     assert 0 <= total < 10
     inf = after.value("tiffin_rt_listener_lag_seconds_bucket", le="+Inf")
     assert inf == after.value(count)
+
+
+@pytest.mark.parametrize("broker", BOTH)
+async def test_dashboard_and_alerts_use_only_exported_metrics(
+    start_server: StartServer, dsn: str, broker: str
+) -> None:
+    """docs/grafana-dashboard.json and the alert rules in docs/operations.md name metrics that
+    a server (with a broker, as a cluster runs) exports."""
+    settings = make_settings(
+        dsn, metrics=METRICS_ON, cluster={"broker": broker, "name": cluster_name()}
+    )
+    server = await start_server(settings)
+    url = base_url(server)
+    client, _ = await sio_client(url, token(settings, "alice"))
+    try:
+        await client.call("joinRoom", "order-1", namespace="/notifications")
+        s = await scrape(url)
+    finally:
+        await client.disconnect()
+    kind = "redis" if broker.startswith("redis") else "amqp"
+    assert s.value("tiffin_rt_broker_connected", broker=kind) == 1
+    exported = s.names()
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    operations = (REPO / "docs" / "operations.md").read_text()
+    rules = operations[operations.index("### Alerts worth setting") :]
+    named = set(METRIC_NAME.findall("\n".join(queries))) | set(METRIC_NAME.findall(rules))
+    assert len(named) > 20
+    assert named - exported == set()
+
+
+METRIC_NAME = re.compile(r"\b((?:tiffin_rt|process)_[a-z_]+)\b")

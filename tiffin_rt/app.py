@@ -13,6 +13,7 @@ import socketio
 from aiohttp import web
 
 from tiffin_rt.access import RoomAccess
+from tiffin_rt.admin.http import setup_admin
 from tiffin_rt.auth import TokenVerifier
 from tiffin_rt.background import cancel_and_wait, task_context
 from tiffin_rt.chat_wiring import setup_support
@@ -42,6 +43,7 @@ from tiffin_rt.keys import (
     VERIFIER,
 )
 from tiffin_rt.kitchen_wiring import setup_kitchen
+from tiffin_rt.logcontext import request_ids
 from tiffin_rt.logs import quiet_client_faults
 from tiffin_rt.metrics.http import setup_metrics
 from tiffin_rt.push.wiring import setup_push
@@ -227,7 +229,10 @@ def create_app(settings: Settings) -> web.Application:
     limits = RateLimits(settings.limits, shared=bus.user_limits)
     origins = OriginPolicy(settings.server.cors_origins)
     app = web.Application(
-        middlewares=auth_middlewares(verifier, settings.auth.cookie_name, limits, origins),
+        middlewares=[
+            request_ids,
+            *auth_middlewares(verifier, settings.auth.cookie_name, limits, origins),
+        ],
         client_max_size=settings.limits.max_message_bytes,
     )
     app[SETTINGS] = settings
@@ -254,6 +259,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_sse(app)
     setup_web(app, settings)
     setup_inbox_http(app)
+    setup_admin(app)
     app[DRAIN] = Drain()
     app.on_shutdown.append(drain_connections)
     setup_cors(app, origins)  # last: every REST and SSE route exists

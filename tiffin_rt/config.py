@@ -48,6 +48,7 @@ class ServerSettings(_Section):
     cors_origins: list[str] = Field(default_factory=list)
     shutdown_timeout: float = Field(default=5.0, ge=0)
     access_log: bool = True
+    log_format: Literal["text", "json"] = "text"
 
 
 class DatabaseSettings(_Section):

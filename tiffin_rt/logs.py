@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 
+import orjson
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-# A JWT (three base64url parts, the first a JSON header) or a token query parameter.
-_TOKEN = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*|(?<=access_token=)[^&\s\"']+")
+from tiffin_rt.logcontext import CONNECTION_ID, REQUEST_ID
+
+# A JWT (three base64url parts, the first a JSON header), a token query parameter, a bearer
+# credential (an opaque one too: metrics.token), a "token" field of a payload as Python or
+# JSON prints it (a Socket.IO auth payload, a refreshToken argument).
+_TOKEN = re.compile(
+    r"eyJ[\w-]*\.[\w-]*\.[\w-]*"
+    r"|(?<=access_token=)[^&\s\"']+"
+    r"|(?<=[Bb]earer )[^\s\"',;]+"
+    r"|(?<=[Tt]oken': ')[^']+"
+    r"|(?<=[Tt]oken\": \")[^\"]+"
+    r"|(?<=[Tt]oken\":\")[^\"]+"
+)
 
 # Loggers that would write packets, query strings or auth payloads below WARNING.
 QUIET_LOGGERS = ("engineio.server", "socketio.server", "aiohttp_jwt")
@@ -59,11 +72,46 @@ def quiet_client_faults() -> None:
         logger.addFilter(ClientFaultsAsWarnings())
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class JsonLines(logging.Formatter):
+    """`server.log_format: json`: one JSON object per line with time, level, logger, message,
+    request_id or connection_id when the line is about one, and the exception.
+
+    A fixed set of fields: python-json-logger copies every `extra` attribute of a record into
+    the line, where a token could hide; here each text goes through `redact` as well, even if
+    a handler without RedactTokens writes it.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        connection_id = CONNECTION_ID.get()
+        if connection_id is not None:
+            line["connection_id"] = connection_id
+        if record.exc_info:
+            line["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            line["exception"] = redact(record.exc_text)
+        if record.stack_info:
+            line["stack"] = redact(self.formatStack(record.stack_info))
+        return orjson.dumps(line).decode()
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Lines on stderr, text or JSON (`server.log_format`), tokens masked either way."""
+    logging.basicConfig(level=level, format=TEXT_FORMAT)
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactTokens())
     for name in QUIET_LOGGERS:

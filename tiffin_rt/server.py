@@ -83,7 +83,7 @@ def serve(settings: Settings) -> None:
     """Block until SIGINT/SIGTERM; raises OSError when the port cannot be bound."""
     from tiffin_rt.cli import CliError
 
-    configure_logging(settings.logging.level)
+    configure_logging(settings.logging.level, settings.server.log_format)
     sockets = listening_sockets(settings.server.host, settings.server.port)
     app = create_app(settings)
     app.on_startup.append(_tune_garbage_collector)  # after the database and listener started

@@ -90,5 +90,11 @@ class Hub:
             for client in list(members):
                 client.end()
 
+    def members(self) -> Iterator[tuple[str, Client]]:
+        """Every (room, client) now: the admin view."""
+        for room, members in list(self._rooms.items()):
+            for client in list(members):
+                yield room, client
+
     def __len__(self) -> int:
         return sum(len(m) for m in self._rooms.values())

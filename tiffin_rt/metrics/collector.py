@@ -53,9 +53,31 @@ def socketio_connections(sio: Any) -> Counter[tuple[str, str]]:
     return found
 
 
-def _counter(name: str, doc: str, labels: list[str], counts: Counter[Any]) -> CounterMetricFamily:
+# Label values known in advance: exported at 0 before the first count, so that rate() and
+# increase() see the first one (a series that appears with 1 has no increase to show).
+TRANSPORTS = ("websocket", "polling", "sse")
+REPLAY_TRANSPORTS = ("socketio", "sse")
+RESYNC_REASONS = ("expired", "too_many", "unavailable", "invalid")
+LIMITS = (
+    "connect_per_ip",
+    "handshakes_per_ip",
+    "events_per_connection",
+    "events_per_user",
+    "connections_per_user",
+    "abuse_strikes",
+)
+
+
+def _counter(
+    name: str,
+    doc: str,
+    labels: list[str],
+    counts: Counter[Any],
+    known: Iterable[Any] = (),
+) -> CounterMetricFamily:
     family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
-    for key, value in sorted(counts.items()):
+    values = dict.fromkeys(known, 0) | dict(counts)
+    for key, value in sorted(values.items()):
         family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
     return family
 
@@ -104,6 +126,7 @@ class AppCollector(Collector):
             "Connections accepted, by namespace (/notifications, /support, sse)",
             ["namespace"],
             metrics.CONNECTS,
+            ("/notifications", "/support", "sse"),
         )
         yield _counter(
             "refusals",
@@ -122,27 +145,35 @@ class AppCollector(Collector):
             "Rate-limit refusals, by the limit that refused",
             ["limit"],
             metrics.RATE_LIMITED,
+            LIMITS,
         )
         yield _counter(
             "slow_consumers_dropped",
             "Connections cut for being more than delivery.max_buffered_kib behind",
             ["transport"],
             metrics.SLOW_DROPPED,
+            TRANSPORTS,
         )
         yield _counter(
-            "replays", "Reconnections sent the events they missed", ["transport"], metrics.REPLAYS
+            "replays",
+            "Reconnections sent the events they missed",
+            ["transport"],
+            metrics.REPLAYS,
+            REPLAY_TRANSPORTS,
         )
         yield _counter(
             "replayed_events",
             "Events sent by replays",
             ["transport"],
             metrics.REPLAYED_EVENTS,
+            REPLAY_TRANSPORTS,
         )
         yield _counter(
             "resyncs",
             "Reconnections told to reload (resync) instead of a replay, by reason",
             ["transport", "reason"],
             metrics.RESYNCS,
+            ((t, r) for t in REPLAY_TRANSPORTS for r in RESYNC_REASONS),
         )
 
     def _listener(self) -> Iterator[Metric]:

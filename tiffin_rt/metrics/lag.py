@@ -47,6 +47,7 @@ class ListenerLag:
         self.bucket_counts = [0] * (len(LAG_BUCKETS) + 1)
         self.total_seconds = 0.0
         self.observed = 0
+        self.last_lag: float | None = None  # of the last event observed (the admin view)
 
     def deliver(self, events: Sequence[Event]) -> None:
         now = self._clock()
@@ -60,6 +61,8 @@ class ListenerLag:
             counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
             total += lag
             observed += 1
+        if observed:
+            self.last_lag = lag
         self.total_seconds += total
         self.observed += observed
 

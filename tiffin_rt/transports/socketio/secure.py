@@ -22,6 +22,7 @@ from tiffin_rt.auth import AuthError, Identity, TokenVerifier
 from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.core.errors import ClientError, ack_error, ack_ok
 from tiffin_rt.db.errors import DB_ERRORS, INPUT_ERRORS, input_error_name
+from tiffin_rt.logcontext import CONNECTION_ID
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.deadlines import Deadlines
 
@@ -130,6 +131,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             identity = self._verifier.verify(token)
         except AuthError as exc:
             metrics.refused(self.namespace, exc.code)
+            log.debug("%s connection refused: %s", self.namespace, exc.message)
             raise refused(exc.code, exc.message) from None
         if not await self._limits.open_user_connection(identity.user_id):
             metrics.refused(self.namespace, "connections_per_user")
@@ -147,6 +149,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.on_disconnect(sid)  # refused half way: nothing of it is kept
             raise
         metrics.connected(self.namespace)
+        log.debug("%s: user %s (%s) connected", self.namespace, identity.user_id, identity.role)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self._connections.pop(sid, None)
@@ -181,6 +184,7 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """python-socketio's own connect/disconnect (client events come to client_event)."""
+        CONNECTION_ID.set(args[0] if args else None)  # each event runs in a task of its own
         if event in _LIFECYCLE:
             return await super().trigger_event(event, *args)
         return await self.client_event(event, *args)

@@ -1,0 +1,1 @@
+"""The admin view: GET /admin (a page) and GET /admin/state (what it shows), admin role only."""
