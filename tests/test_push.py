@@ -57,6 +57,7 @@ def push_config(vapid: KeyPair, **extra: Any) -> dict[str, Any]:
         "retry_max_delay": 5,
         "ttl": 3600,
         "urgency": "high",
+        "claim_delay": 0,
     } | extra
 
 
@@ -462,3 +463,50 @@ def test_push_config_errors_name_the_key(tmp_path: Path, push: str, message: str
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     assert message in str(info.value)
+
+
+async def test_a_user_connected_to_another_node_is_not_pushed_and_each_push_goes_out_once(
+    start_server: StartServer, vapid: KeyPair, pushes: PushServiceForTests, db: asyncpg.Connection
+) -> None:
+    # Two nodes on one database: each hears every event, each sees only its own connections.
+    node_a = await start(start_server, vapid, workers=1, claim_delay=0.5)
+    node_b = await start(start_server, vapid, workers=1, claim_delay=0.5)
+    alice_phone, bob_phone = pushes.new_device(), pushes.new_device()
+    await call(node_a, "POST", "alice", pushes.subscription(alice_phone))
+    await call(node_b, "POST", "bob", pushes.subscription(bob_phone))
+    client, live = await online(node_a, "alice")
+    try:
+        await notify(db, "alice", "seen on node a")
+        await notify(db, "bob", "bob is away")
+        await live.wait_for("notification")
+        (push,) = await pushes.wait_for(bob_phone)
+        assert push.payload["title"] == "bob is away"
+
+        def claimed_elsewhere() -> int:
+            return sum(n.app[PUSH].describe()["claimedElsewhere"] for n in (node_a, node_b))
+
+        # node b found alice's notification claimed by node a (which delivered it live), and
+        # one node found bob's claimed by the other: nothing more is coming.
+        await eventually(lambda: claimed_elsewhere() == 2)
+        assert pushes.to(alice_phone) == []
+        assert len(pushes.to(bob_phone)) == 1
+        assert node_a.app[PUSH].describe()["skippedOnline"] == 1
+    finally:
+        await client.disconnect()
+
+
+async def test_a_user_back_within_the_claim_delay_is_not_pushed(
+    start_server: StartServer, vapid: KeyPair, pushes: PushServiceForTests, db: asyncpg.Connection
+) -> None:
+    server = await start(start_server, vapid, claim_delay=1.0)
+    phone = pushes.new_device()
+    await call(server, "POST", "alice", pushes.subscription(phone))
+    await notify(db, "alice", "while reloading the page")
+    await eventually(lambda: server.app[PUSH].describe()["queued"] == 1)
+    client, _ = await online(server, "alice")  # back (the replay brings it) before the claim
+    try:
+        await eventually(lambda: server.app[PUSH].describe()["skippedOnline"] == 1)
+        assert server.app[PUSH].describe()["claimedElsewhere"] == 0
+        assert pushes.to(phone) == []
+    finally:
+        await client.disconnect()

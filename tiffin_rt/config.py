@@ -396,6 +396,7 @@ class PushSettings(_Section):
     retry_min_delay: float = Field(default=1.0, gt=0)
     retry_max_delay: float = Field(default=60.0, gt=0)
     max_subscriptions_per_user: int = Field(default=10, ge=1, le=1000)
+    claim_delay: float = Field(default=1.0, ge=0, le=60)
     http_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("vapid_subject")

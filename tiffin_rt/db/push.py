@@ -122,3 +122,17 @@ async def claim(db: Db, event_id: int, user_id: str) -> bool:
         user_id,
     )
     return bool(claimed)
+
+
+async def claim_for_connected(db: Db, pairs: list[tuple[int, str]]) -> None:
+    """Claim these (event, user) pairs without pushing: a node where the user is connected
+    takes them first, so no node that does not see the connection pushes them. Only users with
+    a device are written."""
+    await db.execute(
+        "INSERT INTO tiffin_rt.push_claims (event_id, user_id)"
+        " SELECT e, u FROM unnest($1::bigint[], $2::text[]) AS t(e, u)"
+        " WHERE EXISTS (SELECT 1 FROM tiffin_rt.push_subscriptions s WHERE s.user_id = t.u)"
+        " ON CONFLICT DO NOTHING",
+        [event for event, _ in pairs],
+        [user for _, user in pairs],
+    )

@@ -2,10 +2,13 @@
 
 The router calls `deliver` in the listener's tick, with the live sinks: it only decides who is
 offline (this node's /notifications rooms) and puts a job on a bounded queue, never awaiting.
-Worker tasks look the user's devices up, claim the event (one node of several pushes it), and
-send; a retry waits on a timer and goes back on the queue, so a slow or failing push service
-holds a worker for at most push.timeout and never the router. A full queue drops the job,
-counted and logged.
+With several nodes every node hears every event but sees only its own connections: a node that
+delivered a notification live claims it at once (one batched insert, users with devices only),
+one that did not waits push.claim_delay before it claims; the first claim decides, so a user
+connected to any node is not pushed. Worker tasks look the
+user's devices up, claim the event, and send; a retry waits on a timer and goes back on the
+queue, so a slow or failing push service holds a worker for at most push.timeout and never the
+router. A full queue drops the job, counted and logged.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ OVERFLOW_LOG_INTERVAL = 10.0
 class Store(Protocol):
     async def for_user(self, user_id: str) -> list[StoredSubscription]: ...
     async def claim(self, event_id: int, user_id: str) -> bool: ...
+    async def claim_for_connected(self, pairs: list[tuple[int, str]]) -> None: ...
     async def forget(self, subscription: StoredSubscription) -> None: ...
     async def pushed(self, subscription: StoredSubscription) -> None: ...
 
@@ -46,6 +50,7 @@ class _ForUser:
     event_id: int
     user_id: str
     message: dict[str, Any]
+    due: float  # loop time: claimed no earlier (push.claim_delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,9 @@ class PushDispatcher:
         self._queue: asyncio.Queue[_ForUser | _ToDevice] = asyncio.Queue(self.settings.queue_size)
         self._timers: set[asyncio.TimerHandle] = set()
         self._overflow_logged = 0.0
+        # (event, user) pairs delivered live here, to claim so that no other node pushes them.
+        self._connected: list[tuple[int, str]] = []
+        self._connected_ready = asyncio.Event()
 
     @property
     def backlog(self) -> int:
@@ -103,6 +111,8 @@ class PushDispatcher:
 
     def deliver(self, events: Sequence[Event]) -> None:
         always = self.settings.when == "always"
+        delay = 0.0 if always else self.settings.claim_delay
+        due = asyncio.get_running_loop().time() + delay
         for event in events:
             if event.kind != NOTIFICATION:
                 continue
@@ -112,8 +122,17 @@ class PushDispatcher:
                 user_id = room[5:]
                 if not always and self.is_online(user_id):
                     self.stats.skipped_online += 1
+                    if delay > 0:
+                        self._claim_connected(event.id, user_id)
                     continue
-                self._offer(_ForUser(event.id, user_id, notification_message(event)))
+                self._offer(_ForUser(event.id, user_id, notification_message(event), due))
+
+    def _claim_connected(self, event_id: int, user_id: str) -> None:
+        if len(self._connected) >= self.settings.queue_size:
+            self.stats.dropped += 1
+            return
+        self._connected.append((event_id, user_id))
+        self._connected_ready.set()
 
     def _offer(self, job: _ForUser | _ToDevice) -> None:
         try:
@@ -149,12 +168,31 @@ class PushDispatcher:
             finally:
                 self._queue.task_done()
 
+    async def claim_connected(self) -> None:
+        """Claims for users connected here, written in batches by one task."""
+        while True:
+            await self._connected_ready.wait()
+            self._connected_ready.clear()
+            pairs, self._connected = self._connected, []
+            try:
+                await self.store.claim_for_connected(pairs)
+            except Exception as exc:  # the database is down: other nodes may push them
+                log.warning("push: claiming %d live deliveries failed: %r", len(pairs), exc)
+
     async def _for_user(self, job: _ForUser) -> None:
+        wait = job.due - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         devices = await self.store.for_user(job.user_id)
         if not devices:
             return
         if not await self.store.claim(job.event_id, job.user_id):
             self.stats.claimed_elsewhere += 1
+            return
+        if self.settings.when == "offline" and self.is_online(job.user_id):
+            # Connected again while the claim waited: a reload, a reconnect. Its replay brings
+            # the notification; the claim keeps the other nodes from pushing it.
+            self.stats.skipped_online += 1
             return
         body = push_body(job.message)
         await asyncio.gather(

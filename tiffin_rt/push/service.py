@@ -32,6 +32,9 @@ class PoolStore:
     async def claim(self, event_id: int, user_id: str) -> bool:
         return await push.claim(self.pool, event_id, user_id)
 
+    async def claim_for_connected(self, pairs: list[tuple[int, str]]) -> None:
+        await push.claim_for_connected(self.pool, pairs)
+
     async def forget(self, subscription: StoredSubscription) -> None:
         await push.forget(self.pool, subscription.id, subscription.subscription.endpoint)
 
@@ -77,6 +80,9 @@ class PushService:
             asyncio.create_task(self.dispatcher.work(), name=f"tiffin_rt-push-{n}")
             for n in range(settings.workers)
         ]
+        self._workers.append(
+            asyncio.create_task(self.dispatcher.claim_connected(), name="tiffin_rt-push-claims")
+        )
         self._workers.append(
             asyncio.create_task(
                 prune_forever(self._pool, CLAIM_RETENTION_DAYS, 3600, "tiffin_rt.push_claims"),
