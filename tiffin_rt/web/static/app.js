@@ -634,6 +634,9 @@ async function start() {
     toast("Cannot load orders", explain(err.message), "error");
     showNotice(`Cannot load orders: ${explain(err.message)}`);
   }
+  if (window.tiffinPush) {
+    window.tiffinPush.mount({ api, toast, onNotification, setPill }).catch((err) => console.warn("push:", err));
+  }
   if (typeof io === "function") {
     connectNotifications();
     if (window.tiffinChat && user.role !== "kitchen") {
