@@ -19,7 +19,15 @@ import pytest
 import socketio
 
 from tests.conftest import StartServer
-from tests.helpers import Received, base_url, leave, make_settings, marker_arrived, token
+from tests.helpers import (
+    Received,
+    base_url,
+    eventually,
+    leave,
+    make_settings,
+    marker_arrived,
+    token,
+)
 from tiffin_rt.config import Settings
 
 NS = "/notifications"
@@ -434,3 +442,21 @@ async def test_rooms_a_client_lies_about_are_refused_and_send_it_no_queue(
         assert (await alice.call("joinRoom", "order-1", namespace=NS, timeout=5))["ok"]
         (position,) = await got.wait_for("queuePosition")
         assert position["orderId"] == "1"
+
+
+async def test_changes_made_while_the_queue_cannot_be_read_are_sent_once_it_can(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, settings = await server_url(start_server, dsn, **FAST)
+    kitchen = token(settings, "chef", "kitchen", vendor_id="spice-garden")
+    async with client(url, kitchen, "polling") as (_, got):
+        await got.wait_for("kitchenQueue")
+        # the backend's table is away (renamed): every read fails; its trigger still logs
+        await db.execute("ALTER TABLE orders RENAME TO orders_away")
+        await db.execute("UPDATE orders_away SET status = 'preparing' WHERE id = 2")
+        await db.execute("UPDATE orders_away SET status = 'confirmed' WHERE id = 1")
+        await eventually(lambda: "kitchen queue: reading" in caplog.text)
+        await db.execute("ALTER TABLE orders_away RENAME TO orders")
+        message = await queue_where(got, lambda m: m["counts"]["preparing"] == 1, timeout=10)
+        assert message["counts"] == {"pending": 1, "confirmed": 1, "preparing": 1, "ready": 0}
+        assert positions(message) == {"2": 1, "1": 2, "4": 3}

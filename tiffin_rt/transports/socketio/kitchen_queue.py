@@ -172,6 +172,10 @@ class KitchenQueues:
                 await self._serve(flushing, newcomers)
             except DB_ERRORS as exc:
                 self._retry(flushing, newcomers, exc)
+            except Exception as exc:  # a fault of ours must not end the queue for good
+                if not self._failing:
+                    log.exception("kitchen queue: serving %s failed", sorted(flushing)[:5])
+                self._retry(flushing, newcomers, exc)
             else:
                 self._failing = 0
 
