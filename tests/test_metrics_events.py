@@ -5,6 +5,7 @@ consumers cut off."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -14,7 +15,15 @@ import pytest
 import socketio
 
 from tests.conftest import StartServer
-from tests.helpers import Received, base_url, eventually, make_settings, sio_client, token
+from tests.helpers import (
+    Received,
+    base_url,
+    eventually,
+    make_settings,
+    sio_client,
+    sse_events,
+    token,
+)
 from tests.metrics_helpers import METRICS_ON, Scrape, scrape
 from tests.replay_helpers import connected, delivered_live, set_statuses
 from tests.test_hardening_slow import (
@@ -27,6 +36,8 @@ from tests.test_hardening_slow import (
     keeping_up,
     set_status,
 )
+from tests.test_rider_location import TRACKING, position, send
+from tests.test_rider_location import client as location_client
 
 ORDER_1 = "/api/notifications/orders/1/status"
 NS = "/notifications"
@@ -202,9 +213,12 @@ async def test_a_slow_consumer_cut_off_is_counted_by_transport(
     tok = token(settings, "alice")
     caplog.set_level(logging.WARNING)
     before = await scrape(url)
-    async with aiohttp.ClientSession() as http, keeping_up(url, settings, ["websocket"]) as (
-        _,
-        healthy,
+    async with (
+        aiohttp.ClientSession() as http,
+        keeping_up(url, settings, ["websocket"]) as (
+            _,
+            healthy,
+        ),
     ):
         stalled: RawWebSocket | RawPolling | RawEventStream
         if transport == "websocket":
@@ -226,3 +240,43 @@ async def test_a_slow_consumer_cut_off_is_counted_by_transport(
     assert moved(before, after, dropped, transport=transport) == 1
     others = {"websocket", "polling", "sse"} - {transport}
     assert all(moved(before, after, dropped, transport=other) == 0 for other in others)
+
+
+async def test_rider_positions_count_on_socketio_and_sse_location_streams(
+    start_server: StartServer, dsn: str
+) -> None:
+    settings = make_settings(dsn, metrics=METRICS_ON, tracking=TRACKING)
+    url = base_url(await start_server(settings))
+    alice = token(settings, "alice")
+    watcher, received = await location_client(url, alice)
+    rider, _ = await location_client(url, token(settings, "rita", "rider"))
+    headers = {"Authorization": f"Bearer {alice}"}
+    try:
+        assert (await watcher.call("joinRoom", "order-1", namespace=NS))["ok"]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "/api/notifications/orders/1/location", headers=headers) as stream,
+        ):
+            assert stream.status == 200
+
+            async def open_stream() -> bool:
+                s = await scrape(url)
+                return (
+                    s.value("tiffin_rt_connections", transport="sse", namespace="sse_location") == 1
+                )
+
+            await _until(open_stream)
+            before = await scrape(url)
+            sent = position(n=1)
+            assert (await send(rider, sent))["ok"] is True
+            async for event in sse_events(stream):
+                if event.data and json.loads(event.data).get("lat") == sent["lat"]:
+                    break
+            await eventually(lambda: received.of("riderLocation"))
+            after = await scrape(url)
+    finally:
+        await watcher.disconnect()
+        await rider.disconnect()
+    kind = "riderLocation"
+    assert moved(before, after, DELIVERED, kind=kind, transport="websocket") == 1
+    assert moved(before, after, DELIVERED, kind=kind, transport="sse") == 1

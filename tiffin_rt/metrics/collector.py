@@ -26,6 +26,7 @@ from tiffin_rt.cluster import CLUSTER_BUS
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SOCKETIO
 from tiffin_rt.metrics.lag import ListenerLag
 from tiffin_rt.transports.socketio.websocket import LeanWebSocket
+from tiffin_rt.transports.sse_location import LOCATION_STREAMS
 
 PREFIX = "tiffin_rt"
 LISTENER_LAG = web.AppKey("listener_lag", ListenerLag)
@@ -109,6 +110,8 @@ class AppCollector(Collector):
             for transport in ("websocket", "polling"):
                 found.setdefault((transport, namespace), 0)
         found["sse", "sse"] = len(self._app[HUB]) if HUB in self._app else 0
+        locations = self._app.get(LOCATION_STREAMS)
+        found["sse", "sse_location"] = len(locations) if locations is not None else 0
         for (transport, namespace), count in sorted(found.items()):
             open_now.add_metric([transport, namespace], count)
         yield open_now
@@ -138,7 +141,7 @@ class AppCollector(Collector):
             "events_delivered",
             "Messages written to clients, one per recipient, by event name and transport",
             ["kind", "transport"],
-            metrics.DELIVERED,
+            self._delivered(),
         )
         yield _counter(
             "rate_limited",
@@ -175,6 +178,15 @@ class AppCollector(Collector):
             metrics.RESYNCS,
             ((t, r) for t in REPLAY_TRANSPORTS for r in RESYNC_REASONS),
         )
+
+    def _delivered(self) -> Counter[tuple[str, str]]:
+        """The process's counts, and the rider positions written to SSE location streams (which
+        count their own)."""
+        delivered = Counter(metrics.DELIVERED)
+        locations = self._app.get(LOCATION_STREAMS)
+        if locations is not None:
+            delivered["riderLocation", "sse"] += locations.sent
+        return delivered
 
     def _listener(self) -> Iterator[Metric]:
         listener = self._app.get(LISTENER)
