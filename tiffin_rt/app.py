@@ -21,6 +21,7 @@ from tiffin_rt.cluster import CLUSTER_BUS, open_bus
 from tiffin_rt.cluster.bus import LocalEmit
 from tiffin_rt.config import Settings
 from tiffin_rt.core.hub import Hub
+from tiffin_rt.core.payments import PAYMENT_STATUS, PaymentAudit
 from tiffin_rt.core.router import Router
 from tiffin_rt.db import migrate
 from tiffin_rt.db.embedded import EmbeddedPostgres
@@ -53,6 +54,7 @@ from tiffin_rt.transports.health import setup_health
 from tiffin_rt.transports.http_auth import auth_middlewares
 from tiffin_rt.transports.inbox_http import setup_inbox_http
 from tiffin_rt.transports.origins import OriginPolicy, setup_cors
+from tiffin_rt.transports.payment_webhook import setup_payment_webhook
 from tiffin_rt.transports.socketio.notifications import (
     NOTIFICATION_GATEWAY,
     NotificationGateway,
@@ -93,7 +95,7 @@ async def _migrate(dsn: str, settings: Settings) -> None:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         if settings.database.auto_migrate:
-            await migrate.upgrade(conn, settings.orders)
+            await migrate.upgrade(conn, settings.orders, settings.payments)
         installed = await conn.fetchval("SELECT to_regclass('tiffin_rt.events') IS NOT NULL")
     except migrate.SchemaError as exc:
         raise StartupError(str(exc)) from exc
@@ -239,6 +241,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = verifier
     app[RATE_LIMITS] = limits
     app[ROUTER] = Router()
+    app[ROUTER].add_sink(PaymentAudit(), kinds={PAYMENT_STATUS})  # logs odd payment rows
     app[HUB] = Hub()
     sio = create_socketio_server(settings, origins)
     app[CLUSTER_BUS] = bus
@@ -260,6 +263,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_web(app, settings)
     setup_inbox_http(app)
     setup_admin(app)
+    setup_payment_webhook(app)
     app[DRAIN] = Drain()
     app.on_shutdown.append(drain_connections)
     setup_cors(app, origins)  # last: every REST and SSE route exists

@@ -230,9 +230,11 @@ def _cmd_db(args: argparse.Namespace) -> int:
         return _psql(settings, args.psql_args)
 
     async def upgrade(conn: asyncpg.Connection) -> None:
-        applied = await migrate.upgrade(conn, settings.orders)
+        applied = await migrate.upgrade(conn, settings.orders, settings.payments)
         print("applied: " + ", ".join(applied) if applied else "up to date")
         print(f"triggers installed on {settings.orders.table}")
+        if settings.payments.enabled:
+            print(f"payment triggers installed on {settings.payments.table}")
 
     async def downgrade(conn: asyncpg.Connection) -> None:
         removed = await migrate.downgrade(conn)
@@ -356,6 +358,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  listen on {settings.server.host}:{settings.server.port}")
     print(f"  database: {where}")
     print(f"  orders table: {settings.orders.table}")
+    payments = settings.payments
+    print(f"  payments table: {payments.table or 'none (payments.table is empty)'}")
+    webhook = "on" if payments.webhook_secret.get_secret_value() else "off (no webhook_secret)"
+    print(f"  payment webhook: {webhook}")
     return 0
 
 

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -162,6 +163,81 @@ class OrdersSettings(_Section):
         if not _IDENTIFIER.match(value):
             raise ValueError(f"not a column name ({value!r})")
         return value
+
+    @property
+    def schema_name(self) -> str:
+        return self.table.split(".")[0] if "." in self.table else "public"
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".")[-1]
+
+
+class PaymentsSettings(_Section):
+    """The backend's payments table (empty `table`: no payment events) and the provider webhook."""
+
+    table: str = ""
+    id_column: str = "id"
+    order_id_column: str = "order_id"
+    status_column: str = "status"
+    amount_column: str = "amount"
+    currency_column: str = "currency"
+    reference_column: str = "provider_reference"
+    # Amounts stored as integers of the currency's smallest unit (1450 = 14.50 EUR).
+    amount_in_minor_units: bool = False
+    # Locale of the amounts in the inbox text ("Payment of €14.50 received").
+    locale: str = "en"
+    create_demo_table: bool = False
+    # POST /api/webhooks/payments: off while the secret is empty.
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_signature_header: str = "Stripe-Signature"
+    webhook_tolerance: float = Field(default=300.0, gt=0, le=86400)
+    webhook_max_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    webhook_retention_days: float = Field(default=30.0, gt=0)
+
+    @field_validator("table")
+    @classmethod
+    def _qualified_name(cls, value: str) -> str:
+        parts = value.split(".")
+        if value and (len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts)):
+            raise ValueError(f"not a table name or schema.table ({value!r})")
+        return value
+
+    @field_validator(
+        "id_column",
+        "order_id_column",
+        "status_column",
+        "amount_column",
+        "currency_column",
+        "reference_column",
+    )
+    @classmethod
+    def _column_name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"not a column name ({value!r})")
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value)
+        except (UnknownLocaleError, ValueError, TypeError):
+            raise ValueError(f"not a locale such as 'en' or 'de_CH' ({value!r})") from None
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("at least 16 bytes (or empty: no webhook)")  # never quotes it
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.table)
 
     @property
     def schema_name(self) -> str:
@@ -439,6 +515,7 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     orders: OrdersSettings = Field(default_factory=OrdersSettings)
+    payments: PaymentsSettings = Field(default_factory=PaymentsSettings)
     notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
     support: SupportSettings = Field(default_factory=SupportSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
@@ -504,7 +581,7 @@ def _describe(error: ValidationError, source: str) -> str:
         message = "unknown key"
     elif first["type"].startswith("value_error"):
         message = message.removeprefix("Value error, ")
-    else:
+    elif "secret" not in key:  # a secret is never quoted back, not even a malformed one
         message = f"{message} (got {first.get('input')!r})"
     return f"{source}: {key}: {message}"
 

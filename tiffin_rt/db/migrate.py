@@ -8,11 +8,19 @@ from importlib import resources
 
 import asyncpg
 
-from tiffin_rt.config import OrdersSettings
+from tiffin_rt.config import OrdersSettings, PaymentsSettings
+from tiffin_rt.db.money import install_money_sql
+from tiffin_rt.db.payment_triggers import (
+    PAYMENT_TRIGGER_NAMES,
+    demo_payments_sql,
+    install_payment_triggers_sql,
+    payments_table,
+)
 from tiffin_rt.db.triggers import (
     TRIGGER_NAMES,
     demo_table_sql,
     install_triggers_sql,
+    qualified_table,
     quote_ident,
 )
 
@@ -88,8 +96,97 @@ async def _check_orders_table(conn: asyncpg.Connection, orders: OrdersSettings) 
     return True
 
 
-async def upgrade(conn: asyncpg.Connection, orders: OrdersSettings) -> list[str]:
-    """Apply pending migrations and (re)install the triggers; returns what was applied."""
+_PAYMENT_COLUMNS = (
+    "id_column",
+    "order_id_column",
+    "status_column",
+    "amount_column",
+    "currency_column",
+    "reference_column",
+)
+
+
+async def _column_type(conn: asyncpg.Connection, table: str, column: str) -> str | None:
+    type_name: str | None = await conn.fetchval(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+        table,
+        column,
+    )
+    return type_name
+
+
+async def _drop_payment_triggers(conn: asyncpg.Connection) -> list[str]:
+    """Payment triggers wherever they are (payments.table was emptied or changed)."""
+    tables = [
+        r["t"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT tgrelid::regclass::text AS t FROM pg_trigger WHERE tgname = ANY($1)",
+            list(PAYMENT_TRIGGER_NAMES),
+        )
+    ]
+    for table in tables:
+        for trigger in PAYMENT_TRIGGER_NAMES:
+            await conn.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
+    return tables
+
+
+async def _install_payments(
+    conn: asyncpg.Connection, payments: PaymentsSettings, orders: OrdersSettings
+) -> list[str]:
+    """The payments table's triggers and the amount formats of payments.locale."""
+    applied: list[str] = []
+    removed = await _drop_payment_triggers(conn)  # reinstalled below when still configured
+    if not payments.enabled:
+        return [f"payment triggers removed from {table}" for table in removed]
+    table = payments_table(payments)
+    order_id_type = await _column_type(conn, qualified_table(orders), orders.id_column)
+    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        if not payments.create_demo_table:
+            raise SchemaError(
+                f"payments.table: table {payments.table} does not exist "
+                "(create it, set payments.create_demo_table: true, or payments.table: '')"
+            )
+        for statement in demo_payments_sql(payments, orders, order_id_type or "text"):
+            await conn.execute(statement)
+        applied.append(f"demo table {payments.table}")
+    rows = await conn.fetch(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = $1 AND table_name = $2",
+        payments.schema_name,
+        payments.table_name,
+    )
+    present = {r["column_name"] for r in rows}
+    for key in _PAYMENT_COLUMNS:
+        column = getattr(payments, key)
+        if column not in present:
+            raise SchemaError(
+                f"payments.{key}: table {payments.table} has no column {column!r} "
+                f"(columns: {', '.join(sorted(present))})"
+            )
+    for statement in install_money_sql(payments.locale):
+        await conn.execute(statement)
+    payment_order_type = await _column_type(conn, table, payments.order_id_column)
+    cast_to = None if payment_order_type == order_id_type else order_id_type or "text"
+    for statement in install_payment_triggers_sql(payments, orders, cast_to):
+        await conn.execute(statement)
+    await conn.execute(
+        "INSERT INTO tiffin_rt.installed_triggers (table_name) VALUES ($1) "
+        "ON CONFLICT (table_name) DO NOTHING",
+        payments.table,
+    )
+    return applied
+
+
+async def upgrade(
+    conn: asyncpg.Connection,
+    orders: OrdersSettings,
+    payments: PaymentsSettings | None = None,
+) -> list[str]:
+    """Apply pending migrations and (re)install the triggers; returns what was applied.
+
+    `payments`: install (or, with an empty table, remove) the payment triggers; None leaves
+    them as they are."""
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
     try:
@@ -130,6 +227,8 @@ async def upgrade(conn: asyncpg.Connection, orders: OrdersSettings) -> list[str]
                 "ON CONFLICT (table_name) DO NOTHING",
                 orders.table,
             )
+            if payments is not None:
+                applied.extend(await _install_payments(conn, payments, orders))
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
     return applied
@@ -151,7 +250,7 @@ async def downgrade(conn: asyncpg.Connection) -> list[str]:
             schema, _, name = table.rpartition(".")
             qualified = f"{quote_ident(schema or 'public')}.{quote_ident(name)}"
             if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", qualified):
-                for trigger in TRIGGER_NAMES:
+                for trigger in (*TRIGGER_NAMES, *PAYMENT_TRIGGER_NAMES):
                     await conn.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {qualified}")
                 removed.append(f"triggers on {table}")
         await conn.execute("DROP SCHEMA tiffin_rt CASCADE")

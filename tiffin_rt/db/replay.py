@@ -44,13 +44,15 @@ async def events_for_rooms(
     return [row_to_event(r) for r in rows]
 
 
-async def order_events_after(db: Db, order_id: str, after: int, limit: int) -> list[Event]:
-    """An order's status events after `after`, in id order, at most `limit`."""
+async def order_events_after(
+    db: Db, order_id: str, after: int, limit: int, *, kinds: Sequence[str] = (ORDER_STATUS,)
+) -> list[Event]:
+    """An order's events of `kinds` (its status) after `after`, in id order, at most `limit`."""
     rows = await db.fetch(
         f"SELECT {EVENT_COLUMNS} FROM tiffin_rt.events"
-        " WHERE order_id = $1 AND kind = $2 AND id > $3 ORDER BY id LIMIT $4",
+        " WHERE order_id = $1 AND kind = ANY($2::text[]) AND id > $3 ORDER BY id LIMIT $4",
         order_id,
-        ORDER_STATUS,
+        list(kinds),
         after,
         limit,
     )

@@ -33,7 +33,8 @@ _PASS_KEY = web.RequestKey("guard_pass", str)
 
 # Routes that need no token: health, the Socket.IO endpoint (it authenticates on connect),
 # the demo page, its static files and its token minting (which exists only with demo.enabled);
-# /metrics checks metrics.token itself (a scraper has no JWT).
+# /metrics checks metrics.token itself (a scraper has no JWT); the payment webhook checks the
+# provider's signature.
 PUBLIC_PATHS = (
     r"^/healthz$",
     r"^/metrics$",
@@ -43,6 +44,7 @@ PUBLIC_PATHS = (
     r"^/static/",
     r"^/favicon",
     r"^/api/demo/(users|token)$",
+    r"^/api/webhooks/payments$",
 )
 _PUBLIC = re.compile("|".join(f"(?:{p})" for p in PUBLIC_PATHS))
 

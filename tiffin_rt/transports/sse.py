@@ -16,12 +16,12 @@ from tiffin_rt import metrics
 from tiffin_rt.access import AccessDenied, Admits
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.events import (
-    ORDER_STATUS,
     Event,
     current_status_message,
     order_status_message,
 )
 from tiffin_rt.core.hub import TOKEN_EXPIRED, EndReason, Hub, Message
+from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.core.rooms import Room, room_for_order
 from tiffin_rt.db.errors import DB_ERRORS
@@ -36,7 +36,13 @@ from tiffin_rt.keys import (
 from tiffin_rt.transports.departures import Departures, client_gone
 from tiffin_rt.transports.http_auth import json_error
 from tiffin_rt.transports.sse_guard import end_stream, token_deadline
-from tiffin_rt.transports.sse_replay import nothing_left, requested_resume, send_missed
+from tiffin_rt.transports.sse_replay import (
+    ORDER_STREAM_KINDS,
+    PAYMENT,
+    nothing_left,
+    requested_resume,
+    send_missed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +56,13 @@ ORDER_STATUS_UPDATE = "orderStatusUpdate"
 SSE_DEPARTURES = web.AppKey("sse_departures", Departures)
 
 
-def sse_event(data: bytes, event_id: int) -> bytes:
-    """One event as aiohttp-sse writes it (`id:` only for events in the log)."""
+def sse_event(data: bytes, event_id: int, name: bytes = b"") -> bytes:
+    """One event as aiohttp-sse writes it (`id:` only for events in the log; `event:` only
+    for named events, which `EventSource.onmessage` does not receive)."""
+    head = b"event: %s\r\n" % name if name else b""
     if event_id:
-        return b"id: %d\r\ndata: %s\r\n\r\n" % (event_id, data)
-    return b"data: %s\r\n\r\n" % data
+        return head + b"id: %d\r\ndata: %s\r\n\r\n" % (event_id, data)
+    return head + b"data: %s\r\n\r\n" % data
 
 
 def http_chunk(body: bytes) -> bytes:
@@ -71,10 +79,17 @@ class SseSink:
 
     def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
-            if event.kind != ORDER_STATUS or event.order_id is None:
+            if event.kind not in ORDER_STREAM_KINDS or event.order_id is None:
                 continue
             room = room_for_order(event.order_id)
             if not self._hub.has_room(room):
+                continue
+            if event.kind == PAYMENT_STATUS:
+                body = sse_event(orjson.dumps(payment_status_message(event)), event.id, PAYMENT)
+                sent = self._hub.publish(
+                    room, SseMessage(event_id=event.id, data=body, framed=http_chunk(body))
+                )
+                metrics.delivered("paymentStatusUpdate", "sse", sent)
                 continue
             message = order_status_message(event)
             body = sse_event(orjson.dumps(message), event.id)

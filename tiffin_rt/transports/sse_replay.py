@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from tiffin_rt import metrics
-from tiffin_rt.core.events import Event, order_status_message
+from tiffin_rt.core.events import ORDER_STATUS, Event, order_status_message
+from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
 from tiffin_rt.core.replay import parse_last_event_id, resumable
 from tiffin_rt.db import replay
 from tiffin_rt.db.errors import DB_ERRORS
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 
 # Polyfills that cannot set headers send the id in the query string instead.
 QUERY_PARAMETER = "lastEventId"
+
+# What an order's stream carries: its status (unnamed events) and its payments (named).
+ORDER_STREAM_KINDS = (ORDER_STATUS, PAYMENT_STATUS)
+PAYMENT = b"paymentStatusUpdate"
 
 
 def requested_resume(request: web.Request) -> int | None:
@@ -61,7 +66,9 @@ async def send_missed(
         if not resumable(after, await replay.log_bounds(pool)):
             reason, message = "expired", "events after Last-Event-ID are no longer kept"
         else:
-            events = await replay.order_events_after(pool, order_id, after, limit + 1)
+            events = await replay.order_events_after(
+                pool, order_id, after, limit + 1, kinds=ORDER_STREAM_KINDS
+            )
             if len(events) > limit:
                 reason, message = "too_many", f"more than {limit} events were missed"
     except DB_ERRORS as exc:
@@ -75,10 +82,15 @@ async def send_missed(
     last_sent = after
     metrics.replayed("sse", len(events))
     for index, event in enumerate(events):
+        retry = retry_ms if index == 0 else None
+        if event.kind == PAYMENT_STATUS:
+            payment = orjson.dumps(payment_status_message(event)).decode()
+            await stream.send(payment, id=str(event.id), event=PAYMENT.decode(), retry=retry)
+            last_sent = event.id
+            metrics.delivered("paymentStatusUpdate", "sse", 1)
+            continue
         data = order_status_message(event)
-        await stream.send(
-            orjson.dumps(data).decode(), id=str(event.id), retry=retry_ms if index == 0 else None
-        )
+        await stream.send(orjson.dumps(data).decode(), id=str(event.id), retry=retry)
         last_sent = event.id
         metrics.delivered("orderStatusUpdate", "sse", 1)
         if data["status"] in terminal:

@@ -23,6 +23,7 @@ from tiffin_rt.core.events import (
 )
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
 from tiffin_rt.core.parse import OrderIdFormat
+from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
 from tiffin_rt.core.policy import OrderParties
 from tiffin_rt.core.rooms import (
     InvalidRoom,
@@ -249,6 +250,8 @@ def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
         return "notification", notification_message(event)
     if event.kind == NOTIFICATION_READ:
         return "notificationRead", read_message(event)
+    if event.kind == PAYMENT_STATUS:
+        return "paymentStatusUpdate", payment_status_message(event)
     return None
 
 

@@ -1,0 +1,134 @@
+"""POST /api/webhooks/payments: a payment provider's signed status deliveries.
+
+Checked in this order, and nothing is written unless all pass: size (413), signature (401),
+timestamp within `payments.webhook_tolerance` (400 `stale_timestamp`), body (400). Then the
+provider's event id and the payment's new status are written in one transaction; a replayed
+event id writes nothing and answers 200 with `"duplicate": true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from tiffin_rt.background import task_context
+from tiffin_rt.core.errors import ClientError
+from tiffin_rt.core.webhook_delivery import parse_delivery
+from tiffin_rt.core.webhook_signature import BadSignature, StaleTimestamp, verify
+from tiffin_rt.db.errors import DB_ERRORS
+from tiffin_rt.db.payment_webhooks import Outcome, prune_deliveries, record_delivery
+from tiffin_rt.keys import POOL, SETTINGS
+from tiffin_rt.transports.http_auth import answers_refusals, json_error
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/api/webhooks/payments"
+PRUNE_INTERVAL = 3600.0
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    """The raw body (what was signed), refused past `limit` bytes before or while reading."""
+    too_large = ClientError("too_large", f"the body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@answers_refusals(unavailable="the payment could not be recorded; retry later")
+async def payment_webhook(request: web.Request) -> web.StreamResponse:
+    payments = request.app[SETTINGS].payments
+    remote = request.remote or "-"
+    try:
+        body = await _body(request, payments.webhook_max_bytes)
+    except ClientError:
+        log.warning(
+            "payment webhook from %s refused: body over %d bytes",
+            remote,
+            payments.webhook_max_bytes,
+        )
+        raise
+    try:
+        verify(
+            request.headers.get(payments.webhook_signature_header),
+            body,
+            payments.webhook_secret.get_secret_value().encode(),
+            tolerance=payments.webhook_tolerance,
+            now=time.time(),
+        )
+    except BadSignature as exc:
+        log.warning("payment webhook from %s refused: %s", remote, exc)
+        return json_error(401, "unauthorized", f"bad signature: {exc}")
+    except StaleTimestamp as exc:
+        log.warning("payment webhook from %s refused: %s", remote, exc)
+        return json_error(
+            400,
+            "stale_timestamp",
+            f"{exc}; at most {payments.webhook_tolerance:g} s are accepted",
+        )
+    try:
+        delivery = parse_delivery(body)
+    except ClientError as exc:
+        log.warning("payment webhook from %s refused: %s", remote, exc.message)
+        raise
+    try:
+        outcome = await record_delivery(request.app[POOL], payments, delivery)
+    except ClientError:
+        log.warning(
+            "payment webhook event %.80r: no payment with reference %.80r; not recorded",
+            delivery.event_id,
+            delivery.reference,
+        )
+        raise
+    log.info(
+        "payment webhook event %.80r: payment %.80r -> %.40r (%s)",
+        delivery.event_id,
+        delivery.reference,
+        delivery.status,
+        outcome.value,
+    )
+    return web.json_response(
+        {
+            "received": True,
+            "eventId": delivery.event_id,
+            "duplicate": outcome is Outcome.DUPLICATE,
+            "changed": outcome is Outcome.CHANGED,
+        }
+    )
+
+
+def _prune(app: web.Application) -> Coroutine[Any, Any, None]:
+    async def forever() -> None:
+        days = app[SETTINGS].payments.webhook_retention_days
+        while True:
+            try:
+                removed = await prune_deliveries(app[POOL], days)
+                if removed:
+                    log.info(
+                        "forgot %d payment webhook event id(s) older than %g days", removed, days
+                    )
+            except DB_ERRORS as exc:
+                log.warning("pruning payment webhook ids failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(PRUNE_INTERVAL)
+
+    return forever()
+
+
+def setup_payment_webhook(app: web.Application) -> None:
+    """The route, when payments.table and payments.webhook_secret are both set."""
+    payments = app[SETTINGS].payments
+    if not (payments.enabled and payments.webhook_secret.get_secret_value()):
+        return
+    app.router.add_post(ROUTE, payment_webhook)
+    app.cleanup_ctx.append(task_context("tiffin_rt-payment-webhook-pruner", _prune))
