@@ -16,6 +16,7 @@ from tiffin_rt.access import RoomAccess
 from tiffin_rt.admin.http import setup_admin
 from tiffin_rt.auth import TokenVerifier
 from tiffin_rt.background import cancel_and_wait, task_context
+from tiffin_rt.batching import setup_batching
 from tiffin_rt.chat_wiring import setup_support
 from tiffin_rt.cluster import CLUSTER_BUS, open_bus
 from tiffin_rt.cluster.bus import LocalEmit
@@ -95,7 +96,7 @@ async def _migrate(dsn: str, settings: Settings) -> None:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         if settings.database.auto_migrate:
-            await migrate.upgrade(conn, settings.orders, settings.payments)
+            await migrate.upgrade(conn, settings.orders, settings.payments, settings.batching)
         installed = await conn.fetchval("SELECT to_regclass('tiffin_rt.events') IS NOT NULL")
     except migrate.SchemaError as exc:
         raise StartupError(str(exc)) from exc
@@ -253,6 +254,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _pool, _cluster])
     setup_tracking(app)  # rider tracking: before /notifications, whose namespace takes it
     app.cleanup_ctx.append(_notifications)
+    setup_batching(app)  # its sink and timers, on the pool, before the listener
     setup_support(app)  # its namespace and sink, on the pool, before the listener
     setup_kitchen(app)  # the kitchen queue's sink and room hook, before the listener
     setup_push(app)  # Web Push: its sink and workers, on the pool, before the listener

@@ -230,7 +230,9 @@ def _cmd_db(args: argparse.Namespace) -> int:
         return _psql(settings, args.psql_args)
 
     async def upgrade(conn: asyncpg.Connection) -> None:
-        applied = await migrate.upgrade(conn, settings.orders, settings.payments)
+        applied = await migrate.upgrade(
+            conn, settings.orders, settings.payments, settings.batching
+        )
         print("applied: " + ", ".join(applied) if applied else "up to date")
         print(f"triggers installed on {settings.orders.table}")
         if settings.payments.enabled:

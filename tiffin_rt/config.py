@@ -501,6 +501,23 @@ class PushSettings(_Section):
         return self
 
 
+BatchableKind = Literal["notification", "paymentStatusUpdate", "orderStatusUpdate"]
+
+
+class BatchingSettings(_Section):
+    """Per user: past `max_per_window` live events in `window_seconds`, the rest of the
+    window's go out as one notificationDigest (README: Batching)."""
+
+    enabled: bool = False
+    max_per_window: int = Field(default=5, ge=1, le=10_000)
+    window_seconds: float = Field(default=10.0, ge=0.5, le=3600)
+    # Socket.IO events that may be batched; orderStatusUpdate only when listed.
+    kinds: list[BatchableKind] = Field(
+        default_factory=lambda: list[BatchableKind](["notification"]), min_length=1
+    )
+    digest_items: int = Field(default=3, ge=0, le=50)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -516,6 +533,7 @@ class Settings(_Section):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     orders: OrdersSettings = Field(default_factory=OrdersSettings)
     payments: PaymentsSettings = Field(default_factory=PaymentsSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
     notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
     support: SupportSettings = Field(default_factory=SupportSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

@@ -8,7 +8,8 @@ from importlib import resources
 
 import asyncpg
 
-from tiffin_rt.config import OrdersSettings, PaymentsSettings
+from tiffin_rt.config import BatchingSettings, OrdersSettings, PaymentsSettings
+from tiffin_rt.db.digest_triggers import install_hold_trigger_sql
 from tiffin_rt.db.money import install_money_sql
 from tiffin_rt.db.payment_triggers import (
     PAYMENT_TRIGGER_NAMES,
@@ -182,11 +183,13 @@ async def upgrade(
     conn: asyncpg.Connection,
     orders: OrdersSettings,
     payments: PaymentsSettings | None = None,
+    batching: BatchingSettings | None = None,
 ) -> list[str]:
     """Apply pending migrations and (re)install the triggers; returns what was applied.
 
-    `payments`: install (or, with an empty table, remove) the payment triggers; None leaves
-    them as they are."""
+    `payments`: install (or, with an empty table, remove) the payment triggers; `batching`:
+    the trigger that holds events for digests (removed when off); None leaves them as they
+    are."""
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
     try:
@@ -229,6 +232,9 @@ async def upgrade(
             )
             if payments is not None:
                 applied.extend(await _install_payments(conn, payments, orders))
+            if batching is not None:
+                for statement in install_hold_trigger_sql(batching):
+                    await conn.execute(statement)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
     return applied

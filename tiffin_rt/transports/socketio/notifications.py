@@ -12,6 +12,7 @@ from aiohttp import web
 
 from tiffin_rt.access import AccessDenied, RoomAccess
 from tiffin_rt.auth import Identity, TokenVerifier
+from tiffin_rt.core.digest import NOTIFICATION_DIGEST, digest_message, held_rooms
 from tiffin_rt.core.errors import ack_error, ack_ok
 from tiffin_rt.core.events import (
     NOTIFICATION,
@@ -252,6 +253,8 @@ def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
         return "notificationRead", read_message(event)
     if event.kind == PAYMENT_STATUS:
         return "paymentStatusUpdate", payment_status_message(event)
+    if event.kind == NOTIFICATION_DIGEST:
+        return "notificationDigest", digest_message(event, live_message)
     return None
 
 
@@ -278,6 +281,13 @@ class NotificationsSink:
             return None
         # connections being replayed to get this event from their replay instead
         skip = self._hold(event) if self._hold is not None else []
+        held = held_rooms(event)
+        if held:
+            # batching: these users' connections get it in their next notificationDigest
+            if set(event.rooms) <= set(held):
+                return None
+            members = self._fanout.rooms.get(NAMESPACE, {})
+            skip = [*skip, *(sid for room in held for sid in members.get(room, ()))]
         name, payload = message
         return self._fanout.publish(name, payload, NAMESPACE, event.rooms, skip)
 

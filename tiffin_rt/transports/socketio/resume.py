@@ -20,6 +20,7 @@ import socketio
 from tiffin_rt import metrics
 from tiffin_rt.auth import Identity
 from tiffin_rt.config import Settings
+from tiffin_rt.core.digest import held_rooms
 from tiffin_rt.core.errors import ack_error, ack_ok
 from tiffin_rt.core.events import (
     Event,
@@ -99,6 +100,8 @@ class SocketResume:
 
     async def _emit_events(self, sid: str, events: Sequence[Event]) -> None:
         for event in events:
+            if any(self._is_member(sid, room) for room in held_rooms(event)):
+                continue  # batching: it reaches this connection in a notificationDigest
             message = live_message(event)
             if message is not None:
                 await self._paced(sid)
