@@ -203,13 +203,14 @@ class PushDispatcher:
         outcome = await self.sender.send(job.subscription.subscription, job.body)
         device = job.subscription
         if outcome.delivered:
-            self.stats.sent += 1
             await self.store.pushed(device)
+            self.stats.sent += 1
             return
         if outcome.gone:
+            await self.store.forget(device)
+            # Counted once it is gone from the store: a reader of the count then never lists it.
             self.stats.removed += 1
             log.info("push subscription %s is gone (%s): removed", device.id, outcome.status)
-            await self.store.forget(device)
             return
         if outcome.retryable and job.attempt < self.settings.max_attempts:
             delay = self._retry_delay(job.attempt, outcome.retry_after)
