@@ -203,8 +203,8 @@ class PushDispatcher:
         outcome = await self.sender.send(job.subscription.subscription, job.body)
         device = job.subscription
         if outcome.delivered:
-            await self.store.pushed(device)
             self.stats.sent += 1
+            await self.store.pushed(device)
             return
         if outcome.gone:
             await self.store.forget(device)
