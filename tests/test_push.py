@@ -251,6 +251,7 @@ async def test_rate_limited_push_is_retried_after_retry_after(
     assert [p.status for p in (refused, unavailable, accepted)] == [429, 503, 201]
     assert unavailable.at - refused.at >= 0.95  # Retry-After: 1 was honoured
     assert refused.payload == unavailable.payload == accepted.payload
+
     # Counted once the server has read the 201, a moment after the service recorded it.
     async def counts() -> tuple[int, int, int]:
         health = (await _health(server))["push"]
@@ -517,3 +518,72 @@ async def test_a_user_back_within_the_claim_delay_is_not_pushed(
         assert pushes.to(phone) == []
     finally:
         await client.disconnect()
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/push/x",
+        "https://192.168.1.1/push/x",
+        "https://127.0.0.2:5432/x",
+        "https://[::1]:8080/push/x",
+        "https://[::ffff:127.0.0.1]/push/x",
+        "https://[fe80::1]/push/x",
+        "https://0.0.0.0/push/x",
+        "https://224.0.0.1/push/x",
+    ],
+)
+async def test_an_internal_address_is_no_push_service(
+    start_server: StartServer, vapid: KeyPair, pushes: PushServiceForTests, endpoint: str
+) -> None:
+    """The server POSTs to what a subscription names: never into its own network."""
+    server = await start(start_server, vapid)
+    sub = pushes.subscription(pushes.new_device()) | {"endpoint": endpoint}
+    status, body = await call(server, "POST", "alice", sub)
+    assert status == 400, body
+    assert "public address" in body["error"]["message"]
+    _, listed = await call(server, "GET", "alice")
+    assert listed["subscriptions"] == []
+
+
+async def test_a_name_that_resolves_inward_is_never_connected_to(
+    start_server: StartServer,
+    vapid: KeyPair,
+    pushes: PushServiceForTests,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await start(start_server, vapid, max_attempts=1)
+    inward, phone = pushes.new_device(), pushes.new_device()
+    port = pushes.origin.rsplit(":", 1)[1]
+    sub = pushes.subscription(inward) | {"endpoint": f"https://localhost:{port}/push/x"}
+    assert (await call(server, "POST", "alice", sub))[0] == 201
+    await notify(db, "alice", "for the inward name")
+    await eventually(lambda: server.app[PUSH].describe()["failed"] == 1)
+    # localhost resolves (to 127.0.0.1 and ::1): refused at resolution, before any connection.
+    assert any("ClientConnectorDNSError" in r.getMessage() for r in caplog.records)
+    # The marker: a push to a trusted host after it goes out as usual.
+    await call(server, "POST", "bob", pushes.subscription(phone))
+    await notify(db, "bob", "marker")
+    await pushes.wait_for(phone)
+    assert pushes.to(inward) == []
+
+
+async def test_a_redirect_from_a_push_service_is_not_followed(
+    start_server: StartServer, vapid: KeyPair, pushes: PushServiceForTests, db: asyncpg.Connection
+) -> None:
+    server = await start(start_server, vapid, max_attempts=1)
+    phone, elsewhere = pushes.new_device(), pushes.new_device()
+    phone.answers.append((307, {"Location": f"{pushes.origin}/push/{elsewhere.token}"}))
+    await call(server, "POST", "alice", pushes.subscription(phone))
+    await call(server, "POST", "bob", pushes.subscription(elsewhere))
+    await notify(db, "alice", "redirected")
+    [answered] = await pushes.wait_for(phone)
+    assert answered.status == 307
+    await eventually(lambda: server.app[PUSH].describe()["failed"] == 1)
+    # The marker: bob's own push. Had the redirect been followed, alice's push would have
+    # been posted to bob's device too (and refused there: wait_for asserts nothing was).
+    await notify(db, "bob", "marker")
+    [only] = await pushes.wait_for(elsewhere)
+    assert only.payload["title"] == "marker"

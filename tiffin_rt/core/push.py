@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -66,6 +67,25 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
+def is_public_address(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def literal_address(host: str) -> str | None:
+    """The host as an IP address when it is one (`[::1]` included), else None."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        return None
+
+
 def check_endpoint(value: object, http_hosts: frozenset[str]) -> str:
     """An https URL of a push service (http only for a host in push.http_hosts)."""
     if not isinstance(value, str) or not value:
@@ -86,9 +106,13 @@ def check_endpoint(value: object, http_hosts: frozenset[str]) -> str:
         raise _refuse("endpoint: a push service URL has no user name, password or fragment")
     if port == 0:
         raise _refuse("endpoint: port 0 is no port")
+    trusted = host.lower() in http_hosts
+    literal = literal_address(host)
+    if literal is not None and not trusted and not is_public_address(literal):
+        raise _refuse("endpoint: a push service has a public address (this one is internal)")
     if parts.scheme == "https":
         return value
-    if parts.scheme == "http" and host.lower() in http_hosts:
+    if parts.scheme == "http" and trusted:
         return value
     raise _refuse("endpoint: must be an https:// URL")
 

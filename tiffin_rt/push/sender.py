@@ -1,5 +1,6 @@
 """One push to one subscription through pywebpush's asyncio support (WebPusher.send_async on
-our aiohttp session): RFC 8291 aes128gcm encryption, TTL, Urgency and the VAPID header."""
+our aiohttp session, through guard.py: public hosts only, no redirects, a bounded answer):
+RFC 8291 aes128gcm encryption, TTL, Urgency and the VAPID header."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import aiohttp
 from pywebpush import WebPusher
 
 from tiffin_rt.core.push import PushSubscription
+from tiffin_rt.push.guard import Answer, GuardedPoster
 from tiffin_rt.push.vapid import VapidSigner
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,17 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 
 class PushSender:
     def __init__(
-        self, session: aiohttp.ClientSession, signer: VapidSigner, *, ttl: int, urgency: str
+        self,
+        session: aiohttp.ClientSession,
+        signer: VapidSigner,
+        *,
+        ttl: int,
+        urgency: str,
+        trusted: frozenset[str] = frozenset(),
     ) -> None:
+        """`trusted`: push.http_hosts, the hosts that may be non-public (guard.py)."""
         self._session = session
+        self._poster = GuardedPoster(session, trusted)
         self._signer = signer
         self._ttl = ttl
         self._urgency = urgency
@@ -65,7 +75,7 @@ class PushSender:
     async def send(self, sub: PushSubscription, body: bytes) -> Outcome:
         headers = dict(self._signer.headers(sub.endpoint))
         headers["Urgency"] = self._urgency
-        pusher = WebPusher(sub.as_subscription_info(), aiohttp_session=self._session)
+        pusher = WebPusher(sub.as_subscription_info(), aiohttp_session=self._poster)
         try:
             response = await pusher.send_async(
                 body,
@@ -76,7 +86,7 @@ class PushSender:
             )
         except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
             return Outcome(status=None, error=f"{type(exc).__name__}: {exc}"[:200])
-        assert isinstance(response, aiohttp.ClientResponse)
+        assert isinstance(response, Answer)
         return Outcome(
             status=response.status,
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),

@@ -15,6 +15,7 @@ from tiffin_rt.db import push
 from tiffin_rt.db.pruner import prune_forever
 from tiffin_rt.db.push import StoredSubscription
 from tiffin_rt.push.dispatcher import PushDispatcher
+from tiffin_rt.push.guard import PublicOnlyResolver
 from tiffin_rt.push.sender import PushSender
 from tiffin_rt.push.vapid import VapidSigner
 
@@ -63,12 +64,19 @@ class PushService:
 
     async def start(self) -> PushDispatcher:
         settings = self._settings
+        trusted = frozenset(h.lower() for h in settings.http_hosts)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.timeout),
-            connector=aiohttp.TCPConnector(limit=max(settings.workers * 4, 16)),
+            connector=aiohttp.TCPConnector(
+                limit=max(settings.workers * 4, 16), resolver=PublicOnlyResolver(trusted)
+            ),
         )
         sender = PushSender(
-            self._session, self._signer, ttl=settings.ttl, urgency=settings.urgency
+            self._session,
+            self._signer,
+            ttl=settings.ttl,
+            urgency=settings.urgency,
+            trusted=trusted,
         )
         self.dispatcher = PushDispatcher(
             settings=settings,
