@@ -113,6 +113,11 @@ BEGIN
         IF amount = 'NaN'::numeric OR amount IN ('Infinity'::numeric, '-Infinity'::numeric) THEN
             issues := issues || format('amount %s is not a finite number', raw_amount);
             amount := NULL;
+        ELSIF abs(amount) >= 1e40 OR scale(amount) > 20 THEN
+            -- No payment has 40 digits; formatting one of 100000 would stall the backend's own
+            -- transaction for seconds (or fail it) and write a 100 KB event.
+            issues := issues || format('amount %s is out of range', left(raw_amount, 40));
+            amount := NULL;
         END IF;
     END IF;
     IF amount IS NOT NULL THEN

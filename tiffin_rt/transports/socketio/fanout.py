@@ -161,6 +161,8 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         comes back only for what cannot be sent that way (binary attachments, python-engineio's
         unbounded socket when the startup check fell back to it); the caller awaits it before
         its next emit."""
+        if not rooms:
+            return None  # an event for no room (a payment of no known order) reaches nobody
         return self._publish(event, [data], namespace, rooms, skip)
 
     def _publish(
