@@ -134,6 +134,46 @@ async def test_an_order_without_destination_has_no_eta(
         assert got["eta"] is None
 
 
+async def test_a_destination_that_is_no_number_means_no_eta_not_a_refusal(
+    start_server: StartServer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await start_server()  # creates the demo orders table
+    await db.execute(
+        "ALTER TABLE orders ADD COLUMN dest_lat text, ADD COLUMN dest_lng numeric;"
+        " UPDATE orders SET dest_lat = 'n/a', dest_lng = 77.6 WHERE id = 1;"
+        " UPDATE orders SET dest_lat = '12.97', dest_lng = 1e400 WHERE id = 3;"
+        " UPDATE orders SET dest_lat = '12.97', dest_lng = 77.6 WHERE id = 2"
+    )
+    server = await start_server(
+        tracking={
+            "updates_per_rider": "50/second",
+            "destination_lat_column": "dest_lat",
+            "destination_lng_column": "dest_lng",
+        }
+    )
+    async with clients(base_url(server), settings, ("rita", "rider"), ("ravi", "rider")) as [
+        (rita, _),
+        (ravi, _),
+    ]:
+        for rider, order in ((rita, "1"), (ravi, "3")):
+            ack = await send(rider, position(order))
+            assert ack["ok"] is True, ack
+            assert ack["eta"] is None
+        await db.execute("UPDATE orders SET rider_id = 'rita' WHERE id = 2")
+        ack = await eventually_accepted(rita, "2")
+        assert ack["eta"]["method"] == "straight_line"
+
+
+async def eventually_accepted(rider: socketio.AsyncClient, order: str) -> Any:
+    """An assignment reaches the server through the log: until then the rider is refused."""
+    for n in range(100):
+        ack = await send(rider, position(order, n=n))
+        if ack["ok"]:
+            return ack
+        await asyncio.sleep(0.05)
+    raise AssertionError("the assigned rider was never accepted")
+
+
 async def test_refused_for_orders_not_assigned_finished_or_to_non_riders(
     tracked: TestServer, settings: Settings, db: asyncpg.Connection
 ) -> None:

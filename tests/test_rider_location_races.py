@@ -3,7 +3,7 @@ from the log. A read of the orders table that was on its way when such an event 
 the state before it: it must not replace the newer one.
 
 The read is held mid-way, after PostgreSQL took its snapshot, by a destination column whose
-cast to float8 waits on an advisory lock the test holds.
+cast to text waits on an advisory lock the test holds.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from tiffin_rt.config import Settings
 LOCK = 4215
 SLOW_COLUMN = f"""
 CREATE TYPE slow_coordinate AS (value double precision);
-CREATE FUNCTION slow_coordinate_value(c slow_coordinate) RETURNS double precision
+CREATE FUNCTION slow_coordinate_value(c slow_coordinate) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_lock_shared({LOCK});
     PERFORM pg_advisory_unlock_shared({LOCK});
-    RETURN c.value;
+    RETURN c.value::text;
 END $$;
-CREATE CAST (slow_coordinate AS double precision)
-    WITH FUNCTION slow_coordinate_value(slow_coordinate);
+CREATE CAST (slow_coordinate AS text) WITH FUNCTION slow_coordinate_value(slow_coordinate);
 ALTER TABLE orders ADD COLUMN slow_lat slow_coordinate;
 UPDATE orders SET slow_lat = ROW(delivery_lat);
 """

@@ -4,6 +4,7 @@ what the orders table says about an order being tracked (status, rider, destinat
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,11 +45,13 @@ class PositionQueries:
     ) -> None:
         q = quote_ident
         key = f"{q(orders.id_column)} = $1::text::{id_type}"
-        dest = "NULL::float8, NULL::float8"
+        dest = "NULL::text, NULL::text"
         if destination:
+            # As text, read in Python: a value that is no number (a text column holding '' or
+            # 'n/a', a numeric too big for float8) is no destination, not a failed read.
             dest = (
-                f"{q(tracking.destination_lat_column or '')}::float8,"
-                f" {q(tracking.destination_lng_column or '')}::float8"
+                f"{q(tracking.destination_lat_column or '')}::text,"
+                f" {q(tracking.destination_lng_column or '')}::text"
             )
         self._order = (
             f"SELECT {q(orders.id_column)}::text AS id, {q(orders.status_column)}::text AS status,"
@@ -96,11 +99,22 @@ class PositionQueries:
             return None
         if row is None or row["id"] != order_id:
             return None
-        lat, lng = row[3], row[4]
+        lat, lng = _coordinate(row[3]), _coordinate(row[4])
         destination = None
         if lat is not None and lng is not None and -90 <= lat <= 90 and -180 <= lng <= 180:
-            destination = Destination(float(lat), float(lng))
+            destination = Destination(lat, lng)
         return TrackedOrder(row["status"], row["rider_id"], destination)
+
+
+def _coordinate(text: str | None) -> float | None:
+    """A destination column's value as PostgreSQL prints it; None unless a finite number."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 async def save_positions(conn: Executor, positions: Sequence[StoredPosition], trail: bool) -> None:
