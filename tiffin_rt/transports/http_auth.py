@@ -78,6 +78,7 @@ class GuardPass:
 # Headers that are URLs or origins: ASCII by their RFCs (6454, 9110), whatever a client sends.
 _ASCII_HEADERS = ("Origin", "Referer")
 
+
 def is_public(request: web.Request) -> bool:
     return request.method == "OPTIONS" or _PUBLIC.match(request.path) is not None
 

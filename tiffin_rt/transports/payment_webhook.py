@@ -23,6 +23,7 @@ from tiffin_rt.core.webhook_signature import BadSignature, StaleTimestamp, verif
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.db.payment_webhooks import Outcome, prune_deliveries, record_delivery
 from tiffin_rt.keys import POOL, SETTINGS
+from tiffin_rt.transports.bodies import read_bounded
 from tiffin_rt.transports.http_auth import answers_refusals, json_error
 
 log = logging.getLogger(__name__)
@@ -33,17 +34,10 @@ PRUNE_INTERVAL = 3600.0
 
 async def _body(request: web.Request, limit: int) -> bytes:
     """The raw body (what was signed), refused past `limit` bytes before or while reading."""
-    too_large = ClientError("too_large", f"the body is larger than {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await read_bounded(request, limit)
+    if body is None:
+        raise ClientError("too_large", f"the body is larger than {limit} bytes")
+    return body
 
 
 @answers_refusals(unavailable="the payment could not be recorded; retry later")

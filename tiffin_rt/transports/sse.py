@@ -138,17 +138,13 @@ class SseClient:
         self._transport: asyncio.Transport | None = None
         self._chunked = True
         self._last_sent = 0
-        self._ended: asyncio.Future[EndReason | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self._ended: asyncio.Future[EndReason | None] = asyncio.get_running_loop().create_future()
         self._expiry: asyncio.TimerHandle | None = None
 
     def expire_at(self, deadline: float | None) -> None:
         """End with `token_expired` at this loop time (one timer, not a task per message)."""
         if deadline is not None and not self._ended.done():
-            self._expiry = asyncio.get_running_loop().call_at(
-                deadline, self.end, TOKEN_EXPIRED
-            )
+            self._expiry = asyncio.get_running_loop().call_at(deadline, self.end, TOKEN_EXPIRED)
 
     def send(self, message: Message) -> None:
         if self._ended.done():

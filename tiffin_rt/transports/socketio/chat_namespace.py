@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "/support"
 
+
 def chat_limits(settings: SupportSettings) -> Limits:
     return Limits(
         max_text=settings.max_message_length,

@@ -23,6 +23,8 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
+from tiffin_rt.transports.bodies import read_bounded
+
 log = logging.getLogger(__name__)
 
 
@@ -83,7 +85,7 @@ async def guarded_post(socket: Any, environ: dict[str, Any]) -> None:
     """
     request: web.Request = environ["aiohttp.request"]
     limit = socket.server.max_http_buffer_size
-    body = await _body(request, limit)
+    body = await read_bounded(request, limit)
     if body is None:
         await _refuse(socket, request, 413, "too_large", f"a POST may carry at most {limit} bytes")
     try:
@@ -103,22 +105,6 @@ async def guarded_post(socket: Any, environ: dict[str, Any]) -> None:
             # The Socket.IO layer found the packet malformed, logged it and ended the session.
             request[POST_REFUSAL] = Refusal(400, "bad_request", "malformed Socket.IO packet")
             raise eio_exceptions.EngineIOError()
-
-
-async def _body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, however it arrives (in several TCP segments, or chunked with no
-    Content-Length); None past `limit` bytes. `content.read(n)` would return only what had
-    arrived so far, and a body split in transit would be refused as malformed."""
-    if (request.content_length or 0) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _refuse(

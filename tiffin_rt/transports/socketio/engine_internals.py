@@ -357,9 +357,7 @@ def check_upstream(
     return found
 
 
-def _check_instances(
-    upstream: Upstream, socket_classes: list[type[AsyncSocket]]
-) -> list[Mismatch]:
+def _check_instances(upstream: Upstream, socket_classes: list[type[AsyncSocket]]) -> list[Mismatch]:
     """What only an instance shows: attributes set in __init__, the driver dict, E3."""
     found: list[Mismatch] = []
     try:
