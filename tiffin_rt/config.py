@@ -467,6 +467,9 @@ class PushSettings(_Section):
     urgency: Literal["very-low", "low", "normal", "high"] = "normal"
     queue_size: int = Field(default=10_000, ge=1)
     workers: int = Field(default=4, ge=1, le=256)
+    # One user's share: pushes waiting, and sends in flight (a hanging device holds one).
+    user_queue_size: int = Field(default=100, ge=1)
+    user_in_flight: int = Field(default=1, ge=1, le=256)
     timeout: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     retry_min_delay: float = Field(default=1.0, gt=0)

@@ -1,14 +1,15 @@
 """Notifications to users with no live connection, pushed off the delivery path.
 
 The router calls `deliver` in the listener's tick, with the live sinks: it only decides who is
-offline (this node's /notifications rooms) and puts a job on a bounded queue, never awaiting.
+offline (this node's /notifications rooms) and queues a job, never awaiting.
 With several nodes every node hears every event but sees only its own connections: a node that
 delivered a notification live claims it at once (one batched insert, users with devices only),
 one that did not waits push.claim_delay before it claims; the first claim decides, so a user
-connected to any node is not pushed. Worker tasks look the
-user's devices up, claim the event, and send; a retry waits on a timer and goes back on the
-queue, so a slow or failing push service holds a worker for at most push.timeout and never the
-router. A full queue drops the job, counted and logged.
+connected to any node is not pushed. Worker tasks look the user's devices up, claim the event,
+and queue one send per device. Jobs wait per user and are taken round-robin (fair.py): a user
+whose push service hangs or keeps answering 429 holds at most push.user_in_flight workers, each
+for at most push.timeout, while other users' pushes go out; never the router. A retry waits on
+a timer with its place in the queue reserved. A full queue drops the job, counted and logged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tiffin_rt.config import PushSettings
 from tiffin_rt.core.events import NOTIFICATION, Event, notification_message
 from tiffin_rt.core.push import PushSubscription, push_body
 from tiffin_rt.db.push import StoredSubscription
+from tiffin_rt.push.fair import FairQueue
 from tiffin_rt.push.sender import Outcome
 
 log = logging.getLogger(__name__)
@@ -96,16 +98,25 @@ class PushDispatcher:
     stats: PushStats = field(default_factory=PushStats)
 
     def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[_ForUser | _ToDevice] = asyncio.Queue(self.settings.queue_size)
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._queue: FairQueue[_ForUser | _ToDevice] = FairQueue(
+            capacity=self.settings.queue_size,
+            user_capacity=self.settings.user_queue_size,
+            per_user=self.settings.user_in_flight,
+        )
+        self._timers: dict[asyncio.TimerHandle, str] = {}  # each retry's user
         self._overflow_logged = 0.0
         # (event, user) pairs delivered live here, to claim so that no other node pushes them.
         self._connected: list[tuple[int, str]] = []
         self._connected_ready = asyncio.Event()
 
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
+    def describe(self) -> dict[str, int]:
+        """For /healthz: the counters, and what waits and runs now."""
+        return self.stats.describe() | {
+            "backlog": self._queue.backlog,
+            "retriesWaiting": self._queue.retained,
+            "inFlight": self._queue.in_flight,
+            "usersWaiting": self._queue.users_waiting,
+        }
 
     # -- in the router's call: never awaits ---------------------------------------------------
 
@@ -125,7 +136,8 @@ class PushDispatcher:
                     if delay > 0:
                         self._claim_connected(event.id, user_id)
                     continue
-                self._offer(_ForUser(event.id, user_id, notification_message(event), due))
+                job = _ForUser(event.id, user_id, notification_message(event), due)
+                self._offer(user_id, job)
 
     def _claim_connected(self, event_id: int, user_id: str) -> None:
         if len(self._connected) >= self.settings.queue_size:
@@ -134,30 +146,31 @@ class PushDispatcher:
         self._connected.append((event_id, user_id))
         self._connected_ready.set()
 
-    def _offer(self, job: _ForUser | _ToDevice) -> None:
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
-            now = time.monotonic()
-            if now - self._overflow_logged >= OVERFLOW_LOG_INTERVAL:
-                self._overflow_logged = now
-                log.warning(
-                    "push queue full (%d jobs; push.queue_size): push for event %s dropped"
-                    " (%d dropped so far)",
-                    self.settings.queue_size,
-                    job.event_id,
-                    self.stats.dropped,
-                )
+    def _offer(self, user_id: str, job: _ForUser) -> None:
+        full = self._queue.put(user_id, job)
+        if full is None:
+            self.stats.queued += 1
             return
-        self.stats.queued += 1
+        self._dropped(job.event_id, full)
+
+    def _dropped(self, event_id: int, bound: str) -> None:
+        self.stats.dropped += 1
+        now = time.monotonic()
+        if now - self._overflow_logged >= OVERFLOW_LOG_INTERVAL:
+            self._overflow_logged = now
+            log.warning(
+                "push queue full (%s): push for event %s dropped (%d dropped so far)",
+                bound,
+                event_id,
+                self.stats.dropped,
+            )
 
     # -- workers -------------------------------------------------------------------------------
 
     async def work(self) -> None:
         """One worker; push.workers of them run for the app's lifetime."""
         while True:
-            job = await self._queue.get()
+            user_id, job = await self._queue.get()
             try:
                 if isinstance(job, _ForUser):
                     await self._for_user(job)
@@ -166,7 +179,7 @@ class PushDispatcher:
             except Exception:
                 log.exception("push for event %s failed", job.event_id)
             finally:
-                self._queue.task_done()
+                self._queue.done(user_id)
 
     async def claim_connected(self) -> None:
         """Claims for users connected here, written in batches by one task."""
@@ -195,9 +208,9 @@ class PushDispatcher:
             self.stats.skipped_online += 1
             return
         body = push_body(job.message)
-        await asyncio.gather(
-            *(self._to_device(_ToDevice(job.event_id, device, body, 1)) for device in devices)
-        )
+        # One send per device, each in the user's turn: a device that hangs holds one slot.
+        sends = [_ToDevice(job.event_id, device, body, 1) for device in devices]
+        self._queue.put_first(job.user_id, sends)
 
     async def _to_device(self, job: _ToDevice) -> None:
         outcome = await self.sender.send(job.subscription.subscription, job.body)
@@ -222,8 +235,8 @@ class PushDispatcher:
                 job.attempt,
                 delay,
             )
-            retry = _ToDevice(job.event_id, device, job.body, job.attempt + 1)
-            self._later(delay, retry)
+            self._queue.retain(device.user_id)  # this push's place in the queue, kept
+            self._later(delay, _ToDevice(job.event_id, device, job.body, job.attempt + 1))
             return
         self.stats.failed += 1
         log.warning(
@@ -248,14 +261,16 @@ class PushDispatcher:
         loop = asyncio.get_running_loop()
 
         def due() -> None:
-            self._timers.discard(handle)
-            self._offer(job)
+            del self._timers[handle]
+            self._queue.put_retained(job.subscription.user_id, job)
+            self.stats.queued += 1
 
         handle = loop.call_later(delay, due)
-        self._timers.add(handle)
+        self._timers[handle] = job.subscription.user_id
 
     def close(self) -> None:
         """Shutdown: retries still waiting are abandoned."""
-        for handle in self._timers:
+        for handle, user_id in self._timers.items():
             handle.cancel()
+            self._queue.release_retained(user_id)
         self._timers.clear()

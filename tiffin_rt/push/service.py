@@ -60,7 +60,7 @@ class PushService:
         """For /healthz."""
         if self.dispatcher is None:
             return {}
-        return self.dispatcher.stats.describe() | {"backlog": self.dispatcher.backlog}
+        return self.dispatcher.describe()
 
     async def start(self) -> PushDispatcher:
         settings = self._settings
