@@ -53,6 +53,9 @@ def verify(header: str | None, body: bytes, secret: bytes, *, tolerance: float, 
     matches = [hmac.compare_digest(expected, candidate) for candidate in signatures]
     if not any(matches):
         raise BadSignature("no signature matches")
-    if abs(now - timestamp) > tolerance:
-        raise StaleTimestamp(f"the signed time is {now - timestamp:.0f} s from now")
+    age = now - timestamp
+    if age > tolerance:
+        raise StaleTimestamp(f"the signed time is {age:.0f} s old")
+    if -age > tolerance:
+        raise StaleTimestamp(f"the signed time is {-age:.0f} s in the future")
     return timestamp
