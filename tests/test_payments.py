@@ -12,6 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 import socketio
+from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
 from tests.helpers import (
@@ -24,6 +25,7 @@ from tests.helpers import (
 )
 from tests.payments_helpers import add_payment, create_payments_table, payments_section
 from tiffin_rt.config import Settings
+from tiffin_rt.db import migrate
 
 EVENTS = ("paymentStatusUpdate", "notification", "orderStatusUpdate")
 
@@ -445,3 +447,38 @@ async def test_an_sse_stream_resumed_from_last_event_id_replays_the_missed_payme
         "preparing",
         "confirmed",
     )
+
+
+async def test_readiness_fails_while_a_payments_trigger_is_missing_or_disabled(
+    start_server: StartServer, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await create_payments_table(db)
+    server = await start_server(settings.model_copy(update={"payments": _payments()}))
+    url = base_url(server) + "/readyz"
+
+    async def readyz() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            return response.status, (await response.json())["checks"]["triggers"]
+
+    assert await readyz() == (200, "ok")
+    await db.execute("DROP TRIGGER tiffin_rt_payment_status ON public.payments")
+    # Payment changes would reach nobody: a load balancer must not send traffic here.
+    assert await readyz() == (503, "missing tiffin_rt_payment_status on public.payments")
+    await migrate.upgrade(db, settings.orders, _payments())  # `db upgrade` puts it back
+    assert await readyz() == (200, "ok")
+    await db.execute("ALTER TABLE public.payments DISABLE TRIGGER tiffin_rt_payment_insert")
+    assert await readyz() == (503, "disabled tiffin_rt_payment_insert on public.payments")
+    await db.execute("DROP TRIGGER tiffin_rt_order_status ON public.orders")
+    assert await readyz() == (
+        503,
+        "missing tiffin_rt_order_status on public.orders;"
+        " disabled tiffin_rt_payment_insert on public.payments",
+    )
+
+
+async def test_readiness_does_not_ask_for_payment_triggers_without_payments(
+    server: TestServer, db: asyncpg.Connection
+) -> None:
+    await create_payments_table(db)  # a payments table the server was not told about
+    async with aiohttp.ClientSession() as http, http.get(base_url(server) + "/readyz") as r:
+        assert (r.status, (await r.json())["checks"]["triggers"]) == (200, "ok")

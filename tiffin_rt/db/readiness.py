@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tiffin_rt.config import OrdersSettings
+from tiffin_rt.config import OrdersSettings, PaymentsSettings
+from tiffin_rt.db.payment_triggers import PAYMENT_TRIGGER_NAMES
 from tiffin_rt.db.triggers import TRIGGER_NAMES
 
 SCHEMA = "tiffin_rt"
@@ -43,7 +44,12 @@ SELECT
           JOIN pg_class c ON c.oid = t.tgrelid
           JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = $4 AND c.relname = $5 AND t.tgname = ANY($6::text[]))
-        AS triggers
+        AS triggers,
+    ARRAY(SELECT t.tgname::text || ':' || t.tgenabled::text FROM pg_trigger t
+          JOIN pg_class c ON c.oid = t.tgrelid
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = $7 AND c.relname = $8 AND t.tgname = ANY($9::text[]))
+        AS payment_triggers
 """
 
 
@@ -55,9 +61,29 @@ class Readiness:
     triggers: str
 
 
-async def check(pool: asyncpg.Pool, orders: OrdersSettings, query_seconds: float) -> Readiness:
+def _trigger_problems(found_rows: list[str], names: tuple[str, ...], table: str) -> list[str]:
+    found = dict(entry.split(":", 1) for entry in found_rows)
+    # tgenabled: O fires (origin and local), A always; D is disabled, R fires only on replicas
+    missing = [name for name in names if name not in found]
+    disabled = [name for name in names if found.get(name) in ("D", "R")]
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if disabled:
+        problems.append("disabled " + ", ".join(disabled))
+    return [f"{'; '.join(problems)} on {table}"] if problems else []
+
+
+async def check(
+    pool: asyncpg.Pool,
+    orders: OrdersSettings,
+    query_seconds: float,
+    payments: PaymentsSettings | None = None,
+) -> Readiness:
+    """`payments`: also its table's triggers, when `payments.table` is set."""
     tables = [t for t, privileges in NEEDED_PRIVILEGES.items() for _ in privileges]
     privileges = [p for ps in NEEDED_PRIVILEGES.values() for p in ps]
+    watched = payments if payments is not None and payments.enabled else None
     row = await pool.fetchrow(
         _QUERY,
         SCHEMA,
@@ -66,6 +92,9 @@ async def check(pool: asyncpg.Pool, orders: OrdersSettings, query_seconds: float
         orders.schema_name,
         orders.table_name,
         list(TRIGGER_NAMES),
+        watched.schema_name if watched else None,
+        watched.table_name if watched else None,
+        list(PAYMENT_TRIGGER_NAMES),
         timeout=query_seconds,
     )
     assert row is not None
@@ -77,14 +106,7 @@ async def check(pool: asyncpg.Pool, orders: OrdersSettings, query_seconds: float
         schema = "this role lacks " + ", ".join(row["missing_privileges"])
     else:
         schema = "ok"
-    found = dict(entry.split(":", 1) for entry in row["triggers"])
-    # tgenabled: O fires (origin and local), A always; D is disabled, R fires only on replicas
-    missing = [name for name in TRIGGER_NAMES if name not in found]
-    disabled = [name for name in TRIGGER_NAMES if found.get(name) in ("D", "R")]
-    problems = []
-    if missing:
-        problems.append("missing " + ", ".join(missing))
-    if disabled:
-        problems.append("disabled " + ", ".join(disabled))
-    triggers = f"{'; '.join(problems)} on {orders.table}" if problems else "ok"
-    return Readiness(schema=schema, triggers=triggers)
+    problems = _trigger_problems(row["triggers"], TRIGGER_NAMES, orders.table)
+    if watched:
+        problems += _trigger_problems(row["payment_triggers"], PAYMENT_TRIGGER_NAMES, watched.table)
+    return Readiness(schema=schema, triggers="; ".join(problems) or "ok")

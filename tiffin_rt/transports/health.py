@@ -64,7 +64,12 @@ async def _database_checks(app: web.Application) -> dict[str, str]:
     if pool is None:
         return {"database": "starting"}
     probe = asyncio.create_task(
-        readiness.check(pool, app[SETTINGS].orders, query_seconds=PROBE_SECONDS),
+        readiness.check(
+            pool,
+            app[SETTINGS].orders,
+            query_seconds=PROBE_SECONDS,
+            payments=app[SETTINGS].payments,
+        ),
         name="tiffin_rt-readyz",
     )
     _probes.add(probe)
@@ -89,7 +94,8 @@ def _probe_done(probe: asyncio.Task[readiness.Readiness]) -> None:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers, this role may use the schema, the orders table's
-    triggers are in place and enabled, and the listener is connected."""
+    triggers (and the payments table's, when configured) are in place and enabled, and the
+    listener is connected."""
     app = request.app
     checks = await _database_checks(app)
     listener = app.get(LISTENER)
