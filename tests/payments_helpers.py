@@ -52,8 +52,60 @@ async def add_payment(
     )
 
 
-def stripe_event(event_id: str, reference: str, status: str) -> bytes:
-    return orjson.dumps({"id": event_id, "data": {"object": {"id": reference, "status": status}}})
+def stripe_event(
+    event_id: str,
+    reference: str,
+    status: str,
+    *,
+    created: int | None = None,
+    type: str | None = None,
+    **fields: Any,
+) -> bytes:
+    """An event envelope whose object is `reference` with `status` (and `fields`); without
+    `type` the bare envelope, its object read as the payment itself."""
+    doc: dict[str, Any] = {
+        "id": event_id,
+        "object": "event",
+        "created": int(time.time()) if created is None else created,
+        "data": {"object": {"id": reference, "status": status} | fields},
+    }
+    if type is not None:
+        doc["type"] = type
+    return orjson.dumps(doc)
+
+
+def intent_event(event_id: str, intent: str, status: str, created: int, type: str = "") -> bytes:
+    """What Stripe sends about a PaymentIntent: `payment_intent.<status>` unless `type`."""
+    return stripe_event(
+        event_id,
+        intent,
+        status,
+        created=created,
+        type=type or f"payment_intent.{status}",
+        object="payment_intent",
+        amount=1450,
+        currency="eur",
+    )
+
+
+def charge_refunded(
+    event_id: str, charge: str, intent: str | None, created: int, *, refunded: int = 1450
+) -> bytes:
+    """Stripe's charge.refunded: the Charge stays `succeeded`; `refunded` is true once all of
+    it is refunded, `amount_refunded` says how much is."""
+    return stripe_event(
+        event_id,
+        charge,
+        "succeeded",
+        created=created,
+        type="charge.refunded",
+        object="charge",
+        amount=1450,
+        amount_refunded=refunded,
+        refunded=refunded == 1450,
+        payment_intent=intent,
+        currency="eur",
+    )
 
 
 async def post_webhook(

@@ -63,7 +63,14 @@ async def test_a_signed_delivery_changes_the_payment_once_and_a_replay_writes_no
         status, answer = await post_webhook(url, body)
         assert (status, answer) == (
             200,
-            {"received": True, "eventId": "evt_1", "duplicate": False, "changed": True},
+            {
+                "received": True,
+                "eventId": "evt_1",
+                "duplicate": False,
+                "changed": True,
+                "outcome": "changed",
+                "status": "succeeded",
+            },
         )
         # The provider retries (it did not see our answer), and replays an old capture.
         status, answer = await post_webhook(url, body)
@@ -168,22 +175,67 @@ async def test_a_stale_or_future_timestamp_answers_400_and_writes_nothing(
     assert (status, answer["changed"]) == (200, True)
 
 
+NOW = 1764617301
+PI = {"id": "pi_1", "status": "failed"}
 MALFORMED: dict[str, Any] = {
     "not json": b"{not json",
     "a list": [1, 2],
     "a string": "evt",
-    "no id": {"data": {"object": {"id": "pi_1", "status": "failed"}}},
-    "number id": {"id": 7, "data": {"object": {"id": "pi_1", "status": "failed"}}},
-    "empty id": {"id": "", "data": {"object": {"id": "pi_1", "status": "failed"}}},
-    "NUL in id": {"id": "evt\u0000", "data": {"object": {"id": "pi_1", "status": "failed"}}},
-    "huge id": {"id": "e" * 256, "data": {"object": {"id": "pi_1", "status": "failed"}}},
-    "no data": {"id": "evt_m"},
-    "data a list": {"id": "evt_m", "data": [{"object": {}}]},
-    "status a number": {"id": "evt_m", "data": {"object": {"id": "pi_1", "status": 2}}},
-    "status null": {"id": "evt_m", "data": {"object": {"id": "pi_1", "status": None}}},
-    "status huge": {"id": "evt_m", "data": {"object": {"id": "pi_1", "status": "s" * 65}}},
-    "status with a newline": {"id": "evt_m", "data": {"object": {"id": "pi_1", "status": "a\nb"}}},
-    "reference a bool": {"id": "evt_m", "data": {"object": {"id": True, "status": "failed"}}},
+    "no id": {"created": NOW, "data": {"object": PI}},
+    "number id": {"id": 7, "created": NOW, "data": {"object": PI}},
+    "empty id": {"id": "", "created": NOW, "data": {"object": PI}},
+    "NUL in id": {"id": "evt\u0000", "created": NOW, "data": {"object": PI}},
+    "huge id": {"id": "e" * 256, "created": NOW, "data": {"object": PI}},
+    "no created": {"id": "evt_m", "data": {"object": PI}},
+    "created a string": {"id": "evt_m", "created": str(NOW), "data": {"object": PI}},
+    "created in ms": {"id": "evt_m", "created": NOW * 1000, "data": {"object": PI}},
+    "created a float": {"id": "evt_m", "created": NOW + 0.5, "data": {"object": PI}},
+    "created true": {"id": "evt_m", "created": True, "data": {"object": PI}},
+    "created negative": {"id": "evt_m", "created": -NOW, "data": {"object": PI}},
+    "created in 5138": {"id": "evt_m", "created": 10**11, "data": {"object": PI}},
+    "type a number": {"id": "evt_m", "type": 3, "created": NOW, "data": {"object": PI}},
+    "type empty": {"id": "evt_m", "type": "", "created": NOW, "data": {"object": PI}},
+    "no data": {"id": "evt_m", "created": NOW},
+    "data a list": {"id": "evt_m", "created": NOW, "data": [{"object": {}}]},
+    "status a number": {
+        "id": "evt_m",
+        "created": NOW,
+        "data": {"object": {"id": "pi_1", "status": 2}},
+    },
+    "status null": {
+        "id": "evt_m",
+        "created": NOW,
+        "data": {"object": {"id": "pi_1", "status": None}},
+    },
+    "status huge": {
+        "id": "evt_m",
+        "created": NOW,
+        "data": {"object": {"id": "pi_1", "status": "s" * 65}},
+    },
+    "status with a newline": {
+        "id": "evt_m",
+        "created": NOW,
+        "data": {"object": {"id": "pi_1", "status": "a\nb"}},
+    },
+    "reference a bool": {
+        "id": "evt_m",
+        "created": NOW,
+        "data": {"object": {"id": True, "status": "failed"}},
+    },
+    "intent event, status null": {
+        "id": "evt_m",
+        "type": "payment_intent.succeeded",
+        "created": NOW,
+        "data": {"object": {"id": "pi_1", "object": "payment_intent", "status": None}},
+    },
+    "refund of a charge whose intent is a number": {
+        "id": "evt_m",
+        "type": "charge.refunded",
+        "created": NOW,
+        "data": {
+            "object": {"id": "ch_1", "object": "charge", "payment_intent": 5, "refunded": True}
+        },
+    },
 }
 
 
@@ -196,7 +248,8 @@ async def test_malformed_bodies_answer_400_and_write_nothing(
         body = doc if isinstance(doc, bytes) else orjson.dumps(doc)
         status, answer = await post_webhook(url, body)  # correctly signed: the body is wrong
         assert (status, answer["error"]["code"]) == (400, "bad_request"), what
-    for raw in (b"\xff\xfe", b'{"id": NaN}', '{"id": "é"}'.encode("latin-1")):
+    past_bigint = b'{"id": "evt_m", "created": 1180591620717411303424, "data": {"object": {}}}'
+    for raw in (b"\xff\xfe", b'{"id": NaN}', '{"id": "é"}'.encode("latin-1"), past_bigint):
         status, answer = await post_webhook(url, raw)
         assert (status, answer["error"]["code"]) == (400, "bad_request"), raw
     assert await _written(db) == before

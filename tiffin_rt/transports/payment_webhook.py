@@ -3,7 +3,9 @@
 Checked in this order, and nothing is written unless all pass: size (413), signature (401),
 timestamp within `payments.webhook_tolerance` (400 `stale_timestamp`), body (400). Then the
 provider's event id and the payment's new status are written in one transaction; a replayed
-event id writes nothing and answers 200 with `"duplicate": true`.
+event id writes nothing and answers 200 with `"duplicate": true`. Every other answer a
+provider retries, so what this server will never apply (an older event than the one applied,
+an event about no payment, a type not handled) is recorded and answered 200 with its reason.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ async def payment_webhook(request: web.Request) -> web.StreamResponse:
         log.warning("payment webhook from %s refused: %s", remote, exc.message)
         raise
     try:
-        outcome = await record_delivery(request.app[POOL], payments, delivery)
+        recorded = await record_delivery(request.app[POOL], payments, delivery)
     except ClientError:
         log.warning(
             "payment webhook event %.80r: no payment with reference %.80r; not recorded",
@@ -85,21 +87,46 @@ async def payment_webhook(request: web.Request) -> web.StreamResponse:
             delivery.reference,
         )
         raise
-    log.info(
-        "payment webhook event %.80r: payment %.80r -> %.40r (%s)",
-        delivery.event_id,
-        delivery.reference,
-        delivery.status,
-        outcome.value,
-    )
-    return web.json_response(
-        {
-            "received": True,
-            "eventId": delivery.event_id,
-            "duplicate": outcome is Outcome.DUPLICATE,
-            "changed": outcome is Outcome.CHANGED,
-        }
-    )
+    outcome = recorded.outcome
+    answer: dict[str, object] = {
+        "received": True,
+        "eventId": delivery.event_id,
+        "duplicate": outcome is Outcome.DUPLICATE,
+        "changed": outcome is Outcome.CHANGED,
+        "outcome": outcome.value,
+        "status": delivery.status,
+    }
+    if outcome is Outcome.IGNORED:
+        answer["reason"] = delivery.ignored
+        log.info(
+            "payment webhook event %.80r (%.80r) ignored: %s",
+            delivery.event_id,
+            delivery.event_type,
+            delivery.ignored,
+        )
+    elif recorded.newer is not None:
+        newer_id, newer_created, newer_status = recorded.newer
+        answer["reason"] = f"event {newer_id} (created {newer_created}, {newer_status}) is newer"
+        log.info(
+            "payment webhook event %.80r (created %d): payment %.80r -> %.40r superseded by"
+            " event %.80r (created %d, %.40r); not applied",
+            delivery.event_id,
+            delivery.created,
+            delivery.reference,
+            delivery.status,
+            newer_id,
+            newer_created,
+            newer_status,
+        )
+    else:
+        log.info(
+            "payment webhook event %.80r: payment %.80r -> %.40r (%s)",
+            delivery.event_id,
+            delivery.reference,
+            delivery.status,
+            outcome.value,
+        )
+    return web.json_response(answer)
 
 
 def _prune(app: web.Application) -> Coroutine[Any, Any, None]:
