@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tiffin_rt.core.hub import SSE
 from tiffin_rt.keys import HUB, SETTINGS, SOCKETIO
 from tiffin_rt.transports.socketio.engine_guard import end_session
 from tiffin_rt.transports.sse_location import LOCATION_STREAMS
@@ -53,8 +54,10 @@ async def drain_connections(app: web.Application) -> None:
     hub = app[HUB]
     sio: Any = app[SOCKETIO]
     sockets = list(sio.eio.sockets.values())
-    log.info("draining: ending %d SSE streams and %d Socket.IO sessions", len(hub), len(sockets))
-    hub.close_all()
+    log.info(
+        "draining: ending %d SSE streams and %d Socket.IO sessions", hub.count(SSE), len(sockets)
+    )
+    hub.close_all(SSE)
     if LOCATION_STREAMS in app:
         app[LOCATION_STREAMS].close_all()  # rider positions: a reconnect starts from the newest
     if sockets:

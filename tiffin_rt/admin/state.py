@@ -10,6 +10,7 @@ from aiohttp import web
 from tiffin_rt import __version__
 from tiffin_rt.admin.recent import RecentErrors
 from tiffin_rt.cluster import CLUSTER_BUS
+from tiffin_rt.core.hub import SSE
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SOCKETIO
 from tiffin_rt.metrics.collector import LISTENER_LAG, socket_transport, socketio_connections
@@ -29,7 +30,7 @@ def _connections(app: web.Application) -> dict[str, Any]:
         for (transport, namespace), count in socketio_connections(sio).items():
             by_namespace.setdefault(namespace, {})[transport] = count
     sessions = sum(1 for s in sio.eio.sockets.values() if not s.closed) if sio is not None else 0
-    return {"socketio": by_namespace, "engineio": sessions, "sse": len(app[HUB])}
+    return {"socketio": by_namespace, "engineio": sessions, "sse": app[HUB].count(SSE)}
 
 
 def _member(who: Any, transport: str, namespace: str) -> dict[str, Any]:
@@ -59,8 +60,9 @@ def _rooms(app: web.Application) -> list[dict[str, Any]]:
                     rooms.setdefault(room, []).append(
                         _member(who, socket_transport(socket), namespace)
                     )
-    for room, client in app[HUB].members():
-        rooms.setdefault(room, []).append(_member(client.who, "sse", "sse"))
+    for room, clients in app[HUB].rooms(SSE):
+        for client in clients:
+            rooms.setdefault(str(room), []).append(_member(client.who, "sse", "sse"))
     fullest = sorted(rooms.items(), key=lambda item: (-len(item[1]), item[0]))[:MAX_ROOMS]
     return [
         {"room": room, "count": len(members), "members": members[:MAX_MEMBERS]}

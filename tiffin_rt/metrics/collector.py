@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from tiffin_rt import __version__, metrics
 from tiffin_rt.cluster import CLUSTER_BUS
+from tiffin_rt.core.hub import SSE
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SOCKETIO
 from tiffin_rt.metrics.lag import ListenerLag
 from tiffin_rt.transports.socketio.websocket import LeanWebSocket
@@ -109,7 +110,7 @@ class AppCollector(Collector):
         for namespace in sio.namespace_handlers if sio is not None else ():
             for transport in ("websocket", "polling"):
                 found.setdefault((transport, namespace), 0)
-        found["sse", "sse"] = len(self._app[HUB]) if HUB in self._app else 0
+        found["sse", "sse"] = self._app[HUB].count(SSE) if HUB in self._app else 0
         locations = self._app.get(LOCATION_STREAMS)
         found["sse", "sse_location"] = len(locations) if locations is not None else 0
         for (transport, namespace), count in sorted(found.items()):

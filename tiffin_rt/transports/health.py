@@ -8,6 +8,7 @@ from aiohttp import web
 
 from tiffin_rt import __version__
 from tiffin_rt.cluster import CLUSTER_BUS
+from tiffin_rt.core.hub import SSE
 from tiffin_rt.db import readiness
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.drain import DRAIN
@@ -34,7 +35,7 @@ async def healthz(request: web.Request) -> web.Response:
             "version": __version__,
             "connections": {
                 "socketio": _open_sessions(sio),
-                "sse": len(app[HUB]),
+                "sse": app[HUB].count(SSE),
             },
             "events": {
                 "delivered": app[ROUTER].delivered,

@@ -20,7 +20,7 @@ from tiffin_rt.core.events import (
     current_status_message,
     order_status_message,
 )
-from tiffin_rt.core.hub import TOKEN_EXPIRED, EndReason, Hub, Message
+from tiffin_rt.core.hub import SSE, TOKEN_EXPIRED, EndReason, Hub, Message
 from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.core.rooms import Room, room_for_order
@@ -82,11 +82,12 @@ class SseSink:
             if event.kind not in ORDER_STREAM_KINDS or event.order_id is None:
                 continue
             room = room_for_order(event.order_id)
-            if not self._hub.has_room(room):
+            if not self._hub.has_room(SSE, room):
                 continue
             if event.kind == PAYMENT_STATUS:
                 body = sse_event(orjson.dumps(payment_status_message(event)), event.id, PAYMENT)
                 sent = self._hub.publish(
+                    SSE,
                     room, SseMessage(event_id=event.id, data=body, framed=http_chunk(body))
                 )
                 metrics.delivered("paymentStatusUpdate", "sse", sent)
@@ -94,6 +95,7 @@ class SseSink:
             message = order_status_message(event)
             body = sse_event(orjson.dumps(message), event.id)
             sent = self._hub.publish(
+                SSE,
                 room,
                 SseMessage(
                     event_id=event.id,
@@ -221,7 +223,7 @@ class SseStreams:
         self._hub = hub
 
     def evict(self, room: Room, admits: Admits) -> None:
-        self._hub.evict(room.name, lambda who: isinstance(who, Identity) and admits(who))
+        self._hub.evict(SSE, room.name, lambda who: isinstance(who, Identity) and admits(who))
 
 
 def _left(order_id: str) -> web.StreamResponse:
@@ -263,7 +265,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         on_overflow=fell_behind,
     )
     with (
-        hub.subscribed(room.name, client),
+        hub.subscribed(SSE, room.name, client),
         app[SSE_DEPARTURES].watch(request, client.end),
         ending(client),
     ):
