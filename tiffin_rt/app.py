@@ -244,7 +244,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ROUTER] = Router()
     app[ROUTER].add_sink(PaymentAudit(), kinds={PAYMENT_STATUS})  # logs odd payment rows
     app[HUB] = Hub()
-    sio = create_socketio_server(settings, origins)
+    sio = create_socketio_server(settings, origins, hub=app[HUB])
     app[CLUSTER_BUS] = bus
     bus.attach(_emitter(sio))
     app[SOCKETIO] = sio

@@ -48,17 +48,16 @@ def _rooms(app: web.Application) -> list[dict[str, Any]]:
     sio: Any = app.get(SOCKETIO)
     if sio is not None:
         sockets = sio.eio.sockets
-        for namespace, handler in sio.namespace_handlers.items():
-            for room, members in sio.manager.rooms.get(namespace, {}).items():
-                if room is None or room in members:  # every sid is also in a room of its own
+        for namespace in sio.namespace_handlers:
+            for room, members in sio.manager.hub.rooms(namespace):
+                if room is None or any(c.sid == room for c in members):  # a sid's own room
                     continue
-                for sid, eio_sid in members.items():
-                    socket = sockets.get(eio_sid)
+                for client in members:
+                    socket = sockets.get(client.eio_sid)
                     if socket is None or socket.closed:
                         continue
-                    who = handler.identity(sid) if hasattr(handler, "identity") else None
                     rooms.setdefault(room, []).append(
-                        _member(who, socket_transport(socket), namespace)
+                        _member(client.who, socket_transport(socket), namespace)
                     )
     for room, clients in app[HUB].rooms(SSE):
         for client in clients:

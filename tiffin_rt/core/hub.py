@@ -2,7 +2,7 @@
 
 Shaped after centrifuge's Hub and Client: a transport turns a request into a client (an object
 with a writer) and registers it in its rooms. A room is named within a namespace: each
-Socket.IO namespace has its own (`/notifications` and `/support` both have `order-<id>` rooms,
+Socket.IO namespace has its own (`/notifications` and `/support` both have `user-<id>` rooms,
 with different events), and SSE streams are in a namespace of their own (`SSE`). The hub writes
 each published message, encoded once per wire format by the sink, to every client in the room,
 in the calling loop tick: no queue and no task between the listener and the socket. The

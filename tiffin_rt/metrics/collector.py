@@ -44,12 +44,10 @@ def socketio_connections(sio: Any) -> Counter[tuple[str, str]]:
     """Open Socket.IO namespace connections by (transport, namespace)."""
     found: Counter[tuple[str, str]] = Counter()
     sockets = sio.eio.sockets
-    manager = sio.manager
+    hub = sio.manager.hub
     for namespace in sio.namespace_handlers:
-        if namespace not in manager.rooms:
-            continue
-        for _sid, eio_sid in manager.get_participants(namespace, None):
-            socket = sockets.get(eio_sid)
+        for client in list(hub.members(namespace, None)):
+            socket = sockets.get(client.eio_sid)
             if socket is not None and not socket.closed:
                 found[socket_transport(socket), namespace] += 1
     return found

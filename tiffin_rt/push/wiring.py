@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import socketio
 from aiohttp import web
 
 from tiffin_rt.core.events import NOTIFICATION
-from tiffin_rt.keys import POOL, ROUTER, SETTINGS, SOCKETIO
+from tiffin_rt.keys import HUB, POOL, ROUTER, SETTINGS
 from tiffin_rt.push.keys import PUSH
 from tiffin_rt.push.service import PushService
 from tiffin_rt.transports.push_http import setup_push_http
@@ -21,13 +20,12 @@ async def _push(app: web.Application) -> AsyncIterator[None]:
     if not settings.enabled:
         yield
         return
-    sio: socketio.AsyncServer = app[SOCKETIO]
-    manager = sio.manager
+    hub = app[HUB]  # where /notifications connections' rooms are
 
     def is_online(user_id: str) -> bool:
         """A /notifications connection on this node would get the notification live."""
         room = f"user-{user_id}"
-        return next(iter(manager.get_participants(NAMESPACE, room)), None) is not None
+        return hub.has_room(NAMESPACE, room)
 
     service = PushService(settings, app[POOL], is_online)
     dispatcher = await service.start()

@@ -14,20 +14,26 @@ ping) writes the tick's frames first, so a connection's frames keep the order th
 Connections on the stock transport (long-polling, upgrades from it, or WebSocket with
 compression configured) get the packet on their bounded queue at once (StockSocket.send_now):
 nothing is awaited, so the router runs no task for them.
+
+Membership lives in the hub (core.hub): every room change python-socketio makes goes through
+`basic_enter_room` / `basic_leave_room`, which keep a SocketClient in the hub's room of the same
+namespace and name; python-socketio's own room dict stays as the mirror its API reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Collection, Sequence
-from typing import Any
+from collections.abc import Awaitable, Collection, Iterable, Sequence
+from typing import Any, cast
 
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from tiffin_rt import metrics
+from tiffin_rt.core.hub import Hub, RoomName
+from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.stock import StockSocket
 from tiffin_rt.transports.socketio.websocket import DeliveryLimits, LeanWebSocket, ws_frame
 
@@ -61,9 +67,12 @@ class Members:
 class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
     """Room emits written as pre-built frames, once per room and connection per loop tick."""
 
-    def __init__(self, limits: DeliveryLimits) -> None:
+    def __init__(self, limits: DeliveryLimits, hub: Hub | None = None) -> None:
         super().__init__()
         self.limits = limits
+        self.hub = hub if hub is not None else Hub()
+        # Each namespace's connections by sid: python-socketio names them by sid alone.
+        self._clients: dict[str, dict[str, SocketClient]] = {}
         # What room emits queued this tick: (members, frame), in the order they were sent.
         self._tick: list[tuple[tuple[LeanMember, ...], bytes]] = []
         self._resolved: dict[tuple[str, Any], Members] = {}
@@ -75,17 +84,60 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         # A direct write to a lean socket first writes what this tick queued (see websocket.py).
         server.eio.write_queued = self._flush
 
-    # -- membership: resolved sockets forgotten whenever it changes --------------------------
+    # -- membership: in the hub; resolved sockets forgotten whenever it changes ---------------
 
     def basic_enter_room(
         self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
     ) -> None:
         self._resolved.clear()
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        clients = self._clients.get(namespace)
+        if clients is None:
+            clients = self._clients[namespace] = {}
+        client = clients.get(sid)
+        if client is None:  # connecting: python-socketio enters it in `None` first
+            client = clients[sid] = SocketClient(
+                self.server, namespace, sid, self.rooms[namespace][None][sid]
+            )
+        self.hub.join(namespace, room, client)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         self._resolved.clear()
         super().basic_leave_room(sid, namespace, room)
+        client = self.client(sid, namespace)
+        if client is not None:
+            self.hub.leave(namespace, room, client)
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        super().basic_disconnect(sid, namespace, **kwargs)  # leaves every room
+        clients = self._clients.get(namespace)
+        client = clients.pop(sid, None) if clients is not None else None
+        if client is None:
+            return
+        for room in list(self.hub.rooms_of(client)):
+            self.hub.leave(namespace, room, client)
+        if not clients:
+            del self._clients[namespace]
+
+    def client(self, sid: str, namespace: str) -> SocketClient | None:
+        """The connection `sid` of `namespace`, from its first room to its disconnect."""
+        clients = self._clients.get(namespace)
+        return clients.get(sid) if clients is not None else None
+
+    def clients(self, namespace: str, room: RoomName) -> Iterable[SocketClient]:
+        """The connections in `room` of `namespace` (None: all of the namespace's), now."""
+        return cast(Iterable[SocketClient], self.hub.members(namespace, room))
+
+    def in_room(self, sid: str, namespace: str, room: str) -> bool:
+        client = self.client(sid, namespace)
+        return client is not None and self.hub.is_member(namespace, room, client)
+
+    def rooms_of(self, sid: str, namespace: str) -> list[str]:
+        """The rooms `sid` is in, its own sid room and `None` left out."""
+        client = self.client(sid, namespace)
+        if client is None:
+            return []
+        return [r for r in self.hub.rooms_of(client) if r is not None and r != sid]
 
     def resolve(self, namespace: str, room: Any) -> Members:
         """The connections `room` (a name, or a list of names) reaches, resolved once."""
@@ -97,21 +149,30 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         lean_sids: list[str] = []
         stock: list[tuple[str, str]] = []
         sockets = self.server.eio.sockets
-        for sid, eio_sid in self.get_participants(namespace, room):
-            socket = sockets.get(eio_sid)
+        for client in self._participants(namespace, room):
+            socket = sockets.get(client.eio_sid)
             if socket is None:
                 continue
             transport = socket.transport if type(socket) is LeanWebSocket else None
             if transport is not None:
                 lean.append((socket, transport))
-                lean_sids.append(sid)
+                lean_sids.append(client.sid)
             else:
-                stock.append((sid, eio_sid))
+                stock.append((client.sid, client.eio_sid))
         members = Members(tuple(lean), tuple(lean_sids), tuple(stock))
         if len(self._resolved) >= MAX_RESOLVED:
             self._resolved.clear()
         self._resolved[key] = members
         return members
+
+    def _participants(self, namespace: str, room: Any) -> Iterable[SocketClient]:
+        """Each connection in `room` (or in any of a list of rooms) once."""
+        if room is None or isinstance(room, str):
+            return self.clients(namespace, room)
+        found: dict[SocketClient, None] = {}
+        for name in room:
+            found.update(dict.fromkeys(self.clients(namespace, name)))
+        return found
 
     # -- emitting ----------------------------------------------------------------------------
 

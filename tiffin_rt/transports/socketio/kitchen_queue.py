@@ -290,8 +290,8 @@ class KitchenQueues:
     # -- Socket.IO -----------------------------------------------------------------------------
 
     def _member(self, sid: str, room: str) -> bool:
-        members = self._sio.manager.rooms.get(NAMESPACE, {}).get(room)
-        return members is not None and sid in members
+        in_room: bool = self._sio.manager.in_room(sid, NAMESPACE, room)
+        return in_room
 
     async def _emit(self, event: str, payload: dict[str, Any], to: str) -> None:
         await self._sio.emit(event, payload, to=to, namespace=NAMESPACE)

@@ -68,16 +68,16 @@ class SocketLocations:
 
     def publish(self, position: Position) -> None:
         room = room_for_order(position.order_id)
-        members = self._fanout.rooms.get(NAMESPACE, {}).get(room)
+        members = list(self._fanout.clients(NAMESPACE, room))
         if not members:
             return
         sockets = self._sio.eio.sockets
         held: list[str] = []
-        for sid, eio_sid in list(members.items()):
-            key = (sid, position.order_id)
-            if key in self._waiting or is_behind(sockets.get(eio_sid)):
+        for client in members:
+            key = (client.sid, position.order_id)
+            if key in self._waiting or is_behind(sockets.get(client.eio_sid)):
                 self._wait(key, position)
-                held.append(sid)
+                held.append(client.sid)
         if len(held) < len(members):
             self.sent += len(members) - len(held)
             self._later(self._fanout.publish(EVENT, position.message, NAMESPACE, [room], held))
@@ -115,16 +115,19 @@ class SocketLocations:
     def _retry(self) -> None:
         """Connections that caught up get their newest position; gone ones are forgotten."""
         self._timer = None
-        rooms = self._fanout.rooms.get(NAMESPACE, {})
+        fanout = self._fanout
         sockets = self._sio.eio.sockets
         for key, position in list(self._waiting.items()):
             sid, order_id = key
-            members = rooms.get(room_for_order(order_id))
-            eio_sid = members.get(sid) if members else None
-            if eio_sid is None or eio_sid not in sockets:
+            client = fanout.client(sid, NAMESPACE)
+            if (
+                client is None
+                or client.eio_sid not in sockets
+                or not fanout.in_room(sid, NAMESPACE, room_for_order(order_id))
+            ):
                 del self._waiting[key]  # left the room, or disconnected
                 continue
-            if is_behind(sockets[eio_sid]):
+            if is_behind(sockets[client.eio_sid]):
                 continue
             del self._waiting[key]
             self.sent += 1

@@ -286,8 +286,8 @@ class NotificationsSink:
             # batching: these users' connections get it in their next notificationDigest
             if set(event.rooms) <= set(held):
                 return None
-            members = self._fanout.rooms.get(NAMESPACE, {})
-            skip = [*skip, *(sid for room in held for sid in members.get(room, ()))]
+            fanout = self._fanout
+            skip = [*skip, *(c.sid for room in held for c in fanout.clients(NAMESPACE, room))]
         name, payload = message
         return self._fanout.publish(name, payload, NAMESPACE, event.rooms, skip)
 

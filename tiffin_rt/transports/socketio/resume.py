@@ -74,6 +74,7 @@ class SocketResume:
     ) -> None:
         """`cursor`: the last event id the listener handed to the router, None before any."""
         self._sio = sio
+        self._fanout: RoomFanout = sio.manager
         self._pool = pool
         self._cursor = cursor
         self._inbox = settings.inbox
@@ -83,20 +84,17 @@ class SocketResume:
     # -- helpers ---------------------------------------------------------------------------
 
     def _is_member(self, sid: str, room: str) -> bool:
-        members = self._sio.manager.rooms.get(NAMESPACE, {}).get(room)
-        return members is not None and sid in members
+        return self._fanout.in_room(sid, NAMESPACE, room)
 
     def _rooms(self, sid: str) -> list[str]:
-        return [r for r in self._sio.manager.get_rooms(sid, NAMESPACE) if r != sid]
+        return self._fanout.rooms_of(sid, NAMESPACE)
 
     async def _emit(self, sid: str, name: str, payload: Any) -> None:
         await self._sio.emit(name, payload, to=sid, namespace=NAMESPACE)
 
     async def _paced(self, sid: str) -> None:
         """Before each replayed event: wait while the client has not taken what it was sent."""
-        manager = self._sio.manager
-        if isinstance(manager, RoomFanout):
-            await manager.wait_for_room(sid, NAMESPACE)
+        await self._fanout.wait_for_room(sid, NAMESPACE)
 
     async def _emit_events(self, sid: str, events: Sequence[Event]) -> None:
         for event in events:

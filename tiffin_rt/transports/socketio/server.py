@@ -26,6 +26,7 @@ from socketio import packet as sio_packet
 
 from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.config import Settings
+from tiffin_rt.core.hub import Hub
 from tiffin_rt.transports.departures import Departures
 from tiffin_rt.transports.origins import OriginPolicy
 from tiffin_rt.transports.socketio.clock import FixedDelayClock
@@ -181,13 +182,14 @@ class SocketIOServer(SocketIOHooks):
         websocket_compression: bool = False,
         max_buffered: int,
         allowed: Transports = ALL_TRANSPORTS,
+        hub: Hub | None = None,
         **kwargs: Any,
     ) -> None:
         self._websocket_compression = websocket_compression
         self.lean_transport = allowed.lean
         self.bounded_sockets = allowed.bounded
         super().__init__(
-            client_manager=RoomFanout(DeliveryLimits(max_buffered=max_buffered)),
+            client_manager=RoomFanout(DeliveryLimits(max_buffered=max_buffered), hub),
             websocket_compression=websocket_compression,
             max_buffered=max_buffered,
             allowed=allowed,
@@ -336,14 +338,16 @@ class _OrjsonCodec:
 
 
 def create_socketio_server(
-    settings: Settings, origins: OriginPolicy | None = None
+    settings: Settings, origins: OriginPolicy | None = None, *, hub: Hub | None = None
 ) -> socketio.AsyncServer:
+    """`hub`: where its connections' rooms live (app[HUB], beside the SSE streams)."""
     # The server's own origin and the listed ones (a list alone would refuse the server's own).
     policy = origins or OriginPolicy(settings.server.cors_origins)
     # Every library internal we touch, checked once: one WARNING if any is missing or changed,
     # and the stock transport (engine_internals.py, docs/upstream-hooks.md).
     found = check_upstream(socket_classes=(LeanWebSocket, StockSocket))
     return SocketIOServer(
+        hub=hub,
         allowed=usable_transports(found),
         websocket_compression=settings.delivery.websocket_compression,
         max_buffered=settings.delivery.max_buffered_kib * 1024,
