@@ -30,6 +30,26 @@ def log_kinds(names: Iterable[str]) -> list[str]:
     return [BATCHABLE[name] for name in names]
 
 
+def batched(event: Event, kinds: frozenset[str]) -> bool:
+    """An event the rate counts: one of `kinds` to at least one user room, not yet decided."""
+    return (
+        event.kind in kinds
+        and HELD_FOR not in event.payload
+        and any(room.startswith("user-") for room in event.rooms)
+    )
+
+
+def mark_held(events: Iterable[Event], held: Iterable[tuple[int, str]]) -> None:
+    """Write the decisions (event id, user id held) into the events, as `heldFor` user rooms:
+    every sink and the replay read the hold from there."""
+    rooms: dict[int, list[str]] = {}
+    for event_id, user_id in held:
+        rooms.setdefault(event_id, []).append("user-" + user_id)
+    for event in events:
+        if event.id in rooms:
+            event.payload[HELD_FOR] = sorted(rooms[event.id])
+
+
 def held_rooms(event: Event) -> tuple[str, ...]:
     """The user rooms this event is held back for (their connections get it in a digest)."""
     held = event.payload.get(HELD_FOR)

@@ -43,10 +43,14 @@ class Router:
         self._settled = asyncio.Event()
         self._settled.set()
 
-    def add_sink(self, sink: Sink, *, kinds: Collection[str] | None = None) -> None:
+    def add_sink(
+        self, sink: Sink, *, kinds: Collection[str] | None = None, first: bool = False
+    ) -> None:
         """Add `sink`; with `kinds`, it is only called for batches holding one of them (so a
-        sink that always awaits holds nothing else back)."""
-        self._sinks.append(sink if kinds is None else _OnlyKinds(sink, frozenset(kinds)))
+        sink that always awaits holds nothing else back); `first`: before every other sink
+        (one that completes the events the others read, such as batching's hold decision)."""
+        wrapped = sink if kinds is None else _OnlyKinds(sink, frozenset(kinds))
+        self._sinks.insert(0 if first else len(self._sinks), wrapped)
 
     @property
     def backlog(self) -> int:

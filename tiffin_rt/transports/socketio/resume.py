@@ -26,12 +26,14 @@ from tiffin_rt.core.events import (
     Event,
 )
 from tiffin_rt.core.inbox import (
+    InboxItem,
     InvalidRead,
     ids_to_mark,
     inbox_message,
 )
 from tiffin_rt.core.replay import Handoffs, InvalidEventId, parse_last_event_id, resumable
 from tiffin_rt.db import inbox, replay
+from tiffin_rt.db.digests import decide_holds, digests_by_id, hold_events
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.notifications import (
@@ -78,6 +80,7 @@ class SocketResume:
         self._pool = pool
         self._cursor = cursor
         self._inbox = settings.inbox
+        self._batching = settings.batching
         self._max_events = settings.replay.max_events
         self.handoffs = Handoffs(self._is_member)
 
@@ -226,6 +229,7 @@ class SocketResume:
                 sid, "too_many", f"more than {self._max_events} events were missed", conn, room
             )
             return
+        await hold_events(pool, events, self._batching)  # as the listener decided, or will
         self.handoffs.record_sent(sid, (e.id for e in events))
         metrics.replayed("socketio", len(events))
         await self._emit_events(sid, events)
@@ -286,11 +290,47 @@ class SocketResume:
             # Not bounded by the ceiling: the inbox outlives the log, so its ids need not be
             # anywhere near the listener's cursor. Live copies of these are dropped by id.
             items = await inbox.newest_unread(pool, user_id, self._inbox.on_connect_limit)
-            self.handoffs.record_sent(sid, (i.id for i in items))
-            for item in items:
+            sent = await self._as_live(conn, items)
+            self.handoffs.record_sent(sid, (event_id for event_id, _ in sent))
+            for _, message in sent:
                 await self._paced(sid)
-                await self._emit(sid, "notification", inbox_message(item))
+                await self._emit(sid, *message)
         await self._emit(sid, "unreadCount", {"unread": unread})
+
+    async def _as_live(
+        self, conn: ResumingConnection, items: Sequence[InboxItem]
+    ) -> list[tuple[int, tuple[str, dict[str, Any]]]]:
+        """The unread items as the live channel gives them (README: Batching): one held for a
+        digest comes as that digest (once), or not at all while its digest is still to come
+        live; an item after the ceiling that batching counts is left to live delivery."""
+        ceiling, user_id, pool = conn.ceiling, conn.identity.user_id, self._pool
+        if ceiling is None:
+            return [(i.id, ("notification", inbox_message(i))) for i in items]
+        batching = self._batching
+        known = await decide_holds(
+            pool,
+            [i.id for i in items if i.id <= ceiling],
+            window=batching.window_seconds if batching.enabled else None,
+            max_per_window=batching.max_per_window,
+        )
+        known += await decide_holds(
+            pool, [i.id for i in items if i.id > ceiling], window=None, max_per_window=1
+        )
+        holds = {h.event_id: h for h in known if h.user_id == user_id}
+        sent: list[tuple[int, tuple[str, dict[str, Any]]]] = []
+        digests: set[int] = set()
+        for item in items:
+            hold = holds.get(item.id)
+            if hold is None or (item.id <= ceiling and not hold.held):
+                sent.append((item.id, ("notification", inbox_message(item))))
+            elif item.id <= ceiling and hold.digest_id is not None and hold.digest_id <= ceiling:
+                digests.add(hold.digest_id)
+        if digests:
+            for event in await digests_by_id(pool, digests):
+                message = live_message(event)
+                if message is not None:
+                    sent.append((event.id, message))
+        return sorted(sent, key=lambda pair: pair[0])
 
     async def mark_read(self, conn: ResumingConnection, argument: object) -> dict[str, Any]:
         try:
