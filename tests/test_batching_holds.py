@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import StartServer
 from tests.helpers import base_url, token
+from tests.push_service import PushServiceForTests
 from tests.test_batching import (
     WINDOW,
     batching,
@@ -20,7 +21,9 @@ from tests.test_batching import (
     delivered,
     status_marker,
 )
+from tests.test_push import call, notify, push_config, pushes, vapid  # noqa: F401  (fixtures)
 from tiffin_rt.config import Settings
+from tiffin_rt.push.vapid import KeyPair
 
 LIVE_STATUS = "orderStatusUpdate"
 ISOLATIONS = ["read_committed", "repeatable_read"]
@@ -170,6 +173,34 @@ async def test_the_inbox_on_connect_gives_the_digest_as_live_and_replay_do(
     assert [d["id"] for n, d in sent if n == "notification"] == ids[:5]
     assert [d for n, d in sent if n == "notificationDigest"] == [digest]
     assert on_connect.of("unreadCount") == [{"unread": 9}]
+
+
+async def test_an_offline_user_is_pushed_the_digest_instead_of_each_held_item(
+    start_server: StartServer,
+    settings: Settings,
+    db: asyncpg.Connection,
+    vapid: KeyPair,  # noqa: F811
+    pushes: PushServiceForTests,  # noqa: F811
+) -> None:
+    server = await start_server(
+        push=push_config(vapid, workers=1),
+        batching=batching(),
+        limits={"connect_per_ip": "1000/minute"},
+    )
+    phone, marker_phone = pushes.new_device(), pushes.new_device()
+    assert (await call(server, "POST", "alice", pushes.subscription(phone)))[0] == 201
+    assert (await call(server, "POST", "bob", pushes.subscription(marker_phone)))[0] == 201
+    ids = await burst(db, "alice", 8)
+    await until_digests(db, "alice")
+    await notify(db, "bob", "marker")  # one worker: pushed after everything before it
+    await pushes.wait_for(marker_phone)
+    got = [p.payload for p in pushes.to(phone)]
+    assert [p["id"] for p in got[:5]] == ids[:5]
+    [summary] = got[5:]
+    assert summary["type"] == "notificationDigest"
+    assert summary["title"] == "3 new notifications"
+    assert summary["body"] == "n5, n6, n7"
+    assert summary["data"]["count"] == 3
 
 
 async def test_a_replay_after_the_rate_rows_are_pruned_still_gives_the_digest_not_the_items(

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tiffin_rt.core.events import NOTIFICATION
 from tiffin_rt.keys import HUB, POOL, ROUTER, SETTINGS
+from tiffin_rt.push.digests import DigestPushes
 from tiffin_rt.push.keys import PUSH
 from tiffin_rt.push.service import PushService
 from tiffin_rt.transports.push_http import setup_push_http
@@ -29,7 +29,8 @@ async def _push(app: web.Application) -> AsyncIterator[None]:
 
     service = PushService(settings, app[POOL], is_online)
     dispatcher = await service.start()
-    app[ROUTER].add_sink(dispatcher, kinds={NOTIFICATION})
+    # batching: a held notification is not pushed to its user, the digest is (once)
+    app[ROUTER].add_sink(DigestPushes(dispatcher), kinds=DigestPushes.KINDS)
     app[PUSH] = service
     try:
         yield
