@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -39,6 +40,12 @@ async def _kitchen(app: web.Application) -> AsyncIterator[None]:
     finally:
         await cancel_and_wait(task)
         await queues.close()
+
+
+def kitchen_health(app: web.Application) -> dict[str, Any] | None:
+    """For /healthz: the kitchen queue's reads, messages by kind and failed reads."""
+    queues = app.get(KITCHEN_QUEUES)
+    return queues.describe() if queues is not None else None
 
 
 def setup_kitchen(app: web.Application) -> None:

@@ -2,35 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from tiffin_rt.logcontext import CONNECTION_ID, REQUEST_ID
 
-# A JWT (three base64url parts, the first a JSON header), a token query parameter, a bearer
-# credential (an opaque one too: metrics.token), a "token" field of a payload as Python or
-# JSON prints it (a Socket.IO auth payload, a refreshToken argument).
+# A JWT (three base64url parts, the first a JSON header); any `...token=` query parameter
+# (token, access_token, refresh_token: in any case); the value of an Authorization or Cookie
+# header, up to the line's end (a raw CR LF, or the `\\r` of a request line aiohttp's parser
+# quotes as bytes); a bearer credential (an opaque one too: metrics.token); a "token" or
+# "authorization" field of a payload or header map as Python or JSON prints it.
 _TOKEN = re.compile(
     r"eyJ[\w-]*\.[\w-]*\.[\w-]*"
-    r"|(?<=access_token=)[^&\s\"']+"
+    r"|(?i:(?<=token=))[^&\s\"']+"
+    r"|(?i:(?<=authorization: ))(?:(?!\\r)[^\r\n\"'])+"
+    r"|(?i:(?<=cookie: ))(?:(?!\\r)[^\r\n\"'])+"
     r"|(?<=[Bb]earer )[^\s\"',;]+"
-    r"|(?<=[Tt]oken': ')[^']+"
-    r"|(?<=[Tt]oken\": \")[^\"]+"
-    r"|(?<=[Tt]oken\":\")[^\"]+"
+    r"|(?i:(?<=token': '))[^']+"
+    r"|(?i:(?<=token\": \"))[^\"]+"
+    r"|(?i:(?<=token\":\"))[^\"]+"
+    r"|(?i:(?<=authorization': '))[^']+"
+    r"|(?i:(?<=authorization\": \"))[^\"]+"
+    r"|(?i:(?<=authorization\":\"))[^\"]+"
 )
 
 # Loggers that would write packets, query strings or auth payloads below WARNING.
 QUIET_LOGGERS = ("engineio.server", "socketio.server", "aiohttp_jwt")
 
+# Loggers whose records about what a client sent wrong ClientFaults rewrites and rate-limits.
+CLIENT_FAULT_LOGGERS = ("aiohttp.server", "engineio.server")
+# The attribute that marks a record as a client's fault (RecentErrors leaves such lines out).
+CLIENT_FAULT = "client_fault"
 
 # python-engineio logs a client's bad request (an unknown or closed session, a bad transport,
 # a refused origin) at ERROR once per kind, with this tail, then at INFO.
 _ENGINEIO_ONCE = " (further occurrences of this error will be logged with level INFO)"
+# A quoted request line or header in one of aiohttp's parser errors is cut to this.
+_QUOTED_MAX = 300
 
 
 def redact(text: str) -> str:
@@ -52,24 +69,149 @@ class RedactTokens(logging.Filter):
         return True
 
 
-class ClientFaultsAsWarnings(logging.Filter):
-    """python-engineio's log-once ERRORs are what a client sent (a poll on a session the server
-    closed, a bad transport): a WARNING, never an ERROR an operator is paged for."""
+def is_client_fault(record: logging.LogRecord) -> bool:
+    return bool(getattr(record, CLIENT_FAULT, False))
+
+
+class ClientFaultBudget:
+    """At most LINES_PER_WINDOW client-fault lines per WINDOW_SECONDS for the whole process;
+    the rest are counted and summed up in one line when their window ends, so a flood of bad
+    requests costs a few log lines, whatever its rate."""
+
+    WINDOW_SECONDS = 10.0
+    LINES_PER_WINDOW = 5
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._window_start = -self.WINDOW_SECONDS
+        self._written = 0
+        self._suppressed = 0
+        self._summary_loop: asyncio.AbstractEventLoop | None = None
+        self.total = 0
+        self.suppressed_total = 0
+        self.log = logging.getLogger("tiffin_rt.client_faults")
+
+    def describe(self) -> dict[str, int]:
+        return {"total": self.total, "suppressed": self.suppressed_total}
+
+    def admit(self) -> bool:
+        """Whether this fault's line is written; counted either way."""
+        self.total += 1
+        now = self._clock()
+        if now - self._window_start >= self.WINDOW_SECONDS:
+            self._summarise()
+            self._window_start, self._written = now, 0
+        if self._written < self.LINES_PER_WINDOW:
+            self._written += 1
+            return True
+        self._suppressed += 1
+        self.suppressed_total += 1
+        self._summary_at_window_end()
+        return False
+
+    def _summary_at_window_end(self) -> None:
+        """The summary is written when the window ends, not only at the next fault."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: the next fault after the window writes it
+        if self._summary_loop is loop:
+            return
+        self._summary_loop = loop
+        delay = self._window_start + self.WINDOW_SECONDS - self._clock()
+        loop.call_later(max(delay, 0.0), self._window_ended)
+
+    def _window_ended(self) -> None:
+        self._summary_loop = None
+        if self._clock() - self._window_start >= self.WINDOW_SECONDS:
+            self._summarise()
+        elif self._suppressed:
+            self._summary_at_window_end()
+
+    def _summarise(self) -> None:
+        suppressed, self._suppressed = self._suppressed, 0
+        if suppressed:
+            self.log.warning(
+                "%d more client faults suppressed in the last %ds (bad requests, bad packets)",
+                suppressed,
+                self.WINDOW_SECONDS,
+                extra={CLIENT_FAULT: True},
+            )
+
+
+CLIENT_FAULTS = ClientFaultBudget()
+
+
+def client_fault(
+    logger: logging.Logger,
+    message: str,
+    *args: object,
+    session_ended: bool = False,
+    level: int = logging.WARNING,
+) -> None:
+    """One line (a WARNING unless `level` says less) about what a client did wrong, kept out
+    of the admin view's recent errors. Within the process's budget, unless the fault ended the
+    client's session (`session_ended`): one line per session is bounded by
+    limits.handshakes_per_ip already, and names the session an operator may be asked about."""
+    if not logger.isEnabledFor(level):
+        CLIENT_FAULTS.total += 1
+        return
+    if session_ended:
+        CLIENT_FAULTS.total += 1
+    elif not CLIENT_FAULTS.admit():
+        return
+    logger.log(level, message, *args, extra={CLIENT_FAULT: True}, stacklevel=2)
+
+
+def _one_line(exc: HttpProcessingError) -> str:
+    """aiohttp's parser error on one line: what was wrong and the quoted bytes, masked, cut."""
+    text = " ".join(redact(exc.message).split()).removesuffix(" ^")
+    if len(text) > _QUOTED_MAX:
+        text = text[:_QUOTED_MAX] + "..."
+    return f"{exc.code} {type(exc).__name__}: {text}"
+
+
+class ClientFaults(logging.Filter):
+    """What a client sent wrong, as aiohttp's server and python-engineio log it, becomes one
+    WARNING line without a traceback, marked as a client fault and within CLIENT_FAULTS.
+
+    aiohttp logs each unparsable request (bad header bytes, a bad request line) at ERROR with a
+    traceback, and python-engineio the first bad request of each kind at ERROR: neither is a
+    fault of the server, and one line each would let a flood of them fill the logs.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and record.exc_info is None:
+        if not self._rewrite(record):
+            return True
+        setattr(record, CLIENT_FAULT, True)
+        return CLIENT_FAULTS.admit()
+
+    @staticmethod
+    def _rewrite(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code < 500:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "bad HTTP request from %s: %s", (remote, _one_line(exc))
+            record.exc_info, record.exc_text = None, None
+        elif record.name == "engineio.server" and record.exc_info is None:
             message = record.getMessage()
-            if message.endswith(_ENGINEIO_ONCE):
+            if record.levelno == logging.ERROR and message.endswith(_ENGINEIO_ONCE):
                 record.msg, record.args = message.removesuffix(_ENGINEIO_ONCE), None
-                record.levelno, record.levelname = logging.WARNING, "WARNING"
+            else:
+                return False
+        else:
+            return False
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
 def quiet_client_faults() -> None:
-    """Install ClientFaultsAsWarnings on python-engineio's logger, once per process."""
-    logger = logging.getLogger("engineio.server")
-    if not any(isinstance(f, ClientFaultsAsWarnings) for f in logger.filters):
-        logger.addFilter(ClientFaultsAsWarnings())
+    """Install ClientFaults on aiohttp's server logger and python-engineio's, once a process."""
+    for name in CLIENT_FAULT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ClientFaults) for f in logger.filters):
+            logger.addFilter(ClientFaults())
 
 
 class JsonLines(logging.Formatter):

@@ -1,4 +1,7 @@
-"""The last WARNING and ERROR lines of the process, kept for the admin view (tokens masked)."""
+"""The last WARNING and ERROR lines of the process, kept for the admin view (tokens masked).
+
+What clients did wrong (logs.ClientFaults, logs.client_fault) is counted there, not kept here:
+a flood of bad requests would push the server's own lines out of the ring."""
 
 from __future__ import annotations
 
@@ -8,19 +11,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tiffin_rt.logcontext import CONNECTION_ID, REQUEST_ID
-from tiffin_rt.logs import redact
+from tiffin_rt.logs import is_client_fault, redact
 
 KEPT = 50
 
 
 class RecentErrors(logging.Handler):
-    """A ring of the last KEPT lines at WARNING or above, newest last."""
+    """A ring of the last KEPT lines at WARNING or above, newest last, client faults left out."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.lines: deque[dict[str, Any]] = deque(maxlen=KEPT)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if is_client_fault(record):
+            return
         try:
             line: dict[str, Any] = {
                 "time": datetime.fromtimestamp(record.created, UTC).isoformat(

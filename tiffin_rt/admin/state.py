@@ -13,6 +13,7 @@ from tiffin_rt.cluster import CLUSTER_BUS
 from tiffin_rt.core.hub import SSE
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SOCKETIO
+from tiffin_rt.logs import CLIENT_FAULTS
 from tiffin_rt.metrics.collector import LISTENER_LAG, socket_transport, socketio_connections
 
 # The page lists at most this many rooms (the fullest first) and members per room.
@@ -105,5 +106,6 @@ async def snapshot(app: web.Application, errors: RecentErrors) -> dict[str, Any]
         "listener": await _listener(app),
         "rooms": _rooms(app),
         "recentErrors": list(errors.lines)[::-1],
+        "clientFaults": CLIENT_FAULTS.describe(),
         "cluster": app[CLUSTER_BUS].describe() if CLUSTER_BUS in app else None,
     }

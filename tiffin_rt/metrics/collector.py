@@ -25,9 +25,11 @@ from tiffin_rt import __version__, metrics
 from tiffin_rt.cluster import CLUSTER_BUS
 from tiffin_rt.core.hub import SSE
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SOCKETIO
+from tiffin_rt.kitchen_wiring import KITCHEN_QUEUES
 from tiffin_rt.metrics.lag import ListenerLag
+from tiffin_rt.tracking_wiring import SOCKET_LOCATIONS
 from tiffin_rt.transports.socketio.websocket import LeanWebSocket
-from tiffin_rt.transports.sse_location import LOCATION_STREAMS
+from tiffin_rt.transports.sse_location import LOCATION_STREAMS, RIDER_TRACKING
 
 PREFIX = "tiffin_rt"
 LISTENER_LAG = web.AppKey("listener_lag", ListenerLag)
@@ -94,6 +96,8 @@ class AppCollector(Collector):
         yield from self._counts()
         yield from self._listener()
         yield from self._router()
+        yield from self._tracking()
+        yield from self._kitchen()
         yield from self._pool()
         yield from self._broker()
 
@@ -285,6 +289,76 @@ class AppCollector(Collector):
         )
         backlog.add_metric([], router.backlog)
         yield backlog
+
+    def _tracking(self) -> Iterator[Metric]:
+        """Rider positions: declared (without samples) when tracking is off."""
+        tracking = self._app.get(RIDER_TRACKING)
+        sockets = self._app.get(SOCKET_LOCATIONS)
+        streams = self._app.get(LOCATION_STREAMS)
+        positions = CounterMetricFamily(
+            f"{PREFIX}_rider_positions",
+            "Rider positions: accepted from this node's riders, refused, or from other nodes",
+            labels=["outcome"],
+        )
+        superseded = CounterMetricFamily(
+            f"{PREFIX}_rider_positions_superseded",
+            "Positions never sent to a client that was behind: a newer one replaced them",
+            labels=["transport"],
+        )
+        late = CounterMetricFamily(
+            f"{PREFIX}_rider_positions_sent_late",
+            "Positions held for a client that was behind, sent once it caught up",
+            labels=["transport"],
+        )
+        waiting = GaugeMetricFamily(
+            f"{PREFIX}_rider_positions_waiting",
+            "Socket.IO connections and orders with a position held until they catch up",
+        )
+        tracked = GaugeMetricFamily(
+            f"{PREFIX}_rider_orders_tracked", "Orders whose last position this node keeps"
+        )
+        if tracking is not None and sockets is not None and streams is not None:
+            positions.add_metric(["accepted"], tracking.accepted)
+            positions.add_metric(["refused"], tracking.refused)
+            positions.add_metric(["from_other_nodes"], tracking.from_other_nodes)
+            on_socketio, on_sse = sockets.describe(), streams.describe()
+            superseded.add_metric(["socketio"], on_socketio["superseded"])
+            superseded.add_metric(["sse"], on_sse["superseded"])
+            late.add_metric(["socketio"], on_socketio["sentLate"])
+            late.add_metric(["sse"], on_sse["sentLate"])
+            waiting.add_metric([], on_socketio["waiting"])
+            tracked.add_metric([], tracking.describe()["ordersTracked"])
+        yield from (positions, superseded, late, waiting, tracked)
+
+    def _kitchen(self) -> Iterator[Metric]:
+        """The kitchen queue: declared (without samples) when kitchen.enabled is off."""
+        queues = self._app.get(KITCHEN_QUEUES)
+        reads = CounterMetricFamily(
+            f"{PREFIX}_kitchen_queue_reads", "Kitchen queue reads of the orders table"
+        )
+        failures = CounterMetricFamily(
+            f"{PREFIX}_kitchen_queue_failures",
+            "Kitchen queue reads that failed (retried later, nothing dropped)",
+        )
+        messages = CounterMetricFamily(
+            f"{PREFIX}_kitchen_queue_messages",
+            "Kitchen queue messages: queue (kitchenQueue to a vendor room), position "
+            "(queuePosition to an order room), snapshot (either, to one newcomer)",
+            labels=["kind"],
+        )
+        pending = GaugeMetricFamily(
+            f"{PREFIX}_kitchen_queue_vendors_pending",
+            "Vendors whose queue changed and is not sent yet (coalescing, or a failed read)",
+        )
+        if queues is not None:
+            c = queues.counters
+            reads.add_metric([], c.reads)
+            failures.add_metric([], c.failures)
+            messages.add_metric(["queue"], c.queues_sent)
+            messages.add_metric(["position"], c.positions_sent)
+            messages.add_metric(["snapshot"], c.snapshots_sent)
+            pending.add_metric([], queues.describe()["vendorsPending"])
+        yield from (reads, failures, messages, pending)
 
     def _pool(self) -> Iterator[Metric]:
         pool = self._app.get(POOL)

@@ -13,6 +13,7 @@ from tiffin_rt.db import readiness
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.drain import DRAIN
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SETTINGS, SOCKETIO
+from tiffin_rt.kitchen_wiring import kitchen_health
 from tiffin_rt.push.keys import PUSH
 from tiffin_rt.tracking_wiring import tracking_health
 
@@ -49,6 +50,7 @@ async def healthz(request: web.Request) -> web.Response:
             "cluster": app[CLUSTER_BUS].describe() if CLUSTER_BUS in app else None,
             "push": app[PUSH].describe() if PUSH in app else None,
             "tracking": tracking_health(app),
+            "kitchen": kitchen_health(app),
         }
     )
 

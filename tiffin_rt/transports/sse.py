@@ -317,6 +317,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                         id=str(last_sent),
                         retry=settings.notifications.sse_retry_ms,
                     )
+                    metrics.delivered(ORDER_STATUS_UPDATE, "sse", 1)
                     if snapshot.status in terminal:
                         return stream
                 await stream.write(b"")  # the head, if nothing was sent yet: the hub writes bodies

@@ -23,6 +23,8 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
+from tiffin_rt import metrics
+from tiffin_rt.logs import client_fault
 from tiffin_rt.transports.bodies import read_bounded
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,8 @@ async def guarded_post(socket: Any, environ: dict[str, Any]) -> None:
         if pkt.packet_type == eio_packet.CLOSE:
             return  # the client closed the session itself
         if socket.closed or socket.closing:
-            # The Socket.IO layer found the packet malformed, logged it and ended the session.
+            # The Socket.IO layer found the packet malformed, counted and logged it, and ended
+            # the session.
             request[POST_REFUSAL] = Refusal(400, "bad_request", "malformed Socket.IO packet")
             raise eio_exceptions.EngineIOError()
 
@@ -110,7 +113,10 @@ async def guarded_post(socket: Any, environ: dict[str, Any]) -> None:
 async def _refuse(
     socket: Any, request: web.Request, status: int, code: str, message: str
 ) -> NoReturn:
-    log.warning("long-polling POST refused (%s); closing %s", message, socket.sid)
+    metrics.refused("engineio", "too_large" if status == 413 else "malformed_packet")
+    client_fault(
+        log, "long-polling POST refused (%s); closing %s", message, socket.sid, session_ended=True
+    )
     request[POST_REFUSAL] = Refusal(status, code, message)
     await end_session(socket)
     raise eio_exceptions.EngineIOError()

@@ -29,6 +29,10 @@ python-engineio
   `disconnect` handlers as AsyncSocket.close does (`EngineHooks.run_disconnect_handlers`).
 - E5 `AsyncServer._get_socket(sid)`: the session a request names; an ended long-polling
   session hands its last packets to one more poll (`EngineHooks.session_for_request`).
+- E6 `AsyncServer._log_error_once(message, message_key)`: called with a stable key for each
+  request it refuses (bad-sid, bad-transport, bad-version, ...), then answered 400; counted
+  and logged as a client fault (`EngineHooks.request_refused`). Not checked at build time:
+  without it only that count and line are lost, no transport.
 
 python-socketio (AsyncServer's dispatch, overridden through `SocketIOHooks`)
 - S1 `_engineio_server_class()`: the Engine.IO server class it builds (`engine_server_class`).
@@ -112,6 +116,13 @@ class EngineHooks(engineio.AsyncServer):  # type: ignore[misc]
     def session_for_request(self, sid: str) -> Any:
         """E5: the socket a request's sid names (KeyError when none), as Engine.IO finds it."""
         return super()._get_socket(sid)
+
+    def _log_error_once(self, message: str, message_key: str) -> None:
+        self.request_refused(message, message_key)
+
+    def request_refused(self, message: str, key: str) -> None:
+        """E6: Engine.IO is about to refuse a request (or to use no WebSocket), of kind `key`."""
+        super()._log_error_once(message, key)
 
 
 def socket_of_handler(handler: Any) -> Any:

@@ -104,6 +104,18 @@ class KitchenQueues:
         self._waiters = BackgroundTasks("kitchen queue")
         self.counters = Counters()
 
+    def describe(self) -> dict[str, int]:
+        """For /healthz (the same counts are in /metrics)."""
+        c = self.counters
+        return {
+            "reads": c.reads,
+            "queuesSent": c.queues_sent,
+            "positionsSent": c.positions_sent,
+            "snapshotsSent": c.snapshots_sent,
+            "failures": c.failures,
+            "vendorsPending": len(self._dirty),
+        }
+
     # -- inputs ------------------------------------------------------------------------------
 
     def deliver(self, events: Sequence[Event]) -> None:

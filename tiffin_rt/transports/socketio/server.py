@@ -24,9 +24,11 @@ from aiohttp import web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from tiffin_rt import metrics
 from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.config import Settings
 from tiffin_rt.core.hub import Hub
+from tiffin_rt.logs import client_fault
 from tiffin_rt.transports.departures import Departures
 from tiffin_rt.transports.origins import OriginPolicy
 from tiffin_rt.transports.socketio.clock import FixedDelayClock
@@ -70,6 +72,22 @@ _REFUSED_NAMESPACE = {
     "message": "Invalid namespace",
     "data": {"code": "invalid_namespace", "message": "Invalid namespace"},
 }
+
+
+# python-engineio's keys for the requests it refuses with 400 (E6), each a `reason` of
+# tiffin_rt_refusals_total{namespace="engineio"} with "_" for "-".
+CLIENT_REFUSALS = frozenset(
+    {
+        "bad-origin",
+        "bad-transport",
+        "bad-version",
+        "bad-jsonp-index",
+        "bad-upgrade",
+        "bad-sid",
+        "not-connected",
+        "unexpected-http",
+    }
+)
 
 
 class ProtocolFault(Exception):
@@ -124,9 +142,18 @@ class EngineServer(EngineHooks):
         # so a connection's frames go out in the order they were sent.
         self.frames_queued = False
         self.write_queued: Callable[[], None] = _nothing
-        # A poll for a session that has ended (here, or by a restart) is the client's business:
-        # Engine.IO answers 400 and, without this, logs the first one of each kind at ERROR.
-        self.log_message_keys.update({"bad-sid"})
+
+    def request_refused(self, message: str, key: str) -> None:
+        """A request Engine.IO answers 400 (a poll for a session that ended here or before a
+        restart, a bad transport or protocol version) is the client's business: counted in
+        /metrics and logged as a client fault, not python-engineio's ERROR once per kind."""
+        if key not in CLIENT_REFUSALS:
+            super().request_refused(message, key)
+            return
+        metrics.refused("engineio", key.replace("-", "_"))
+        # A poll for a session that has ended (here, or before a restart) is routine: INFO.
+        level = logging.INFO if key == "bad-sid" else logging.WARNING
+        client_fault(log, "Engine.IO request refused: %s", message[:200], level=level)
 
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Each socket's packet queue, counting its bytes for `delivery.max_buffered_kib`."""
@@ -227,8 +254,14 @@ class SocketIOServer(SocketIOHooks):
             # The packet itself may hold a token: only its size and what was wrong are logged.
             size = len(data) if isinstance(data, str | bytes) else 0
             reason = str(exc) if isinstance(exc, ProtocolFault) else type(exc).__name__
-            log.warning(
-                "malformed Socket.IO packet (%s, %d bytes); closing %s", reason, size, eio_sid
+            metrics.refused("socketio", "malformed_packet")
+            client_fault(
+                log,
+                "malformed Socket.IO packet (%s, %d bytes); closing %s",
+                reason,
+                size,
+                eio_sid,
+                session_ended=True,
             )
             await end_session(socket)
             return
@@ -256,6 +289,8 @@ class SocketIOServer(SocketIOHooks):
         """Only namespaces that verify a JWT can be joined; `/` and unknown ones are refused."""
         namespace = namespace or "/"
         if not isinstance(self.namespace_handlers.get(namespace), SecureNamespace):
+            # Counted under "socketio", not the namespace the client named (any string).
+            metrics.refused("socketio", "invalid_namespace")
             await self.send_socketio_packet(
                 eio_sid,
                 self.packet_class(

@@ -33,6 +33,7 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from tiffin_rt import metrics
+from tiffin_rt.logs import client_fault
 from tiffin_rt.transports.socketio.engine_guard import PacketError, decode_client_packet
 from tiffin_rt.transports.socketio.engine_internals import socket_of_handler
 from tiffin_rt.transports.socketio.stock import StockSocket
@@ -164,7 +165,14 @@ class LeanWebSocket(AsyncSocket):  # type: ignore[misc]
                 try:
                     pkt = decode_client_packet(data)
                 except PacketError as exc:
-                    log.warning("invalid Engine.IO packet (%s); closing %s", exc, self.sid)
+                    metrics.refused("engineio", "malformed_packet")
+                    client_fault(
+                        log,
+                        "invalid Engine.IO packet (%s); closing %s",
+                        exc,
+                        self.sid,
+                        session_ended=True,
+                    )
                     await self.close(wait=False, abort=True)
                     break
                 try:
@@ -427,7 +435,10 @@ def websocket_driver(compress: bool) -> type[Any]:
             except PacketError as exc:
                 # Engine.IO's loop ends on OSError and closes the WebSocket.
                 sid = getattr(socket_of_handler(self.handler), "sid", "?")
-                log.warning("invalid Engine.IO packet (%s); closing %s", exc, sid)
+                metrics.refused("engineio", "malformed_packet")
+                client_fault(
+                    log, "invalid Engine.IO packet (%s); closing %s", exc, sid, session_ended=True
+                )
                 raise OSError() from None
             return msg.data
 
