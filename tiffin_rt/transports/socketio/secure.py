@@ -46,6 +46,33 @@ RESERVED_EVENTS = frozenset(
 )
 
 
+class Arity:
+    """How many positional arguments a handler takes, read once from its signature: the same
+    answer as `inspect.signature(handler).bind(*args)` for positional arguments, which cost
+    about 40 µs on every client event (bench/client_event_micro.py)."""
+
+    __slots__ = ("least", "most")
+
+    def __init__(self, handler: Any) -> None:
+        least, most = 0, 0
+        unbounded = False
+        for p in inspect.signature(handler).parameters.values():
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                most += 1
+                if p.default is p.empty:
+                    least = most
+            elif p.kind is p.VAR_POSITIONAL:
+                unbounded = True
+            elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+                least, most = 1, 0  # nothing positional can call it
+                break
+        self.least = least
+        self.most = -1 if unbounded else most
+
+    def admits(self, count: int) -> bool:
+        return self.least <= count and (self.most < 0 or count <= self.most)
+
+
 def refused(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
     """Reaches the client as connect_error with data {"code", "message"}."""
     return socketio.exceptions.ConnectionRefusedError(message, {"code": code, "message": message})
@@ -92,6 +119,9 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # One loop timer for every connection's next expiry step (see deadlines.py).
         self._expiry: Deadlines[Connection] = Deadlines(self._expiry_due)
         self._background = BackgroundTasks(f"{namespace} namespace")
+        # Each handler's arity by event name: only names of this class's coroutine handlers
+        # are kept, so a client's made-up names cannot grow it.
+        self._arities: dict[str, Arity] = {}
 
     # -- hooks for subclasses ------------------------------------------------------------
 
@@ -213,9 +243,10 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not await self._limits.allow_user_event(conn.identity.user_id):
             self._strike(sid)
             return ack_error("rate_limited", "too many events from this user; slow down")
-        try:
-            inspect.signature(handler).bind(*args)
-        except TypeError:
+        arity = self._arities.get(event)
+        if arity is None:
+            arity = self._arities[event] = Arity(handler)
+        if not arity.admits(len(args)):
             self._strike(sid)
             return ack_error("invalid_payload", f"wrong number of arguments for {event!r}")
         try:
