@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tiffin_rt.core.errors import ClientError
 
 MAX_ENDPOINT_LENGTH = 2048
+PUSH_SERVICE_PORT = 443
 MAX_BODY_BYTES = 4096
 # RFC 8291: the user agent's P-256 public key (uncompressed point) and 16-byte auth secret.
 P256DH_BYTES = 65
@@ -86,8 +87,9 @@ def literal_address(host: str) -> str | None:
         return None
 
 
-def check_endpoint(value: object, http_hosts: frozenset[str]) -> str:
-    """An https URL of a push service (http only for a host in push.http_hosts)."""
+def check_endpoint(value: object, http_hosts: frozenset[str], *, any_port: bool = False) -> str:
+    """An https URL of a push service on port 443 (http, and other ports, only for a host in
+    push.http_hosts). `any_port`: to name a device to remove, which may predate the port rule."""
     if not isinstance(value, str) or not value:
         raise _refuse("endpoint: a URL string is required")
     if len(value) > MAX_ENDPOINT_LENGTH:
@@ -110,11 +112,14 @@ def check_endpoint(value: object, http_hosts: frozenset[str]) -> str:
     literal = literal_address(host)
     if literal is not None and not trusted and not is_public_address(literal):
         raise _refuse("endpoint: a push service has a public address (this one is internal)")
-    if parts.scheme == "https":
-        return value
     if parts.scheme == "http" and trusted:
         return value
-    raise _refuse("endpoint: must be an https:// URL")
+    if parts.scheme != "https":
+        raise _refuse("endpoint: must be an https:// URL")
+    if port not in (None, PUSH_SERVICE_PORT) and not trusted and not any_port:
+        # Every push service answers on 443; another port is some other server's.
+        raise _refuse(f"endpoint: a push service answers on port {PUSH_SERVICE_PORT} (got {port})")
+    return value
 
 
 def _b64url_key(value: object, name: str, size: int) -> bytes:

@@ -46,10 +46,11 @@ async def save(
     *,
     user_agent: str | None,
     keep: int,
-) -> tuple[StoredSubscription, bool]:
+) -> tuple[StoredSubscription, bool, int]:
     """Store (or refresh) a device's subscription for this user; an endpoint registered by
     another user before moves to this one (the browser's owner logged in as someone else).
-    The user's least recently registered devices beyond `keep` are forgotten. True: new."""
+    The user's least recently registered devices beyond `keep` are forgotten. Returns the
+    device, True when new, and how many devices were forgotten for it."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO tiffin_rt.push_subscriptions"
@@ -66,7 +67,7 @@ async def save(
             sub.expires_at,
             user_agent,
         )
-        await conn.execute(
+        forgotten: str = await conn.execute(
             "DELETE FROM tiffin_rt.push_subscriptions WHERE user_id = $1 AND id NOT IN"
             " (SELECT id FROM tiffin_rt.push_subscriptions WHERE user_id = $1"
             "  ORDER BY updated_at DESC, id DESC LIMIT $2)",
@@ -74,7 +75,7 @@ async def save(
             keep,
         )
     assert row is not None
-    return _stored(row), bool(row["inserted"])
+    return _stored(row), bool(row["inserted"]), int(forgotten.split()[-1])
 
 
 async def delete(db: Db, user_id: str, endpoint: str) -> int:

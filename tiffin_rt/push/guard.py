@@ -6,6 +6,8 @@ it, so without these rules any signed-in user could make the server reach its ow
   multicast or reserved ones; checked on every connection, so a name that later points inward
   is refused too). Hosts in `push.http_hosts` are trusted as the operator named them (a local
   push service, the tests).
+- Ports: https on 443 only (every push service's), checked again at send time for a device
+  registered before that rule.
 - Redirects are never followed (a push service answers; it does not send elsewhere).
 - An answer's body is read up to MAX_ANSWER_BYTES; the rest is never read.
 """
@@ -22,13 +24,18 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from tiffin_rt.core.push import is_public_address, literal_address
+from tiffin_rt.core.push import PUSH_SERVICE_PORT, is_public_address, literal_address
 
 MAX_ANSWER_BYTES = 4096
 
 
 class NonPublicHost(OSError):
     """A push endpoint whose host is not a public address."""
+
+
+class NotAPushService(aiohttp.ClientConnectionError):
+    """An endpoint no push service can be at (an internal address, a port other than 443):
+    never connected to, and not worth a retry."""
 
 
 class PublicOnlyResolver(AbstractResolver):
@@ -73,15 +80,18 @@ class GuardedPoster:
         self._trusted = trusted
 
     async def post(self, url: str, **kwargs: Any) -> Answer:
-        host = URL(url).host or ""
+        target = URL(url)
+        host = target.host or ""
+        trusted = host.lower() in self._trusted
         literal = literal_address(host)
         # aiohttp does not resolve an IP literal, so the resolver never sees it: checked here.
-        if (
-            literal is not None
-            and host.lower() not in self._trusted
-            and not is_public_address(literal)
-        ):
-            raise aiohttp.ClientConnectionError(f"push endpoint {literal} is not public")
+        if literal is not None and not trusted and not is_public_address(literal):
+            raise NotAPushService(f"push endpoint {literal} is not public")
+        if not trusted and (target.scheme != "https" or target.port != PUSH_SERVICE_PORT):
+            raise NotAPushService(
+                f"push endpoint port {target.port} ({target.scheme}): push services are"
+                f" https on {PUSH_SERVICE_PORT}"
+            )
         kwargs["allow_redirects"] = False
         async with self._session.post(url, **kwargs) as response:
             body = await response.content.read(MAX_ANSWER_BYTES)

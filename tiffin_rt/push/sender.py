@@ -13,7 +13,7 @@ import aiohttp
 from pywebpush import WebPusher
 
 from tiffin_rt.core.push import PushSubscription
-from tiffin_rt.push.guard import Answer, GuardedPoster
+from tiffin_rt.push.guard import Answer, GuardedPoster, NotAPushService
 from tiffin_rt.push.vapid import VapidSigner
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class Outcome:
     status: int | None
     retry_after: float | None = None
     error: str = ""
+    final: bool = False  # no answer, and none will come: not retried
 
     @property
     def delivered(self) -> bool:
@@ -38,7 +39,9 @@ class Outcome:
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or self.status == 429 or self.status >= 500
+        if self.status is None:
+            return not self.final
+        return self.status == 429 or self.status >= 500
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
@@ -84,6 +87,8 @@ class PushSender:
                 content_encoding="aes128gcm",
                 timeout=self._session.timeout,
             )
+        except NotAPushService as exc:
+            return Outcome(status=None, error=str(exc)[:200], final=True)
         except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
             return Outcome(status=None, error=f"{type(exc).__name__}: {exc}"[:200])
         assert isinstance(response, Answer)

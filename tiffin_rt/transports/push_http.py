@@ -32,12 +32,13 @@ async def public_key(request: web.Request) -> web.Response:
 
 
 async def subscribe(request: web.Request) -> web.Response:
-    """Body: the browser's PushSubscription.toJSON(). 201 when new, 200 when refreshed."""
+    """Body: the browser's PushSubscription.toJSON(). 201 when new, 200 when refreshed;
+    `forgotten`: the user's oldest devices dropped to keep push.max_subscriptions_per_user."""
     http_hosts = _enabled(request)
     who = request_identity(request)
     sub = parse_subscription(parse_json_object(await request.read()), http_hosts)
     agent = request.headers.get("User-Agent", "")[:MAX_USER_AGENT] or None
-    stored, created = await push.save(
+    stored, created, forgotten = await push.save(
         request.app[POOL],
         who.user_id,
         sub,
@@ -45,7 +46,12 @@ async def subscribe(request: web.Request) -> web.Response:
         keep=request.app[SETTINGS].push.max_subscriptions_per_user,
     )
     return web.json_response(
-        {"id": stored.id, "endpoint": stored.subscription.endpoint, "created": created},
+        {
+            "id": stored.id,
+            "endpoint": stored.subscription.endpoint,
+            "created": created,
+            "forgotten": forgotten,
+        },
         status=201 if created else 200,
     )
 
@@ -55,7 +61,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     http_hosts = _enabled(request)
     who = request_identity(request)
     body = parse_json_object(await request.read())
-    endpoint = check_endpoint(body.get("endpoint"), http_hosts)
+    endpoint = check_endpoint(body.get("endpoint"), http_hosts, any_port=True)
     deleted = await push.delete(request.app[POOL], who.user_id, endpoint)
     return web.json_response({"deleted": deleted})
 
