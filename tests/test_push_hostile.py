@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from tests.helpers import eventually
 from tests.push_service import PushServiceForTests, b64url, push_service
 from tests.test_push import StartServer, call, notify, start
 from tiffin_rt.core.push import PushSubscription
-from tiffin_rt.push.guard import PublicOnlyResolver
+from tiffin_rt.push.guard import GuardedPoster, PublicOnlyResolver
 from tiffin_rt.push.keys import PUSH
 from tiffin_rt.push.sender import PushSender
 from tiffin_rt.push.vapid import KeyPair, VapidSigner, generate_keys
@@ -176,3 +177,41 @@ async def test_a_user_registering_hundreds_of_devices_keeps_the_newest_and_is_to
     assert [s["endpoint"] for s in listed] == [
         pushes.subscription(d)["endpoint"] for d in reversed(devices[-5:])
     ]
+
+
+async def test_connections_stay_open_to_a_bounded_number_of_push_services() -> None:
+    """Devices on many distinct hosts (one user's ten, or many users') leave no open socket per
+    host: aiohttp bounds connections in use, not idle ones."""
+    answered = 0
+
+    async def accept(request: web.Request) -> web.Response:
+        nonlocal answered
+        await request.read()
+        answered += 1
+        return web.Response(status=201)
+
+    app = web.Application()
+    app.router.add_post("/push/{token}", accept)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    ports = []
+    for _ in range(40):
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ports.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=PublicOnlyResolver(LOCAL))
+        ) as session:
+            poster = GuardedPoster(session, LOCAL, keep_alive_origins=8)
+            for _ in range(2):
+                for port in ports:
+                    answer = await poster.post(f"http://127.0.0.1:{port}/push/x", data=b"x")
+                    assert answer.status == 201
+            assert answered == 80
+            assert runner.server is not None
+            server = runner.server
+            # the first eight services kept theirs (reused on the second round), no other did
+            await eventually(lambda: len(server.connections) == 8)
+    finally:
+        await runner.cleanup()
