@@ -1,6 +1,7 @@
 """The one authorizer: the policy in core.policy applied to orders read from the database,
 on every join (Socket.IO joinRoom, an SSE stream opening) and, when an order event changes the
-order's parties, to every connection of every transport already in its room."""
+order's parties, to every connection of every transport already in its room (the hub's
+clients, and rider location streams)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import asyncpg
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.errors import ClientError
 from tiffin_rt.core.events import ORDER_PARTIES, ORDER_STATUS, Event
-from tiffin_rt.core.policy import OrderParties, is_staff, may_join
+from tiffin_rt.core.hub import Hub
+from tiffin_rt.core.policy import OrderParties, Principal, is_staff, may_join
 from tiffin_rt.core.rooms import InvalidRoom, Room, order_room, parse_room
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.db.orders import OrderQueries, OrderSnapshot
@@ -24,11 +26,11 @@ class AccessDenied(ClientError):
 
 
 # Does the policy still admit this connection to the room being checked?
-Admits = Callable[[Identity], bool]
+Admits = Callable[[Principal], bool]
 
 
 class RoomMembers(Protocol):
-    """A transport's connections in rooms (Socket.IO rooms, SSE streams of an order)."""
+    """Connections kept outside the hub, in rooms (rider location streams of an order)."""
 
     def evict(self, room: Room, admits: Admits) -> None:
         """Take every connection in `room` that `admits` refuses out of it, now."""
@@ -62,15 +64,18 @@ class RoomAccess:
 
     An order's parties are cached for `cache_ttl` seconds; the order's own events replace the
     cached entry and, as a sink added before the delivering ones, take every connection the
-    policy no longer admits out of the order's room on every registered transport (a rider
-    taken off the order leaves its Socket.IO room and its SSE streams end) before the event
-    is delivered.
+    policy no longer admits out of the order's room (`Hub.evict`, every client of every
+    transport, and the streams added with `add_transport`) before the event is delivered: a
+    rider taken off the order leaves its Socket.IO room and its SSE streams end.
     """
 
     MAX_CACHED_ORDERS = 10_000
 
-    def __init__(self, *, pool: asyncpg.Pool, orders: OrderQueries, cache_ttl: float = 5.0) -> None:
+    def __init__(
+        self, *, pool: asyncpg.Pool, orders: OrderQueries, hub: Hub, cache_ttl: float = 5.0
+    ) -> None:
         self._pool = pool
+        self._hub = hub
         self._orders = orders
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, OrderParties | None]] = {}
@@ -81,7 +86,7 @@ class RoomAccess:
         self._enforced: dict[str, OrderParties] = {}
 
     def add_transport(self, members: RoomMembers) -> None:
-        """A transport whose connections are evicted when the policy stops admitting them."""
+        """Connections outside the hub, evicted when the policy stops admitting them."""
         self._transports.append(members)
 
     def parse(self, room_name: object) -> Room:
@@ -160,6 +165,7 @@ class RoomAccess:
             self._enforced[event.order_id] = parties
             room = Room("order", event.order_id)
             admits = _admits(room, parties)
+            self._hub.evict(room.name, admits)
             for members in self._transports:
                 members.evict(room, admits)
 

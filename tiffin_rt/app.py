@@ -61,10 +61,9 @@ from tiffin_rt.transports.socketio.notifications import (
     NotificationGateway,
     NotificationsSink,
 )
-from tiffin_rt.transports.socketio.order_rooms import SocketRooms
 from tiffin_rt.transports.socketio.resume import SocketResume
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
-from tiffin_rt.transports.sse import SseSink, SseStreams, setup_sse
+from tiffin_rt.transports.sse import SseSink, setup_sse
 from tiffin_rt.web import setup_web
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = pool
         app[ORDER_QUERIES] = queries
         app[ROOM_ACCESS] = RoomAccess(
-            pool=pool, orders=queries, cache_ttl=settings.limits.order_cache_ttl
+            pool=pool, orders=queries, hub=app[HUB], cache_ttl=settings.limits.order_cache_ttl
         )
         yield
     finally:
@@ -146,8 +145,6 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
         app, resume=resume, verifier=app[VERIFIER], access=access, limits=app[RATE_LIMITS]
     )
     sio.register_namespace(notifications)
-    access.add_transport(SocketRooms([notifications]))
-    access.add_transport(SseStreams(hub))
     router.add_sink(access)  # before the delivering sinks: an evicted client gets nothing more
     router.add_sink(SseSink(hub, settings.notifications.terminal_statuses))
     router.add_sink(NotificationsSink(sio.manager, hold=resume.handoffs.hold))

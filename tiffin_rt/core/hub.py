@@ -54,6 +54,10 @@ class Client(Protocol):
     def end(self, reason: EndReason | None = None) -> None:
         """End the stream; with a reason, it says why before it closes."""
 
+    def evicted(self, room: str) -> None:
+        """The authorizer no longer admits it to `room`: out of it now (a stream ends, saying
+        why; a Socket.IO connection leaves the room and stays connected)."""
+
 
 _NOBODY: Collection[Client] = ()
 
@@ -150,12 +154,17 @@ class Hub:
             client.send(message)
         return len(members)
 
-    def evict(self, namespace: str, room: str, admits: Callable[[Principal], bool]) -> None:
-        """End now every client in `room` that `admits` refuses (the order changed hands)."""
-        for client in list(self.members(namespace, room)):
-            who = client.who
-            if who is None or not admits(who):
-                client.end(EVICTED)
+    def evict(self, room: str, admits: Callable[[Principal], bool]) -> None:
+        """Take every client of every namespace in `room` that `admits` refuses out of it, now
+        (the order changed hands); one not authenticated is refused."""
+        for rooms in list(self._rooms.values()):
+            members = rooms.get(room)
+            if not members:
+                continue
+            for client in list(members):
+                who = client.who
+                if who is None or not admits(who):
+                    client.evicted(room)
 
     def close_all(self, namespace: str) -> None:
         """End every client of `namespace` now (server shutdown); they reconnect and resume."""

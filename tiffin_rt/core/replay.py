@@ -8,14 +8,15 @@ after the replay, minus the ids the replay already sent: in order, no gap, no du
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from tiffin_rt.core.events import Event
 from tiffin_rt.core.parse import MAX_BIGINT, InvalidNumber, parse_optional_int
 
-# Is this connection (sid) in this room right now?
-Membership = Callable[[str, str], bool]
+# A connection, as the transport holds it (a hub client).
+C = TypeVar("C", bound=Hashable)
 
 MAX_EVENT_ID = MAX_BIGINT
 
@@ -76,26 +77,27 @@ class _Handoff:
         return max(self.ceiling or 0, self.floor, max(self.sent, default=0))
 
 
-class Handoffs:
+class Handoffs(Generic[C]):
     """Per-connection replay-to-live state; the delivering sink asks `hold` for every event."""
 
-    def __init__(self, is_member: Membership) -> None:
+    def __init__(self, is_member: Callable[[C, str], bool]) -> None:
+        """`is_member(client, room)`: is the connection in this room right now?"""
         self._is_member = is_member
-        self._active: dict[str, _Handoff] = {}
+        self._active: dict[C, _Handoff] = {}
         self._newest_seen = 0
 
     def __len__(self) -> int:
         return len(self._active)
 
-    def begin(self, sid: str, ceiling: int | None, floor: int = 0) -> None:
-        """Start holding live events for sid; call before it enters the rooms to replay.
+    def begin(self, client: C, ceiling: int | None, floor: int = 0) -> None:
+        """Start holding live events for it; call before it enters the rooms to replay.
 
         `floor` is the client's last event id: nothing at or below it is sent again, even
         when this node's listener is behind the node the client saw it from.
         """
-        current = self._active.get(sid)
+        current = self._active.get(client)
         if current is None:
-            self._active[sid] = _Handoff(ceiling, floor)
+            self._active[client] = _Handoff(ceiling, floor)
             return
         current.replaying = True
         current.floor = max(current.floor, floor)
@@ -104,8 +106,8 @@ class Handoffs:
         else:
             current.ceiling = None
 
-    def record_sent(self, sid: str, ids: Iterable[int]) -> None:
-        handoff = self._active.get(sid)
+    def record_sent(self, client: C, ids: Iterable[int]) -> None:
+        handoff = self._active.get(client)
         if handoff is not None:
             handoff.sent.update(ids)
 
@@ -117,31 +119,31 @@ class Handoffs:
         if newest <= self._newest_seen:
             return
         self._newest_seen = newest
-        for sid, handoff in list(self._active.items()):
+        for client, handoff in list(self._active.items()):
             if not handoff.replaying and handoff.filters_until <= newest:
-                del self._active[sid]  # live delivery has passed the replay: nothing to filter
+                del self._active[client]  # live delivery has passed the replay: nothing to filter
 
-    def hold(self, event: Event) -> list[str]:
+    def hold(self, event: Event) -> list[C]:
         """The connections that must not get `event` live now (held for later, or replayed)."""
         if not self._active:
             return []
-        held: list[str] = []
-        for sid, handoff in self._active.items():
-            if not any(self._is_member(sid, room) for room in event.rooms):
+        held: list[C] = []
+        for client, handoff in self._active.items():
+            if not any(self._is_member(client, room) for room in event.rooms):
                 continue
             if handoff.replaying:
                 handoff.buffer.append(event)
-                held.append(sid)
+                held.append(client)
             elif handoff.already_sent(event.id):
-                held.append(sid)
+                held.append(client)
         return held
 
-    def release(self, sid: str) -> list[Event]:
+    def release(self, client: C) -> list[Event]:
         """Buffered events the replay did not send, in order; [] ends holding (live from now).
 
         Call repeatedly, sending what it returns, until it returns [].
         """
-        handoff = self._active.get(sid)
+        handoff = self._active.get(client)
         if handoff is None:
             return []
         pending = [e for e in handoff.buffer if not handoff.already_sent(e.id)]
@@ -150,18 +152,18 @@ class Handoffs:
             return pending
         handoff.replaying = False
         if handoff.filters_nothing or self._newest_seen >= handoff.filters_until:
-            del self._active[sid]
+            del self._active[client]
         return []
 
-    def drop_floor(self, sid: str) -> None:
+    def drop_floor(self, client: C) -> None:
         """The client's last id was refused (it reloads its state): filter nothing below it."""
-        handoff = self._active.get(sid)
+        handoff = self._active.get(client)
         if handoff is not None:
             handoff.floor = 0
 
-    def forget(self, sid: str) -> None:
-        self._active.pop(sid, None)
+    def forget(self, client: C) -> None:
+        self._active.pop(client, None)
 
-    def sent(self, sid: str) -> set[int]:
-        handoff = self._active.get(sid)
+    def sent(self, client: C) -> set[int]:
+        handoff = self._active.get(client)
         return set(handoff.sent) if handoff is not None else set()

@@ -13,17 +13,17 @@ from aiohttp import HttpVersion11, web
 from aiohttp_sse import sse_response
 
 from tiffin_rt import metrics
-from tiffin_rt.access import AccessDenied, Admits
+from tiffin_rt.access import AccessDenied
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.events import (
     Event,
     current_status_message,
     order_status_message,
 )
-from tiffin_rt.core.hub import SSE, TOKEN_EXPIRED, EndReason, Hub, Message
+from tiffin_rt.core.hub import EVICTED, SSE, TOKEN_EXPIRED, EndReason, Hub, Message
 from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
 from tiffin_rt.core.replay import InvalidEventId
-from tiffin_rt.core.rooms import Room, room_for_order
+from tiffin_rt.core.rooms import room_for_order
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import (
     HUB,
@@ -203,6 +203,9 @@ class SseClient:
             self._expiry.cancel()
             self._expiry = None
 
+    def evicted(self, room: str) -> None:
+        self.end(EVICTED)
+
     async def ended(self) -> EndReason | None:
         return await self._ended
 
@@ -214,16 +217,6 @@ def ending(client: SseClient) -> Iterator[None]:
         yield
     finally:
         client.end()
-
-
-class SseStreams:
-    """SSE streams as the authorizer sees them: a stream the policy no longer admits ends."""
-
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-
-    def evict(self, room: Room, admits: Admits) -> None:
-        self._hub.evict(SSE, room.name, lambda who: isinstance(who, Identity) and admits(who))
 
 
 def _left(order_id: str) -> web.StreamResponse:

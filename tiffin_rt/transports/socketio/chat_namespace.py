@@ -260,9 +260,10 @@ class SupportSink:
         name, data = self._message(event)
         if data is None:
             return None
-        origin = event.payload.get("origin")
-        skip = (origin,) if isinstance(origin, str) else ()
         fanout: RoomFanout = self._sio.manager
+        origin = event.payload.get("origin")  # the sender's connection, if on this node
+        sender = fanout.client(origin, NAMESPACE) if isinstance(origin, str) else None
+        skip = (sender,) if sender is not None else ()
         return fanout.publish(name, data, NAMESPACE, event.rooms, skip)
 
     async def _finish(self, later: Awaitable[None], rest: Sequence[Event]) -> None:

@@ -43,7 +43,11 @@ class SocketClient:
         raise TypeError("Socket.IO clients are written by RoomFanout, not Hub.publish")
 
     def end(self, reason: EndReason | None = None) -> None:
-        raise TypeError("Socket.IO clients are taken out of rooms by RoomFanout, not Hub.evict")
+        raise TypeError("a Socket.IO connection is closed by its Engine.IO session, not the hub")
+
+    def evicted(self, room: str) -> None:
+        """Out of `room` through python-socketio (so its room dict, the mirror, agrees)."""
+        self._server.manager.basic_leave_room(self.sid, self.namespace, room)
 
     def __repr__(self) -> str:
         return f"SocketClient({self.namespace!r}, {self.sid!r})"

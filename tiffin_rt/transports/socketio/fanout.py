@@ -51,17 +51,17 @@ LeanMember = tuple[LeanWebSocket, asyncio.Transport]
 class Members:
     """The connections of a room (or of several, each once), resolved to their sockets."""
 
-    __slots__ = ("lean", "lean_sids", "stock")
+    __slots__ = ("lean", "lean_clients", "stock")
 
     def __init__(
         self,
         lean: tuple[LeanMember, ...],
-        lean_sids: tuple[str, ...],
-        stock: tuple[tuple[str, str], ...],
+        lean_clients: tuple[SocketClient, ...],
+        stock: tuple[SocketClient, ...],
     ) -> None:
         self.lean = lean  # WebSocket connections written by the end-of-tick flush
-        self.lean_sids = lean_sids  # their Socket.IO sids, in the same order (for skips)
-        self.stock = stock  # (sid, eio_sid) of every other connection
+        self.lean_clients = lean_clients  # their clients, in the same order (for skips)
+        self.stock = stock  # every other connection
 
 
 class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
@@ -146,8 +146,8 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         if found is not None:
             return found
         lean: list[LeanMember] = []
-        lean_sids: list[str] = []
-        stock: list[tuple[str, str]] = []
+        lean_clients: list[SocketClient] = []
+        stock: list[SocketClient] = []
         sockets = self.server.eio.sockets
         for client in self._participants(namespace, room):
             socket = sockets.get(client.eio_sid)
@@ -156,10 +156,10 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
             transport = socket.transport if type(socket) is LeanWebSocket else None
             if transport is not None:
                 lean.append((socket, transport))
-                lean_sids.append(client.sid)
+                lean_clients.append(client)
             else:
-                stock.append((client.sid, client.eio_sid))
-        members = Members(tuple(lean), tuple(lean_sids), tuple(stock))
+                stock.append(client)
+        members = Members(tuple(lean), tuple(lean_clients), tuple(stock))
         if len(self._resolved) >= MAX_RESOLVED:
             self._resolved.clear()
         self._resolved[key] = members
@@ -205,9 +205,17 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
             args = [data]
         else:
             args = []
-        later = self._publish(event, args, namespace, to or room, skip_sid)
+        skip = self._skipped(skip_sid, namespace)
+        later = self._publish(event, args, namespace, to or room, skip)
         if later is not None:
             await later
+
+    def _skipped(self, skip_sid: Any, namespace: str) -> Collection[SocketClient]:
+        """The clients python-socketio's `skip_sid` (a sid, or a list of them) names."""
+        if not skip_sid:
+            return ()
+        sids = skip_sid if isinstance(skip_sid, list | set | tuple | frozenset) else (skip_sid,)
+        return {c for c in (self.client(sid, namespace) for sid in sids) if c is not None}
 
     def publish(
         self,
@@ -215,7 +223,7 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         data: Any,
         namespace: str,
         rooms: Sequence[str],
-        skip: Collection[str] = (),
+        skip: Collection[SocketClient] = (),
     ) -> Awaitable[None] | None:
         """A room emit that does not wait: each WebSocket's frame is queued for the end of the
         tick and each stock socket's packet is on its queue before it returns. An awaitable
@@ -227,7 +235,12 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         return self._publish(event, [data], namespace, rooms, skip)
 
     def _publish(
-        self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any
+        self,
+        event: str,
+        args: list[Any],
+        namespace: str,
+        room: Any,
+        skip: Collection[SocketClient],
     ) -> Awaitable[None] | None:
         if namespace not in self.rooms:
             return None
@@ -236,21 +249,15 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         if isinstance(encoded, list):  # binary attachments: the stock path
             data = tuple(args) if len(args) != 1 else args[0]
             stock: Awaitable[None] = super().emit(
-                event, data, namespace, room=room, skip_sid=skip_sid
+                event, data, namespace, room=room, skip_sid=[c.sid for c in skip]
             )
             return stock
         members = self.resolve(namespace, room)
-        if not skip_sid:
-            skip: Collection[Any] = ()
-        elif isinstance(skip_sid, list | set | tuple | frozenset):
-            skip = skip_sid
-        else:
-            skip = (skip_sid,)
         lean = members.lean
         if lean:
             if skip:
                 lean = tuple(
-                    m for m, s in zip(lean, members.lean_sids, strict=True) if s not in skip
+                    m for m, c in zip(lean, members.lean_clients, strict=True) if c not in skip
                 )
             if lean:
                 self._queue(lean, ws_frame(("4" + encoded).encode()))
@@ -267,8 +274,8 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
 
     def _send_stock(
         self,
-        members: tuple[tuple[str, str], ...],
-        skip: Collection[Any],
+        members: tuple[SocketClient, ...],
+        skip: Collection[SocketClient],
         encoded: str,
         event: str,
     ) -> Awaitable[None] | None:
@@ -277,17 +284,17 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         sockets = self.server.eio.sockets
         unbounded: list[str] = []
-        for sid, eio_sid in members:
-            if sid in skip:
+        for client in members:
+            if client in skip:
                 continue
-            socket = sockets.get(eio_sid)
+            socket = sockets.get(client.eio_sid)
             if socket is None:
                 continue
             metrics.delivered_stock(event, socket)
             if isinstance(socket, StockSocket):
                 socket.send_now(pkt)
             else:
-                unbounded.append(eio_sid)
+                unbounded.append(client.eio_sid)
         if not unbounded:
             return None
         return self._send_unbounded(unbounded, pkt)

@@ -20,6 +20,7 @@ from typing import Any
 
 from tiffin_rt.core.rooms import room_for_order
 from tiffin_rt.tracking.service import Position
+from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.stock import StockSocket
 from tiffin_rt.transports.socketio.websocket import LeanWebSocket
@@ -72,12 +73,12 @@ class SocketLocations:
         if not members:
             return
         sockets = self._sio.eio.sockets
-        held: list[str] = []
+        held: list[SocketClient] = []
         for client in members:
             key = (client.sid, position.order_id)
             if key in self._waiting or is_behind(sockets.get(client.eio_sid)):
                 self._wait(key, position)
-                held.append(client.sid)
+                held.append(client)
         if len(held) < len(members):
             self.sent += len(members) - len(held)
             self._later(self._fanout.publish(EVENT, position.message, NAMESPACE, [room], held))

@@ -35,6 +35,7 @@ from tiffin_rt.core.rooms import (
     room_for_vendor,
 )
 from tiffin_rt.ratelimit import RateLimits
+from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
 from tiffin_rt.transports.socketio.secure import SecureNamespace
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/notifications"
 
 # Which connections must not get this event live now (see core.replay.Handoffs.hold).
-Hold = Callable[[Event], list[str]]
+Hold = Callable[[Event], list[SocketClient]]
 # Told of each room a connection entered, with the order's parties for an order room (the
 # kitchen queue sends the room's current state to the newcomer).
 RoomEntered = Callable[[str, Room, OrderParties | None], None]
@@ -287,7 +288,7 @@ class NotificationsSink:
             if set(event.rooms) <= set(held):
                 return None
             fanout = self._fanout
-            skip = [*skip, *(c.sid for room in held for c in fanout.clients(NAMESPACE, room))]
+            skip = [*skip, *(c for room in held for c in fanout.clients(NAMESPACE, room))]
         name, payload = message
         return self._fanout.publish(name, payload, NAMESPACE, event.rooms, skip)
 

@@ -35,6 +35,7 @@ from tiffin_rt.core.replay import Handoffs, InvalidEventId, parse_last_event_id,
 from tiffin_rt.db import inbox, replay
 from tiffin_rt.db.digests import decide_holds, digests_by_id, hold_events
 from tiffin_rt.db.errors import DB_ERRORS
+from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.notifications import (
     NAMESPACE,
@@ -49,10 +50,11 @@ log = logging.getLogger(__name__)
 class ResumingConnection(Connection):
     """A /notifications connection: what SecureNamespace keeps, and where it resumes from."""
 
-    __slots__ = ("ceiling", "gone", "invalid", "last_event_id", "lock", "task")
+    __slots__ = ("ceiling", "client", "gone", "invalid", "last_event_id", "lock", "task")
 
-    def __init__(self, sid: str, identity: Identity) -> None:
+    def __init__(self, sid: str, identity: Identity, client: SocketClient) -> None:
         super().__init__(sid, identity)
+        self.client = client  # the connection in the hub, as the replay handoffs hold it
         self.last_event_id: int | None = None
         self.ceiling: int | None = None
         self.invalid: str | None = None  # why lastEventId was refused
@@ -82,12 +84,19 @@ class SocketResume:
         self._inbox = settings.inbox
         self._batching = settings.batching
         self._max_events = settings.replay.max_events
-        self.handoffs = Handoffs(self._is_member)
+        self.handoffs: Handoffs[SocketClient] = Handoffs(self._is_member)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _is_member(self, sid: str, room: str) -> bool:
-        return self._fanout.in_room(sid, NAMESPACE, room)
+    def client(self, sid: str) -> SocketClient:
+        """The hub's client of a connection being accepted (registered when it connected)."""
+        client = self._fanout.client(sid, NAMESPACE)
+        if client is None:
+            raise RuntimeError(f"{NAMESPACE} connection {sid} is in no room of the hub")
+        return client
+
+    def _is_member(self, client: SocketClient, room: str) -> bool:
+        return self._fanout.hub.is_member(NAMESPACE, room, client)
 
     def _rooms(self, sid: str) -> list[str]:
         return self._fanout.rooms_of(sid, NAMESPACE)
@@ -101,7 +110,7 @@ class SocketResume:
 
     async def _emit_events(self, sid: str, events: Sequence[Event]) -> None:
         for event in events:
-            if any(self._is_member(sid, room) for room in held_rooms(event)):
+            if any(self._fanout.in_room(sid, NAMESPACE, room) for room in held_rooms(event)):
                 continue  # batching: it reaches this connection in a notificationDigest
             message = live_message(event)
             if message is not None:
@@ -119,7 +128,7 @@ class SocketResume:
         except InvalidEventId as exc:
             conn.invalid = str(exc)
         # Always held until `position` is out, so it comes before every live event.
-        self.handoffs.begin(conn.sid, conn.ceiling, floor=conn.last_event_id or 0)
+        self.handoffs.begin(conn.client, conn.ceiling, floor=conn.last_event_id or 0)
 
     def start(self, conn: ResumingConnection) -> None:
         """After the connect handler accepted: replay, or send the inbox, once connected."""
@@ -129,7 +138,7 @@ class SocketResume:
 
     def forget(self, conn: ResumingConnection) -> None:
         conn.gone = True
-        self.handoffs.forget(conn.sid)
+        self.handoffs.forget(conn.client)
         if conn.task is not None and conn.task is not asyncio.current_task():
             conn.task.cancel()
 
@@ -152,7 +161,7 @@ class SocketResume:
 
     async def _catch_up(self, sid: str, conn: ResumingConnection) -> None:
         if not await self._wait_connected(sid, conn):
-            self.handoffs.forget(sid)
+            self.handoffs.forget(conn.client)
             return
         async with conn.lock:
             try:
@@ -167,17 +176,17 @@ class SocketResume:
             finally:
                 # Before any live event: a client that hears nothing else still has a position.
                 await self._emit(sid, "position", {"eventId": self._position(conn)})
-                await self._release(sid)
+                await self._release(conn)
 
     def _position(self, conn: ResumingConnection) -> int | None:
         """Every event of the connection's rooms after this id reaches it (live or replayed)."""
         known = [i for i in (conn.ceiling, conn.last_event_id) if i is not None]
         return max(known) if known else None
 
-    async def _release(self, sid: str) -> None:
+    async def _release(self, conn: ResumingConnection) -> None:
         """Send what was held back during the replay, then let live events through."""
-        while batch := self.handoffs.release(sid):
-            await self._emit_events(sid, batch)
+        while batch := self.handoffs.release(conn.client):
+            await self._emit_events(conn.sid, batch)
 
     # -- replay ----------------------------------------------------------------------------
 
@@ -194,7 +203,7 @@ class SocketResume:
             payload["room"] = room
         else:
             conn.last_event_id = None  # reloaded from scratch: later joins replay nothing
-            self.handoffs.drop_floor(sid)
+            self.handoffs.drop_floor(conn.client)
         metrics.resynced("socketio", reason)
         await self._emit(sid, "resync", payload)
 
@@ -230,7 +239,7 @@ class SocketResume:
             )
             return
         await hold_events(pool, events, self._batching)  # as the listener decided, or will
-        self.handoffs.record_sent(sid, (e.id for e in events))
+        self.handoffs.record_sent(conn.client, (e.id for e in events))
         metrics.replayed("socketio", len(events))
         await self._emit_events(sid, events)
 
@@ -251,7 +260,7 @@ class SocketResume:
                 return ack
             before = set(self._rooms(sid))
             conn.ceiling = self._cursor()
-            self.handoffs.begin(sid, conn.ceiling, floor=last_event_id)
+            self.handoffs.begin(conn.client, conn.ceiling, floor=last_event_id)
             try:
                 ack = await join
                 room = ack.get("room") if ack.get("ok") else None
@@ -261,7 +270,7 @@ class SocketResume:
                 log.warning("replaying a room for %s failed: %r", sid, exc)
                 await self._resync(sid, "unavailable", "the event log could not be read", conn)
             finally:
-                await self._release(sid)
+                await self._release(conn)
             if ack.get("ok"):
                 ack["eventId"] = self._position(conn)
             return ack
@@ -275,7 +284,7 @@ class SocketResume:
         pool, user_id = self._pool, conn.identity.user_id
         if mode == "latest":
             items = await inbox.page(pool, user_id, limit=self._inbox.on_connect_limit)
-            self.handoffs.record_sent(sid, (i.id for i in items))
+            self.handoffs.record_sent(conn.client, (i.id for i in items))
             await self._emit(
                 sid,
                 "inbox",
@@ -291,7 +300,7 @@ class SocketResume:
             # anywhere near the listener's cursor. Live copies of these are dropped by id.
             items = await inbox.newest_unread(pool, user_id, self._inbox.on_connect_limit)
             sent = await self._as_live(conn, items)
-            self.handoffs.record_sent(sid, (event_id for event_id, _ in sent))
+            self.handoffs.record_sent(conn.client, (event_id for event_id, _ in sent))
             for _, message in sent:
                 await self._paced(sid)
                 await self._emit(sid, *message)
@@ -353,7 +362,7 @@ class ResumableNotificationsNamespace(NotificationsNamespace):
         self._resume = resume
 
     def open_connection(self, sid: str, identity: Identity, auth: object) -> ResumingConnection:
-        conn = ResumingConnection(sid, identity)
+        conn = ResumingConnection(sid, identity, self._resume.client(sid))
         self._resume.prepare(conn, auth)  # before `connected` enters the connection's rooms
         return conn
 
