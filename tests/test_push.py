@@ -533,6 +533,12 @@ async def test_a_user_back_within_the_claim_delay_is_not_pushed(
         "https://[fe80::1]/push/x",
         "https://0.0.0.0/push/x",
         "https://224.0.0.1/push/x",
+        # IPv6 addresses that carry an IPv4 one: a NAT64 gateway (64:ff9b::/96, AWS's and
+        # DNS64's), a 6to4 relay and the old IPv4-compatible form reach that IPv4 address.
+        "https://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "https://[64:ff9b::a00:1]/push/x",
+        "https://[2002:a9fe:a9fe::1]/push/x",
+        "https://[::127.0.0.1]/push/x",
     ],
 )
 async def test_an_internal_address_is_no_push_service(

@@ -31,6 +31,10 @@ _FIELDS = {"endpoint", "expirationTime", "keys"}
 _KEY_FIELDS = {"p256dh", "auth"}
 # expirationTime is a JavaScript time in milliseconds; the year 9999 at most.
 _MAX_EXPIRATION_MS = 253402300799000
+# IPv6 addresses whose last 32 bits are an IPv4 address the packet reaches: NAT64's well-known
+# prefix (RFC 6052; AWS and DNS64 networks route it to any IPv4 address, private ones included)
+# and the deprecated IPv4-compatible form. Python calls both global whatever they carry.
+_CARRIES_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +77,21 @@ def is_public_address(address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _carried_ipv4(ip) or ip
     return ip.is_global and not ip.is_multicast
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one leads to (mapped, 6to4, NAT64, IPv4-compatible): judged
+    instead, so `[64:ff9b::a9fe:a9fe]` is the metadata address 169.254.169.254 it reaches."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in network for network in _CARRIES_IPV4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def literal_address(host: str) -> str | None:
