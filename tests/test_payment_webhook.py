@@ -330,3 +330,28 @@ async def test_a_provider_that_leaves_mid_body_writes_nothing(
     status, answer = await post_webhook(url, body)  # the provider's retry, whole
     assert (status, answer["duplicate"], answer["changed"]) == (200, False, True)
     assert await _written(db) == (before[0] + 1, before[1] + 1, ["failed"])
+
+
+@pytest.mark.parametrize("ahead", [86400 * 365, 400])
+async def test_an_event_created_after_it_was_signed_is_refused_and_never_freezes_the_payment(
+    served: tuple[TestServer, str], db: asyncpg.Connection, ahead: int
+) -> None:
+    """An event cannot have happened after its delivery was signed: a `created` in the future
+    (a provider's or a replay script's clock, a milliseconds slip) applied as the newest would
+    have every real delivery of that payment answered 'superseded', so acknowledged and
+    dropped, for the retention's 30 days: the customer would never hear of the refund."""
+    _, url = served
+    before = await _written(db)
+    signed = int(time.time())
+    future = stripe_event("evt_future", "pi_1", "succeeded", created=signed + ahead)
+    status, answer = await post_webhook(url, future, at=signed)
+    assert (status, answer["error"]["code"]) == (400, "bad_request")
+    assert re.fullmatch(
+        r"created: \d+ s after the delivery was signed \(t=\d+\); at most 300 s are accepted",
+        answer["error"]["message"],
+    ), answer
+    assert await _written(db) == before
+    # The payment's real events still apply.
+    status, answer = await post_webhook(url, stripe_event("evt_real", "pi_1", "refunded"))
+    assert (status, answer["outcome"]) == (200, "changed")
+    assert (await _written(db))[2] == ["refunded"]

@@ -42,6 +42,19 @@ async def _body(request: web.Request, limit: int) -> bytes:
     return body
 
 
+def _happened_before(created: int, signed_at: int, tolerance: float) -> None:
+    """An event is signed after it happened (give or take the clocks' tolerance). A `created`
+    later than that, applied as the newest, would have every real delivery of its payment
+    answered `superseded` (acknowledged, never applied) until the retention forgets it."""
+    ahead = created - signed_at
+    if ahead > tolerance:
+        raise ClientError(
+            "bad_request",
+            f"created: {ahead} s after the delivery was signed (t={signed_at});"
+            f" at most {tolerance:g} s are accepted",
+        )
+
+
 @answers_refusals(unavailable="the payment could not be recorded; retry later")
 async def payment_webhook(request: web.Request) -> web.StreamResponse:
     payments = request.app[SETTINGS].payments
@@ -56,7 +69,7 @@ async def payment_webhook(request: web.Request) -> web.StreamResponse:
         )
         raise
     try:
-        verify(
+        signed_at = verify(
             request.headers.get(payments.webhook_signature_header),
             body,
             payments.webhook_secret.get_secret_value().encode(),
@@ -75,6 +88,7 @@ async def payment_webhook(request: web.Request) -> web.StreamResponse:
         )
     try:
         delivery = parse_delivery(body)
+        _happened_before(delivery.created, signed_at, payments.webhook_tolerance)
     except ClientError as exc:
         log.warning("payment webhook from %s refused: %s", remote, exc.message)
         raise
