@@ -215,3 +215,34 @@ async def test_connections_stay_open_to_a_bounded_number_of_push_services() -> N
             await eventually(lambda: len(server.connections) == 8)
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        "99999999999999999999 Jan 2026 00:00:00 GMT",  # a day no C long holds: OverflowError
+        "Mon, 01 Jan 99999 00:00:00 GMT",
+        "9" * 400,  # more seconds than a float holds
+        "-5",
+        "soon",
+    ],
+)
+async def test_an_unreadable_retry_after_is_retried_with_backoff(
+    start_server: StartServer,
+    vapid: KeyPair,
+    pushes: PushServiceForTests,
+    db: asyncpg.Connection,
+    retry_after: str,
+) -> None:
+    """A push service's header is its own to garble: the push is retried as if it gave none
+    (or waits the longest delay), never lost to an exception nor left out of the counts."""
+    server = await start(start_server, vapid, max_attempts=2, retry_max_delay=1)
+    phone = pushes.new_device()
+    phone.answers.extend([(429, {"Retry-After": retry_after}), (201, {})])
+    await call(server, "POST", "alice", pushes.subscription(phone))
+    await notify(db, "alice", "after the garbled 429")
+    refused, accepted = await pushes.wait_for(phone, 2)
+    assert [p.status for p in (refused, accepted)] == [429, 201]
+    await eventually(lambda: server.app[PUSH].describe()["sent"] == 1)
+    stats = server.app[PUSH].describe()
+    assert (stats["retried"], stats["failed"]) == (1, 0)

@@ -53,7 +53,7 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
         return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a day no C long holds
         return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
