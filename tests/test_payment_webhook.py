@@ -27,8 +27,10 @@ from tests.payments_helpers import (
     post_webhook,
     stripe_event,
 )
+from tiffin_rt import logs
 from tiffin_rt.core.webhook_signature import sign
 from tiffin_rt.keys import SETTINGS
+from tiffin_rt.logs import CLIENT_FAULTS, ClientFaultBudget
 
 MAX_BYTES = 4096
 
@@ -130,7 +132,7 @@ async def test_forged_signatures_answer_401_and_write_nothing(
 ) -> None:
     _, url = served
     body = stripe_event("evt_forged", "pi_1", "refunded")
-    before = await _written(db)
+    before, faults_before = await _written(db), CLIENT_FAULTS.total
     caplog.set_level(logging.WARNING)
     for what, header in _forged_headers(body).items():
         status, answer = await post_webhook(url, body, header=header)
@@ -141,8 +143,12 @@ async def test_forged_signatures_answer_401_and_write_nothing(
     ):
         assert response.status == 401
     assert await _written(db) == before
+    # Each refusal is a client fault: counted, and written within the process's budget (a
+    # flood of them is a few lines, see test_a_flood_of_forged_deliveries_...).
+    assert CLIENT_FAULTS.total - faults_before == len(_forged_headers(body)) + 1
     refused = [r for r in caplog.records if "payment webhook" in r.getMessage()]
-    assert len(refused) == len(_forged_headers(body)) + 1
+    assert refused
+    assert all("refused: " in r.getMessage() for r in refused)
     assert WEBHOOK_SECRET not in caplog.text
 
 
@@ -158,10 +164,13 @@ async def test_a_stale_or_future_timestamp_answers_400_and_writes_nothing(
     served: tuple[TestServer, str],
     db: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
     skew: int,
     said: str,
 ) -> None:
     _, url = served
+    # A budget of its own: earlier tests' client faults in this process may have spent it.
+    monkeypatch.setattr(logs, "CLIENT_FAULTS", ClientFaultBudget())
     before = await _written(db)
     body = stripe_event(f"evt_stale{skew}", "pi_1", "refunded")
     status, answer = await post_webhook(url, body, at=time.time() + skew)
@@ -355,3 +364,48 @@ async def test_an_event_created_after_it_was_signed_is_refused_and_never_freezes
     status, answer = await post_webhook(url, stripe_event("evt_real", "pi_1", "refunded"))
     assert (status, answer["outcome"]) == (200, "changed")
     assert (await _written(db))[2] == ["refunded"]
+
+
+async def test_a_flood_of_forged_deliveries_is_a_few_warnings_and_keeps_the_admin_view(
+    served: tuple[TestServer, str], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The webhook is the one route anyone may POST to unsigned: forged, stale (a replayed
+    capture), malformed and oversized deliveries are what a client did wrong. A flood of them
+    is counted, written as a few lines per window, and never pushes the server's own errors
+    out of the admin view."""
+    server, url = served
+    settings = server.app[SETTINGS]
+    caplog.set_level(logging.WARNING)
+    logging.getLogger("tiffin_rt.example").error("a real error the operator must see")
+    before, faults_before = await _written(db), CLIENT_FAULTS.total
+    body = stripe_event("evt_flood", "pi_1", "refunded")
+    now = int(time.time())
+    kinds: list[tuple[bytes, str]] = [
+        (body, sign(body, b"whsec_someone_else_0123456789abcdef", now)),
+        (body, sign(body, WEBHOOK_SECRET.encode(), now - 3600)),  # a replayed capture
+        (b'{"id": 7}', sign(b'{"id": 7}', WEBHOOK_SECRET.encode(), now)),
+        (b"x" * (MAX_BYTES + 1), "t=1,v1=00"),
+    ]
+    sem = asyncio.Semaphore(16)
+
+    async def one(n: int) -> int:
+        payload, header = kinds[n % len(kinds)]
+        async with sem:
+            return (await post_webhook(url, payload, header=header))[0]
+
+    statuses = await asyncio.gather(*(one(n) for n in range(200)))
+    assert sorted(set(statuses)) == [400, 401, 413]
+    assert await _written(db) == before
+    lines = [r for r in caplog.records if r.name == "tiffin_rt.transports.payment_webhook"]
+    assert lines, "the first refusals are logged"
+    assert len(lines) <= 2 * ClientFaultBudget.LINES_PER_WINDOW, [r.getMessage() for r in lines]
+    assert all(r.levelno == logging.WARNING for r in lines)
+    assert CLIENT_FAULTS.total - faults_before >= 200  # each one counted, if not written
+    admin = {"Authorization": f"Bearer {token(settings, 'root', 'admin')}"}
+    async with aiohttp.ClientSession() as http, http.get(url + "/admin/state", headers=admin) as r:
+        assert r.status == 200
+        state: dict[str, Any] = await r.json()
+    messages = [e["message"] for e in state["recentErrors"]]
+    assert "a real error the operator must see" in messages
+    assert not [e for e in state["recentErrors"] if "webhook from" in e["message"]]
+    assert WEBHOOK_SECRET not in caplog.text

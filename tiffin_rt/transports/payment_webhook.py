@@ -1,7 +1,10 @@
 """POST /api/webhooks/payments: a payment provider's signed status deliveries.
 
 Checked in this order, and nothing is written unless all pass: size (413), signature (401),
-timestamp within `payments.webhook_tolerance` (400 `stale_timestamp`), body (400). Then the
+timestamp within `payments.webhook_tolerance` (400 `stale_timestamp`), body (400). Anyone may
+POST here: those refusals are client faults (logs.client_fault), counted and written within
+the process's budget, so a flood of forged or replayed deliveries neither floods the log nor
+pushes the server's own lines out of the admin view. Then the
 provider's event id and the payment's new status are written in one transaction; a replayed
 event id writes nothing and answers 200 with `"duplicate": true`. Every other answer a
 provider retries, so what this server will never apply (an older event than the one applied,
@@ -25,6 +28,7 @@ from tiffin_rt.core.webhook_signature import BadSignature, StaleTimestamp, verif
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.db.payment_webhooks import Outcome, prune_deliveries, record_delivery
 from tiffin_rt.keys import POOL, SETTINGS
+from tiffin_rt.logs import client_fault
 from tiffin_rt.transports.bodies import read_bounded
 from tiffin_rt.transports.http_auth import answers_refusals, json_error
 
@@ -62,7 +66,8 @@ async def payment_webhook(request: web.Request) -> web.StreamResponse:
     try:
         body = await _body(request, payments.webhook_max_bytes)
     except ClientError:
-        log.warning(
+        client_fault(
+            log,
             "payment webhook from %s refused: body over %d bytes",
             remote,
             payments.webhook_max_bytes,
@@ -77,10 +82,10 @@ async def payment_webhook(request: web.Request) -> web.StreamResponse:
             now=time.time(),
         )
     except BadSignature as exc:
-        log.warning("payment webhook from %s refused: %s", remote, exc)
+        client_fault(log, "payment webhook from %s refused: %s", remote, exc)
         return json_error(401, "unauthorized", f"bad signature: {exc}")
     except StaleTimestamp as exc:
-        log.warning("payment webhook from %s refused: %s", remote, exc)
+        client_fault(log, "payment webhook from %s refused: %s", remote, exc)
         return json_error(
             400,
             "stale_timestamp",
@@ -90,7 +95,7 @@ async def payment_webhook(request: web.Request) -> web.StreamResponse:
         delivery = parse_delivery(body)
         _happened_before(delivery.created, signed_at, payments.webhook_tolerance)
     except ClientError as exc:
-        log.warning("payment webhook from %s refused: %s", remote, exc.message)
+        client_fault(log, "payment webhook from %s refused: %s", remote, exc.message)
         raise
     try:
         recorded = await record_delivery(request.app[POOL], payments, delivery)
