@@ -173,14 +173,15 @@ function setUnread(count) {
   badge.hidden = count === 0;
 }
 
-function onNotification(n) {
+function onNotification(n, { inDigest = false } = {}) {
   const key = n.id ?? n.eventId;
   if (key !== undefined && seenNotifications.has(key)) return;
   if (key !== undefined) seenNotifications.add(key);
   // From the inbox on connect (they carry "read"): the badge comes from unreadCount. On the
   // first connection they are old news, listed quietly; after a reconnect they were missed.
-  const fromInbox = Object.prototype.hasOwnProperty.call(n, "read");
-  if (!fromInbox || (socketReconnected && !n.read)) toast(n.title || "Notification", n.body || "", "notify");
+  // One held for a digest is listed quietly too: the digest toasts once and sets the badge.
+  const fromInbox = inDigest || Object.prototype.hasOwnProperty.call(n, "read");
+  if (!inDigest && (!fromInbox || (socketReconnected && !n.read))) toast(n.title || "Notification", n.body || "", "notify");
   const item = el("li", { class: n.read ? "" : "unread", dataset: { notificationId: key ?? "" } },
     el("div", { class: "n-head" }, el("strong", {}, n.title || ""), el("time", {}, clock(n.createdAt))),
     n.body ? el("p", {}, n.body) : null);
@@ -189,6 +190,22 @@ function onNotification(n) {
   if (fromInbox) return;
   if ($("drawer").hidden) setUnread(unread + 1);
   else markAllRead();
+}
+
+// A busy period with batching on: the notifications past the rate come as one digest per
+// window, its first items shown as they would have been sent, `unread` counting every one.
+function onDigest(d) {
+  const key = `digest-${d.eventId}`;
+  if (seenNotifications.has(key)) return;
+  seenNotifications.add(key);
+  const held = (d.items || []).filter((item) => item.event === "notification" && item.data);
+  for (const item of held) onNotification(item.data, { inDigest: true });
+  const titles = held.map((item) => item.data.title).filter(Boolean);
+  const more = d.count - titles.length;
+  const body = titles.join(", ") + (titles.length && more > 0 ? ` and ${more} more` : "");
+  toast(`${d.count} new notification${d.count === 1 ? "" : "s"}`, body, "notify");
+  if (!$("drawer").hidden) markAllRead();
+  else if (typeof d.unread === "number") setUnread(d.unread);
 }
 
 function markAllRead() {
@@ -527,6 +544,7 @@ function connectNotifications() {
     if (!RiderMap.update(position, order)) render.order(order, false);
   });
   socket.on("notification", (n) => { noteEventId(n.eventId); onNotification(n); });
+  socket.on("notificationDigest", (d) => { noteEventId(d.eventId); onDigest(d); });
   socket.on("unreadCount", ({ unread: count }) => { if (typeof count === "number") setUnread($("drawer").hidden ? count : 0); });
   socket.on("notificationRead", (r) => {
     noteEventId(r.eventId);
