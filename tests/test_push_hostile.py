@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -177,6 +178,30 @@ async def test_a_user_registering_hundreds_of_devices_keeps_the_newest_and_is_to
     assert [s["endpoint"] for s in listed] == [
         pushes.subscription(d)["endpoint"] for d in reversed(devices[-5:])
     ]
+
+
+async def test_devices_registered_at_once_still_keep_the_per_user_bound(
+    start_server: StartServer, vapid: KeyPair, pushes: PushServiceForTests, db: asyncpg.Connection
+) -> None:
+    """A user's (or an attacker's) script registering many devices at once: each notification
+    is pushed to every stored device, so the bound holds whatever the concurrency."""
+    server = await start(start_server, vapid, max_subscriptions_per_user=3)
+    devices = [pushes.new_device() for _ in range(120)]
+    at_once = asyncio.Semaphore(12)  # within limits.connections_per_user (20 in flight)
+
+    async def register(device: Any) -> tuple[int, Any]:
+        async with at_once:
+            return await call(server, "POST", "mallory", pushes.subscription(device))
+
+    answers = await asyncio.gather(*(register(d) for d in devices))
+    assert {status for status, _ in answers} == {201}
+    stored = await db.fetchval(
+        "SELECT count(*) FROM tiffin_rt.push_subscriptions WHERE user_id = 'mallory'"
+    )
+    assert stored == 3
+    # Each answer told the truth: 120 registered, 117 forgotten along the way.
+    assert sum(body["forgotten"] for _, body in answers) == 120 - 3
+    assert len((await call(server, "GET", "mallory"))[1]["subscriptions"]) == 3
 
 
 async def test_connections_stay_open_to_a_bounded_number_of_push_services() -> None:

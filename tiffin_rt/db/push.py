@@ -52,6 +52,11 @@ async def save(
     The user's least recently registered devices beyond `keep` are forgotten. Returns the
     device, True when new, and how many devices were forgotten for it."""
     async with pool.acquire() as conn, conn.transaction():
+        # One registration of a user at a time: two at once each kept `keep` devices counting
+        # its own row but not the other's uncommitted one, so the user ended with more.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('tiffin_rt.push'), hashtext($1))", user_id
+        )
         row = await conn.fetchrow(
             "INSERT INTO tiffin_rt.push_subscriptions"
             " (user_id, endpoint, p256dh, auth, expires_at, user_agent)"
