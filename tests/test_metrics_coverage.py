@@ -154,3 +154,25 @@ async def test_a_malformed_packet_is_counted_as_a_refusal(
 
 
 CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+
+
+async def test_a_refused_rider_location_stream_is_counted(
+    start_server: StartServer, dsn: str
+) -> None:
+    settings = make_settings(dsn, metrics=METRICS_ON, tracking=TRACKING)
+    url = base_url(await start_server(settings))
+    headers = {"Authorization": f"Bearer {token(settings, 'alice')}"}
+    before = await scrape(url)
+    async with aiohttp.ClientSession() as http:
+        for order, status in (("not an id!", 400), ("3", 404), ("999999", 404)):
+            async with http.get(
+                f"{url}/api/notifications/orders/{order}/location", headers=headers
+            ) as response:
+                assert response.status in (status, 403), (order, response.status)
+    after = await scrape(url)
+    refused = sum(
+        value - before.samples.get(key, 0.0)
+        for key, value in after.samples.items()
+        if key[0] == REFUSALS and ("namespace", "sse_location") in key[1]
+    )
+    assert refused == 3

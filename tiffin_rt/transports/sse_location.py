@@ -21,6 +21,7 @@ import orjson
 from aiohttp import HttpVersion11, web
 from aiohttp_sse import sse_response
 
+from tiffin_rt import metrics
 from tiffin_rt.access import AccessDenied, Admits
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.hub import TOKEN_EXPIRED, EndReason
@@ -217,6 +218,7 @@ async def order_location_stream(request: web.Request) -> web.StreamResponse:
     try:
         room = access.order_room(request.match_info["id"])
     except AccessDenied as exc:
+        metrics.refused("sse_location", "bad_request")
         return json_error(400, "bad_request", str(exc))
     order_id = room.key
     streams, tracking = app[LOCATION_STREAMS], app[RIDER_TRACKING]
@@ -237,6 +239,7 @@ async def order_location_stream(request: web.Request) -> web.StreamResponse:
             try:
                 access.admit(who, room, snapshot.parties if snapshot else None)
             except AccessDenied as exc:
+                metrics.refused("sse_location", exc.code)
                 return json_error(404 if exc.code == "not_found" else 403, exc.code, exc.message)
             assert snapshot is not None
             if snapshot.status in settings.notifications.terminal_statuses:
