@@ -58,12 +58,12 @@ from tiffin_rt.transports.origins import OriginPolicy, setup_cors
 from tiffin_rt.transports.payment_webhook import setup_payment_webhook
 from tiffin_rt.transports.socketio.notifications import (
     NOTIFICATION_GATEWAY,
+    DeliverySink,
     NotificationGateway,
-    NotificationsSink,
 )
 from tiffin_rt.transports.socketio.resume import SocketResume
 from tiffin_rt.transports.socketio.server import attach, create_socketio_server
-from tiffin_rt.transports.sse import SseSink, setup_sse
+from tiffin_rt.transports.sse import setup_sse
 from tiffin_rt.web import setup_web
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def _listener_cursor(app: web.Application) -> int | None:
 async def _notifications(app: web.Application) -> AsyncIterator[None]:
     """/notifications, the order sinks and the gateway: built on the pool, on the router
     before the listener starts."""
-    settings, router, hub = app[SETTINGS], app[ROUTER], app[HUB]
+    settings, router = app[SETTINGS], app[ROUTER]
     sio: socketio.AsyncServer = app[SOCKETIO]
     pool, access = app[POOL], app[ROOM_ACCESS]
     resume = SocketResume(sio, pool, settings, cursor=functools.partial(_listener_cursor, app))
@@ -146,8 +146,14 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     )
     sio.register_namespace(notifications)
     router.add_sink(access)  # before the delivering sinks: an evicted client gets nothing more
-    router.add_sink(SseSink(hub, settings.notifications.terminal_statuses))
-    router.add_sink(NotificationsSink(sio.manager, hold=resume.handoffs.hold))
+    # one message per event, for the order's SSE streams and the /notifications rooms
+    router.add_sink(
+        DeliverySink(
+            sio.manager,
+            terminal_statuses=settings.notifications.terminal_statuses,
+            hold=resume.handoffs.hold,
+        )
+    )
     router.add_sink(resume.handoffs)  # last: marks each batch as delivered everywhere
     app[NOTIFICATION_GATEWAY] = NotificationGateway(pool, order_ids=app[ORDER_QUERIES].id_format)
     try:

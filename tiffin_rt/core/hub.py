@@ -3,19 +3,29 @@
 Shaped after centrifuge's Hub and Client: a transport turns a request into a client (an object
 with a writer) and registers it in its rooms. A room is named within a namespace: each
 Socket.IO namespace has its own (`/notifications` and `/support` both have `user-<id>` rooms,
-with different events), and SSE streams are in a namespace of their own (`SSE`). The hub writes
-each published message, encoded once per wire format by the sink, to every client in the room,
-in the calling loop tick: no queue and no task between the listener and the socket. The
-authorizer takes clients out through `evict`. See docs/architecture.md.
+with different events), and SSE streams are in a namespace of their own (`SSE`).
+
+`publish` takes a message encoded once per wire format (an SSE event and its HTTP chunk, a
+WebSocket frame, an Engine.IO packet) and writes it to every client in the rooms named, in the
+calling loop tick: no queue and no task between the listener and the socket. A client with a
+tick writer (a WebSocket) gets its frames at the end of the tick instead, in one write per
+connection: a tick whose frames all went to the same clients joins them once and writes the
+same bytes to each; otherwise each connection's frames are joined in order. A connection that
+is behind keeps a backlog, retried on a short timer, or is cut past its limit (and resumes
+from its last event id). The members of a room (or of a list of rooms) are resolved to their
+writers once and kept until anyone enters or leaves a room. The authorizer takes clients out
+through `evict`. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from tiffin_rt import metrics
 from tiffin_rt.core.policy import Principal
 
 # Why a stream ended early, as its `end` event says it: (code, message).
@@ -32,13 +42,57 @@ SSE = "sse"
 RoomName = str | None
 
 
+BACKLOG_RETRY_SECONDS = 0.02
+# Room lists whose members are kept resolved (cleared as a whole past this, and whenever
+# anyone enters or leaves a room).
+MAX_RESOLVED = 8192
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One event, encoded once for the wire; `final` ends the stream after it is written."""
+    """One event, encoded once per wire format; `final` ends a stream after it is written."""
 
     event_id: int  # 0: from a backend's own channel, not in the log (nothing to resume from)
-    data: bytes
+    data: bytes = b""  # SSE: the event as text/event-stream
     final: bool = False
+    chunk: bytes = b""  # SSE: `data` as one chunk of a chunked HTTP/1.1 response
+    name: str = ""  # the Socket.IO event it is (what delivered events are counted under)
+    frame: bytes = b""  # Socket.IO: the WebSocket frame of its Engine.IO packet
+    packet: Any = None  # Socket.IO: the Engine.IO packet (a long-polling socket's queue)
+
+
+class Limits(Protocol):
+    @property
+    def low_water(self) -> int: ...
+    @property
+    def max_buffered(self) -> int: ...
+
+
+class Transport(Protocol):
+    """The writing side of a connection (an asyncio transport)."""
+
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+
+
+class TickWriter(Protocol):
+    """A connection written at the end of the tick (a WebSocket): its frames, joined."""
+
+    @property
+    def backlog(self) -> list[bytes] | None: ...
+    @property
+    def closed(self) -> bool: ...
+
+    def deliver(self, data: bytes, limits: Any) -> bool:
+        """Write now, or keep while behind; True while a backlog waits (see flush_backlog)."""
+
+    def flush_backlog(self, limits: Any) -> bool:
+        """Write the backlog once caught up; True while it still waits."""
+
+
+# A tick-written member: its writer and the writer's transport (fixed once resolved).
+TickMember = tuple[TickWriter, Transport]
 
 
 class Client(Protocol):
@@ -48,8 +102,12 @@ class Client(Protocol):
     def who(self) -> Principal | None:
         """Who is connected (None: not authenticated yet)."""
 
-    def send(self, message: Message) -> None:
-        """Write `message` now (or keep it while the stream is still being set up)."""
+    def tick_writer(self) -> TickMember | None:
+        """Its writer, when frames reach it at the end of the tick (a WebSocket connection)."""
+
+    def send(self, message: Message) -> Awaitable[None] | None:
+        """Write `message` now (or keep it while the stream is still being set up); an
+        awaitable only for a writer that must be awaited (the caller awaits it in order)."""
 
     def end(self, reason: EndReason | None = None) -> None:
         """End the stream; with a reason, it says why before it closes."""
@@ -62,17 +120,48 @@ class Client(Protocol):
 _NOBODY: Collection[Client] = ()
 
 
-class Hub:
-    """Rooms of clients, per namespace; `publish` writes to each of them before it returns."""
+class Members:
+    """The clients of a room (or of several, each once), resolved to their writers."""
 
-    def __init__(self) -> None:
+    __slots__ = ("now", "tick", "tick_clients")
+
+    def __init__(
+        self,
+        tick: tuple[TickMember, ...],
+        tick_clients: tuple[Client, ...],
+        now: tuple[Client, ...],
+    ) -> None:
+        self.tick = tick  # written by the end-of-tick flush
+        self.tick_clients = tick_clients  # their clients, in the same order (for skips)
+        self.now = now  # every other client: its `send`, now
+
+
+def _nothing(_queued: bool) -> None:
+    pass
+
+
+class Hub:
+    """Rooms of clients, per namespace; `publish` writes to each of them (or queues the frame
+    for the end of the tick) before it returns."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
         self._rooms: dict[str, dict[RoomName, dict[Client, None]]] = {}
         # Each client's rooms (a client is in one namespace).
         self._joined: dict[Client, set[RoomName]] = {}
+        self._resolved: dict[tuple[str, Any], Members] = {}
+        self.limits: Any = limits
+        # What this tick queued: (members, frame), in the order they were published.
+        self._tick: list[tuple[tuple[TickMember, ...], bytes]] = []
+        self._behind: set[TickWriter] = set()
+        self._retry: asyncio.TimerHandle | None = None
+        # Told when the tick's first frame is queued (True) and when it is written (False):
+        # a direct write to a tick-written connection (an ack, a ping) calls `flush` first.
+        self.on_queued: Callable[[bool], None] = _nothing
 
     # -- membership --------------------------------------------------------------------------
 
     def join(self, namespace: str, room: RoomName, client: Client) -> None:
+        self._resolved.clear()
         rooms = self._rooms.get(namespace)
         if rooms is None:
             rooms = self._rooms[namespace] = {}
@@ -93,6 +182,7 @@ class Hub:
         members = rooms.get(room)
         if members is None or client not in members:
             return
+        self._resolved.clear()
         del members[client]
         if not members:
             del rooms[room]
@@ -144,15 +234,137 @@ class Hub:
             clients.update(members)
         return len(clients)
 
-    # -- writing and ending ------------------------------------------------------------------
+    # -- writing -----------------------------------------------------------------------------
 
-    def publish(self, namespace: str, room: str, message: Message) -> int:
-        members = self.members(namespace, room)
-        if not members:
-            return 0
-        for client in list(members):
-            client.send(message)
-        return len(members)
+    def resolve(self, namespace: str, room: RoomName | Sequence[str]) -> Members:
+        """The clients `room` (a name, or a list of names) reaches, resolved once."""
+        key = (namespace, room if isinstance(room, str) or room is None else tuple(room))
+        found = self._resolved.get(key)
+        if found is not None:
+            return found
+        if isinstance(room, str) or room is None:
+            clients: Iterable[Client] = self.members(namespace, room)
+        else:
+            merged: dict[Client, None] = {}
+            for name in room:
+                merged.update(dict.fromkeys(self.members(namespace, name)))
+            clients = merged
+        tick: list[TickMember] = []
+        tick_clients: list[Client] = []
+        now: list[Client] = []
+        for client in clients:
+            writer = client.tick_writer()
+            if writer is not None:
+                tick.append(writer)
+                tick_clients.append(client)
+            else:
+                now.append(client)
+        members = Members(tuple(tick), tuple(tick_clients), tuple(now))
+        if len(self._resolved) >= MAX_RESOLVED:
+            self._resolved.clear()
+        self._resolved[key] = members
+        return members
+
+    def publish(
+        self,
+        namespace: str,
+        room: RoomName | Sequence[str],
+        message: Message,
+        skip: Collection[Client] = (),
+    ) -> Awaitable[None] | None:
+        """`message` to every client in `room` (or in any of a list of rooms) but `skip`: now,
+        or queued for the end of the tick. An awaitable comes back only for clients whose
+        writer must be awaited (the caller awaits it before its next publish)."""
+        members = self.resolve(namespace, room)
+        tick = members.tick
+        if tick:
+            if skip:
+                tick = tuple(
+                    m for m, c in zip(tick, members.tick_clients, strict=True) if c not in skip
+                )
+            if tick:
+                self._queue(tick, message.frame)
+                metrics.delivered(message.name, "websocket", len(tick))
+        if not members.now:
+            return None
+        later: list[Awaitable[None]] = []
+        for client in members.now:
+            if client in skip:
+                continue
+            waits = client.send(message)
+            if waits is not None:
+                later.append(waits)
+        if not later:
+            return None
+        return later[0] if len(later) == 1 else _in_order(later)
+
+    def _queue(self, members: tuple[TickMember, ...], frame: bytes) -> None:
+        if not self._tick:
+            asyncio.get_running_loop().call_soon(self.flush)
+            self.on_queued(True)
+        self._tick.append((members, frame))
+
+    def flush(self) -> None:
+        """End of the loop tick (or before a direct write): one write per connection."""
+        tick = self._tick
+        if not tick:
+            return
+        self._tick = []
+        self.on_queued(False)
+        limits = self.limits
+        first = tick[0][0]
+        if len(tick) == 1:
+            self._write_all(first, tick[0][1], limits)
+        elif all(members is first for members, _ in tick):
+            # One room this tick: its frames joined once, the same bytes for every member.
+            self._write_all(first, b"".join([frame for _, frame in tick]), limits)
+        else:
+            outboxes: dict[TickMember, list[bytes]] = {}
+            for members, frame in tick:
+                for member in members:
+                    box = outboxes.get(member)
+                    if box is None:
+                        outboxes[member] = [frame]
+                    else:
+                        box.append(frame)
+            behind = self._behind
+            for (writer, _), frames in outboxes.items():
+                if writer.deliver(frames[0] if len(frames) == 1 else b"".join(frames), limits):
+                    behind.add(writer)
+        self._retry_behind()
+
+    def _write_all(self, members: tuple[TickMember, ...], data: bytes, limits: Any) -> None:
+        """`data` to every member: straight to the transport unless the member is behind."""
+        low_water = limits.low_water
+        behind = self._behind
+        for writer, transport in members:
+            if (
+                writer.backlog is None
+                and not writer.closed
+                and not transport.is_closing()
+                and transport.get_write_buffer_size() <= low_water
+            ):
+                transport.write(data)
+            elif writer.deliver(data, limits):
+                behind.add(writer)
+
+    def _retry_behind(self) -> None:
+        if self._behind and self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(
+                BACKLOG_RETRY_SECONDS, self._flush_behind
+            )
+
+    def _flush_behind(self) -> None:
+        """Clients that were behind: write their backlog once they have caught up."""
+        self._retry = None
+        limits = self.limits
+        self._behind = {w for w in self._behind if w.flush_backlog(limits)}
+        if self._behind:
+            self._retry = asyncio.get_running_loop().call_later(
+                BACKLOG_RETRY_SECONDS, self._flush_behind
+            )
+
+    # -- ending ------------------------------------------------------------------------------
 
     def evict(self, room: str, admits: Callable[[Principal], bool]) -> None:
         """Take every client of every namespace in `room` that `admits` refuses out of it, now
@@ -171,3 +383,8 @@ class Hub:
         for _, members in self.rooms(namespace):
             for client in members:
                 client.end()
+
+
+async def _in_order(waits: list[Awaitable[None]]) -> None:
+    for waiting in waits:
+        await waiting

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol
 
 from tiffin_rt.core.events import Event
@@ -27,6 +27,30 @@ class Sink(Protocol):
     it returns an awaitable only when it could not finish at once."""
 
     def deliver(self, events: Sequence[Event]) -> Awaitable[None] | None: ...
+
+
+def send_in_order(
+    events: Sequence[Event], send: Callable[[Event], Awaitable[None] | None]
+) -> Awaitable[None] | None:
+    """A sink's `deliver` from its per-event `send`: every event sent before it returns, unless
+    one must be awaited; then the rest of the batch after it, as the awaitable for the router."""
+    for index, event in enumerate(events):
+        later = send(event)
+        if later is not None:
+            return _send_rest(later, events[index + 1 :], send)
+    return None
+
+
+async def _send_rest(
+    later: Awaitable[None],
+    rest: Sequence[Event],
+    send: Callable[[Event], Awaitable[None] | None],
+) -> None:
+    await later
+    for event in rest:
+        more = send(event)
+        if more is not None:
+            await more
 
 
 class Router:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import orjson
 from aiohttp import HttpVersion11, web
@@ -16,14 +15,14 @@ from tiffin_rt import metrics
 from tiffin_rt.access import AccessDenied
 from tiffin_rt.auth import Identity
 from tiffin_rt.core.events import (
+    ORDER_STATUS,
     Event,
     current_status_message,
     order_status_message,
 )
-from tiffin_rt.core.hub import EVICTED, SSE, TOKEN_EXPIRED, EndReason, Hub, Message
+from tiffin_rt.core.hub import EVICTED, SSE, TOKEN_EXPIRED, EndReason, Message
 from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
 from tiffin_rt.core.replay import InvalidEventId
-from tiffin_rt.core.rooms import room_for_order
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import (
     HUB,
@@ -37,7 +36,6 @@ from tiffin_rt.transports.departures import Departures, client_gone
 from tiffin_rt.transports.http_auth import json_error
 from tiffin_rt.transports.sse_guard import end_stream, token_deadline
 from tiffin_rt.transports.sse_replay import (
-    ORDER_STREAM_KINDS,
     PAYMENT,
     nothing_left,
     requested_resume,
@@ -70,48 +68,23 @@ def http_chunk(body: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(body), body)
 
 
-class SseSink:
-    """Encodes each order event once and has the hub write it to every stream of that order."""
-
-    def __init__(self, hub: Hub, terminal_statuses: Sequence[str]) -> None:
-        self._hub = hub
-        self._terminal = frozenset(terminal_statuses)
-
-    def deliver(self, events: Sequence[Event]) -> None:
-        for event in events:
-            if event.kind not in ORDER_STREAM_KINDS or event.order_id is None:
-                continue
-            room = room_for_order(event.order_id)
-            if not self._hub.has_room(SSE, room):
-                continue
-            if event.kind == PAYMENT_STATUS:
-                body = sse_event(orjson.dumps(payment_status_message(event)), event.id, PAYMENT)
-                sent = self._hub.publish(
-                    SSE,
-                    room, SseMessage(event_id=event.id, data=body, framed=http_chunk(body))
-                )
-                metrics.delivered("paymentStatusUpdate", "sse", sent)
-                continue
-            message = order_status_message(event)
-            body = sse_event(orjson.dumps(message), event.id)
-            sent = self._hub.publish(
-                SSE,
-                room,
-                SseMessage(
-                    event_id=event.id,
-                    data=body,
-                    final=message["status"] in self._terminal,
-                    framed=http_chunk(body),
-                ),
-            )
-            metrics.delivered(ORDER_STATUS_UPDATE, "sse", sent)
-
-
-@dataclass(frozen=True, slots=True)
-class SseMessage(Message):
-    """A message as both wire formats carry it: the event, and the event as an HTTP chunk."""
-
-    framed: bytes = b""
+def stream_message(event: Event, terminal: frozenset[str]) -> Message | None:
+    """An order event as its SSE streams get it, encoded once (the event, and the event as an
+    HTTP chunk); None for an event no order stream carries."""
+    if event.kind == PAYMENT_STATUS:
+        body = sse_event(orjson.dumps(payment_status_message(event)), event.id, PAYMENT)
+        return Message(event.id, body, chunk=http_chunk(body), name=PAYMENT.decode())
+    if event.kind != ORDER_STATUS:
+        return None
+    message = order_status_message(event)
+    body = sse_event(orjson.dumps(message), event.id)
+    return Message(
+        event.id,
+        body,
+        final=message["status"] in terminal,
+        chunk=http_chunk(body),
+        name=ORDER_STATUS_UPDATE,
+    )
 
 
 class SseClient:
@@ -148,7 +121,11 @@ class SseClient:
         if deadline is not None and not self._ended.done():
             self._expiry = asyncio.get_running_loop().call_at(deadline, self.end, TOKEN_EXPIRED)
 
+    def tick_writer(self) -> None:
+        """None: the hub writes each message to the stream at once (`send`)."""
+
     def send(self, message: Message) -> None:
+        metrics.delivered(message.name, "sse", 1)
         if self._ended.done():
             return
         if self._pending is not None:
@@ -180,8 +157,8 @@ class SseClient:
         if transport is None or transport.is_closing():
             self.end()
             return
-        if self._chunked and isinstance(message, SseMessage):
-            transport.write(message.framed)
+        if self._chunked and message.chunk:
+            transport.write(message.chunk)
         elif self._chunked:
             transport.write(http_chunk(message.data))
         else:

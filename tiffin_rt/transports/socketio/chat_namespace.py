@@ -36,6 +36,7 @@ from tiffin_rt.core.chat import (
 from tiffin_rt.core.errors import ack_ok
 from tiffin_rt.core.events import Event, iso_utc
 from tiffin_rt.core.rooms import room_for_order, room_for_user
+from tiffin_rt.core.router import send_in_order
 from tiffin_rt.db.chat_store import SupportStore, Who
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.fanout import RoomFanout
@@ -248,11 +249,7 @@ class SupportSink:
         self._sio = sio
 
     def deliver(self, events: Sequence[Event]) -> Awaitable[None] | None:
-        for index, event in enumerate(events):
-            later = self._send(event)
-            if later is not None:
-                return self._finish(later, events[index + 1 :])
-        return None
+        return send_in_order(events, self._send)
 
     def _send(self, event: Event) -> Awaitable[None] | None:
         if event.kind not in SUPPORT_KINDS:
@@ -265,13 +262,6 @@ class SupportSink:
         sender = fanout.client(origin, NAMESPACE) if isinstance(origin, str) else None
         skip = (sender,) if sender is not None else ()
         return fanout.publish(name, data, NAMESPACE, event.rooms, skip)
-
-    async def _finish(self, later: Awaitable[None], rest: Sequence[Event]) -> None:
-        await later
-        for event in rest:
-            more = self._send(event)
-            if more is not None:
-                await more
 
     def _message(self, event: Event) -> tuple[str, dict[str, Any] | None]:
         p = event.payload

@@ -3,15 +3,20 @@
 RoomFanout registers one in the hub's rooms of its namespace whenever python-socketio enters
 the connection into a room (its connect puts it in the namespace's room `None` and a room named
 by its sid), so the hub holds every Socket.IO room beside the SSE streams. The engine socket is
-its writer; the tick writer in RoomFanout writes to it (docs/architecture.md).
+its writer: a lean WebSocket's transport takes the hub's end-of-tick writes, any other socket
+the Engine.IO packet on its queue (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
-from tiffin_rt.core.hub import EndReason, Message
+from tiffin_rt import metrics
+from tiffin_rt.core.hub import EndReason, Message, TickMember
 from tiffin_rt.core.policy import Principal
+from tiffin_rt.transports.socketio.stock import StockSocket
+from tiffin_rt.transports.socketio.websocket import LeanWebSocket
 
 
 class SocketClient:
@@ -39,8 +44,27 @@ class SocketClient:
         """The Engine.IO socket that writes to it (None once it is gone)."""
         return self._server.eio.sockets.get(self.eio_sid)
 
-    def send(self, message: Message) -> None:
-        raise TypeError("Socket.IO clients are written by RoomFanout, not Hub.publish")
+    def tick_writer(self) -> TickMember | None:
+        """A lean WebSocket and its transport (fixed once adopted): written at the tick's end."""
+        socket = self._server.eio.sockets.get(self.eio_sid)
+        if type(socket) is LeanWebSocket:
+            transport = socket.transport
+            if transport is not None:
+                return socket, transport
+        return None
+
+    def send(self, message: Message) -> Awaitable[None] | None:
+        """The packet on a stock socket's bounded queue now; python-engineio's own socket (only
+        when the startup check fell back to it) or a WebSocket not adopted yet is awaited."""
+        socket = self._server.eio.sockets.get(self.eio_sid)
+        if socket is None:
+            return None
+        metrics.delivered_stock(message.name, socket)
+        if isinstance(socket, StockSocket):
+            socket.send_now(message.packet)
+            return None
+        sending: Awaitable[None] = self._server.eio.send_packet(self.eio_sid, message.packet)
+        return sending
 
     def end(self, reason: EndReason | None = None) -> None:
         raise TypeError("a Socket.IO connection is closed by its Engine.IO session, not the hub")

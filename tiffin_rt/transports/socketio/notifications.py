@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from tiffin_rt.core.events import (
     notification_message,
     order_status_message,
 )
+from tiffin_rt.core.hub import SSE
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
 from tiffin_rt.core.parse import OrderIdFormat
 from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
@@ -34,11 +36,13 @@ from tiffin_rt.core.rooms import (
     room_for_user,
     room_for_vendor,
 )
+from tiffin_rt.core.router import send_in_order
 from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
 from tiffin_rt.transports.socketio.secure import SecureNamespace
+from tiffin_rt.transports.sse import stream_message
 
 log = logging.getLogger(__name__)
 
@@ -259,43 +263,55 @@ def live_message(event: Event) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-class NotificationsSink:
-    """Routes log events to /notifications, in log order: order status updates, notifications,
-    and reads (so a read never arrives after a notification committed later), each to the
-    rooms its event names. WebSocket connections get their frames queued before `deliver`
-    returns; only packets for stock Engine.IO sockets (long-polling) are awaited."""
+class DeliverySink:
+    """Delivers log events to this node's clients, in log order, one message per event:
+    encoded once per wire format (the order's SSE event and chunk, the Socket.IO frame and
+    packet) and handed to the hub for the order's SSE streams and the /notifications rooms the
+    event names: order status updates, payments, notifications and reads (so a read never
+    arrives after a notification committed later). Streams and WebSocket connections are
+    written (or queued for the end of the tick) before `deliver` returns; only packets for
+    python-engineio's own sockets are awaited."""
 
-    def __init__(self, fanout: RoomFanout, *, hold: Hold | None = None) -> None:
+    def __init__(
+        self, fanout: RoomFanout, *, terminal_statuses: Sequence[str], hold: Hold | None = None
+    ) -> None:
         self._fanout = fanout
+        self._hub = fanout.hub
+        self._terminal = frozenset(terminal_statuses)
         self._hold = hold
 
     def deliver(self, events: Sequence[Event]) -> Awaitable[None] | None:
-        for index, event in enumerate(events):
-            later = self._send(event)
-            if later is not None:
-                return self._finish(later, events[index + 1 :])
-        return None
+        return send_in_order(events, self._send)
 
     def _send(self, event: Event) -> Awaitable[None] | None:
-        message = live_message(event)
-        if message is None:
+        live = live_message(event)
+        if live is None:
             return None
+        name, payload = live
         # connections being replayed to get this event from their replay instead
         skip = self._hold(event) if self._hold is not None else []
+        rooms: Sequence[str] = event.rooms
         held = held_rooms(event)
         if held:
             # batching: these users' connections get it in their next notificationDigest
-            if set(event.rooms) <= set(held):
-                return None
-            fanout = self._fanout
-            skip = [*skip, *(c for room in held for c in fanout.clients(NAMESPACE, room))]
-        name, payload = message
-        return self._fanout.publish(name, payload, NAMESPACE, event.rooms, skip)
-
-    async def _finish(self, later: Awaitable[None], rest: Sequence[Event]) -> None:
-        """The batch's remaining events, after the stock sockets' packets before them."""
-        await later
-        for event in rest:
-            more = self._send(event)
-            if more is not None:
-                await more
+            if set(rooms) <= set(held):
+                rooms = ()
+            else:
+                fanout = self._fanout
+                skip = [*skip, *(c for room in held for c in fanout.clients(NAMESPACE, room))]
+        stream_room = room_for_order(event.order_id) if event.order_id is not None else None
+        if stream_room is not None and not self._hub.has_room(SSE, stream_room):
+            stream_room = None
+        stream = stream_message(event, self._terminal) if stream_room is not None else None
+        sio = self._fanout.encode(name, payload, NAMESPACE) if rooms else None
+        if sio is None and rooms:  # binary attachments: python-socketio's own emit
+            later = self._fanout.publish(name, payload, NAMESPACE, rooms, skip)
+            if stream is not None and stream_room is not None:
+                self._hub.publish(SSE, stream_room, stream)
+            return later
+        if stream is None:
+            return self._hub.publish(NAMESPACE, rooms, sio, skip) if sio is not None else None
+        message = replace(stream, frame=sio.frame, packet=sio.packet) if sio is not None else stream
+        assert stream_room is not None
+        self._hub.publish(SSE, stream_room, message)
+        return self._hub.publish(NAMESPACE, rooms, message, skip) if sio is not None else None
