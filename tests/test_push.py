@@ -263,6 +263,34 @@ async def test_rate_limited_push_is_retried_after_retry_after(
         await asyncio.sleep(0.02)
 
 
+async def test_a_retry_never_reaches_a_device_its_user_unsubscribed_from(
+    start_server: StartServer, vapid: KeyPair, pushes: PushServiceForTests, db: asyncpg.Connection
+) -> None:
+    """A shared tablet: alice's push is refused for now (503), she logs out (DELETE) and bob
+    logs in on the same browser, whose subscription is the same. Alice's retry must not show
+    her payment on bob's screen."""
+    server = await start(start_server, vapid, retry_min_delay=0.5, retry_max_delay=0.5)
+    tablet = pushes.new_device()
+    tablet.answers.append((503, {}))
+    sub = pushes.subscription(tablet)
+    assert (await call(server, "POST", "alice", sub))[0] == 201
+    await notify(db, "alice", "Payment of €14.50 received")
+    await pushes.wait_for(tablet)  # the 503: retried in 0.5 s
+    assert await call(server, "DELETE", "alice", {"endpoint": sub["endpoint"]}) == (
+        200,
+        {"deleted": 1},
+    )
+    assert (await call(server, "POST", "bob", sub))[0] == 201
+    await eventually(lambda: server.app[PUSH].describe()["failed"] == 1)  # abandoned, unsent
+    await notify(db, "bob", "marker for bob")
+    pushed = await pushes.wait_for(tablet, 2)
+    assert [(p.status, p.payload["title"]) for p in pushed] == [
+        (503, "Payment of €14.50 received"),
+        (201, "marker for bob"),
+    ]
+    assert server.app[PUSH].describe()["sent"] == 1
+
+
 async def test_retries_are_bounded(
     start_server: StartServer, vapid: KeyPair, pushes: PushServiceForTests, db: asyncpg.Connection
 ) -> None:

@@ -112,6 +112,22 @@ async def forget(db: Db, subscription_id: int, endpoint: str) -> int:
     return int(result.split()[-1])
 
 
+async def still_registered(db: Db, stored: StoredSubscription) -> bool:
+    """Whether this device is still the user's, with the keys a push was encrypted for (not
+    unsubscribed, moved to another user on a shared browser, nor re-keyed)."""
+    sub = stored.subscription
+    found = await db.fetchval(
+        "SELECT true FROM tiffin_rt.push_subscriptions WHERE id = $1 AND user_id = $2"
+        " AND endpoint = $3 AND p256dh = $4 AND auth = $5",
+        stored.id,
+        stored.user_id,
+        sub.endpoint,
+        sub.p256dh,
+        sub.auth,
+    )
+    return bool(found)
+
+
 async def pushed(db: Db, subscription_id: int) -> None:
     await db.execute(
         "UPDATE tiffin_rt.push_subscriptions SET last_push_at = now() WHERE id = $1",

@@ -41,6 +41,7 @@ class Store(Protocol):
     async def claim_for_connected(self, pairs: list[tuple[int, str]]) -> None: ...
     async def forget(self, subscription: StoredSubscription) -> None: ...
     async def pushed(self, subscription: StoredSubscription) -> None: ...
+    async def still_registered(self, subscription: StoredSubscription) -> bool: ...
 
 
 class Sender(Protocol):
@@ -213,8 +214,18 @@ class PushDispatcher:
         self._queue.put_first(job.user_id, sends)
 
     async def _to_device(self, job: _ToDevice) -> None:
-        outcome = await self.sender.send(job.subscription.subscription, job.body)
         device = job.subscription
+        if job.attempt > 1 and not await self.store.still_registered(device):
+            # Unsubscribed while the retry waited (a log-out, a shared browser now someone
+            # else's): the push is the old user's, never the device's new owner's.
+            self.stats.failed += 1
+            log.info(
+                "push for event %s to subscription %s not retried: the device was unsubscribed",
+                job.event_id,
+                device.id,
+            )
+            return
+        outcome = await self.sender.send(device.subscription, job.body)
         if outcome.delivered:
             self.stats.sent += 1
             await self.store.pushed(device)

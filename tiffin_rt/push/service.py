@@ -42,6 +42,9 @@ class PoolStore:
     async def pushed(self, subscription: StoredSubscription) -> None:
         await push.pushed(self.pool, subscription.id)
 
+    async def still_registered(self, subscription: StoredSubscription) -> bool:
+        return await push.still_registered(self.pool, subscription)
+
 
 class PushService:
     def __init__(
