@@ -215,12 +215,12 @@ class PushDispatcher:
 
     async def _to_device(self, job: _ToDevice) -> None:
         device = job.subscription
-        if job.attempt > 1 and not await self.store.still_registered(device):
-            # Unsubscribed while the retry waited (a log-out, a shared browser now someone
-            # else's): the push is the old user's, never the device's new owner's.
+        if not await self.store.still_registered(device):
+            # Unsubscribed while the push waited for its turn or a retry (a log-out, a shared
+            # browser now someone else's): it is the old user's, never the device's new owner's.
             self.stats.failed += 1
             log.info(
-                "push for event %s to subscription %s not retried: the device was unsubscribed",
+                "push for event %s to subscription %s not sent: the device was unsubscribed",
                 job.event_id,
                 device.id,
             )
