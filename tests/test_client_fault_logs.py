@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.cluster_nodes import StartCluster
 from tests.conftest import StartServer
@@ -143,8 +144,9 @@ async def test_a_malformed_request_holding_a_token_is_logged_masked_in_json(
 
 
 async def test_client_faults_never_push_real_errors_out_of_the_admin_view(
-    start_server: StartServer, dsn: str
+    start_server: StartServer, dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     settings: Settings = make_settings(dsn)
     server = await start_server(settings)
     url = base_url(server)
@@ -162,4 +164,32 @@ async def test_client_faults_never_push_real_errors_out_of_the_admin_view(
     assert not [e for e in state["recentErrors"] if e["logger"] == "aiohttp.server"]
     faults = state["clientFaults"]
     assert faults["total"] - before >= 200  # counted, if not logged
+    assert faults["suppressed"] > 0
     assert_no_secret(json.dumps(state), jwt)
+    # The summary comes when the window ends, while this server runs (not at some later
+    # fault), and stays out of the recent errors too.
+    summary = await eventually(
+        lambda: [r for r in caplog.records if r.name == "tiffin_rt.client_faults"],
+        timeout=ClientFaultBudget.WINDOW_SECONDS + 5,
+    )
+    assert summary[0].levelno == logging.WARNING
+    async with aiohttp.ClientSession() as http, http.get(url + "/admin/state", headers=admin) as r:
+        state = await r.json()
+    assert not [e for e in state["recentErrors"] if "suppressed" in e["message"]]
+
+
+def test_a_summary_stands_for_what_it_suppressed_at_their_highest_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Polls for ended sessions are INFO lines: their summary is INFO too, never a WARNING."""
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    budget = ClientFaultBudget(clock=lambda: now[0])
+    lines = ClientFaultBudget.LINES_PER_WINDOW
+    assert [budget.admit(logging.INFO) for _ in range(lines + 3)] == [True] * lines + [False] * 3
+    now[0] += ClientFaultBudget.WINDOW_SECONDS
+    assert budget.admit(logging.WARNING)  # a new window: the last one's summary first
+    [summary] = [r for r in caplog.records if r.name == "tiffin_rt.client_faults"]
+    assert summary.levelno == logging.INFO
+    assert summary.getMessage().startswith("3 more client faults suppressed in the last 10s")
+    assert budget.describe() == {"total": lines + 4, "suppressed": 3}

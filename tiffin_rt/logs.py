@@ -86,6 +86,7 @@ class ClientFaultBudget:
         self._window_start = -self.WINDOW_SECONDS
         self._written = 0
         self._suppressed = 0
+        self._suppressed_level = logging.NOTSET  # the summary's: the highest it stands for
         self._summary_loop: asyncio.AbstractEventLoop | None = None
         self.total = 0
         self.suppressed_total = 0
@@ -94,9 +95,14 @@ class ClientFaultBudget:
     def describe(self) -> dict[str, int]:
         return {"total": self.total, "suppressed": self.suppressed_total}
 
-    def admit(self) -> bool:
-        """Whether this fault's line is written; counted either way."""
+    def admit(self, level: int = logging.WARNING) -> bool:
+        """Whether this fault's line (at `level`) is written; counted either way."""
         self.total += 1
+        summary_loop = self._summary_loop
+        if summary_loop is not None and summary_loop.is_closed():
+            # Its loop ended (the app stopped) before the summary was due: counted, not written.
+            self._summary_loop = None
+            self._suppressed, self._suppressed_level = 0, logging.NOTSET
         now = self._clock()
         if now - self._window_start >= self.WINDOW_SECONDS:
             self._summarise()
@@ -105,6 +111,7 @@ class ClientFaultBudget:
             self._written += 1
             return True
         self._suppressed += 1
+        self._suppressed_level = max(self._suppressed_level, level)
         self.suppressed_total += 1
         self._summary_at_window_end()
         return False
@@ -130,8 +137,10 @@ class ClientFaultBudget:
 
     def _summarise(self) -> None:
         suppressed, self._suppressed = self._suppressed, 0
+        level, self._suppressed_level = self._suppressed_level, logging.NOTSET
         if suppressed:
-            self.log.warning(
+            self.log.log(
+                level,
                 "%d more client faults suppressed in the last %ds (bad requests, bad packets)",
                 suppressed,
                 self.WINDOW_SECONDS,
@@ -158,7 +167,7 @@ def client_fault(
         return
     if session_ended:
         CLIENT_FAULTS.total += 1
-    elif not CLIENT_FAULTS.admit():
+    elif not CLIENT_FAULTS.admit(level):
         return
     logger.log(level, message, *args, extra={CLIENT_FAULT: True}, stacklevel=2)
 
@@ -184,7 +193,7 @@ class ClientFaults(logging.Filter):
         if not self._rewrite(record):
             return True
         setattr(record, CLIENT_FAULT, True)
-        return CLIENT_FAULTS.admit()
+        return CLIENT_FAULTS.admit(record.levelno)
 
     @staticmethod
     def _rewrite(record: logging.LogRecord) -> bool:
