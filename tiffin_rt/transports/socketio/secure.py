@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Coroutine
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,17 +88,56 @@ def client_address(environ: dict[str, Any]) -> str:
     return str(environ.get("REMOTE_ADDR") or "unknown")
 
 
+# Which of its connection's events the running handler answers: 1 for the first the client
+# sent, 2 for the next, ... (each event runs in a task of its own, started in arrival order;
+# 0 outside a client event).
+EVENT_TURN: ContextVar[int] = ContextVar("tiffin_rt_event_turn", default=0)
+
+# Rooms whose last applied change a connection remembers (the oldest forgotten past this).
+MAX_ROOM_TURNS = 64
+
+
 class Connection:
     """Everything a namespace keeps about one authenticated connection, in one place: created
     on connect (SecureNamespace.open_connection), dropped on disconnect."""
 
-    __slots__ = ("identity", "sid", "warned")
+    __slots__ = ("identity", "received", "room_turns", "sid", "warned")
 
     def __init__(self, sid: str, identity: Identity) -> None:
         self.sid = sid
         self.identity = identity
         # `tokenExpiring` was sent: the next expiry step disconnects.
         self.warned = False
+        # Client events received so far (each handler's EVENT_TURN).
+        self.received = 0
+        # Each room's last applied join or leave, by the turn the client sent it in.
+        self.room_turns: dict[str, int] | None = None
+
+    def takes_room_turn(self, room: str, turn: int) -> bool:
+        """May a join or leave of `room` the client sent as event `turn` apply now?
+
+        Handlers run concurrently, so a join that reads the database is still running when the
+        leave sent right after it is done. The change the client sent last wins: False when a
+        later one of the same room has applied already; otherwise this one is noted as applied.
+        """
+        if turn <= 0:
+            return True
+        turns = self.room_turns
+        if turns is None:
+            turns = self.room_turns = {}
+        last = turns.pop(room, 0)
+        if last > turn:
+            turns[room] = last
+            return False
+        turns[room] = turn
+        if len(turns) > MAX_ROOM_TURNS:
+            del turns[next(iter(turns))]
+        return True
+
+    def last_room_turn(self, room: str, turn: int) -> bool:
+        """Is event `turn` still the last change of `room` that applied?"""
+        turns = self.room_turns
+        return turn <= 0 or turns is None or turns.get(room, 0) == turn
 
 
 class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -225,6 +265,8 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn = self._connections.get(sid)
         if conn is None:
             return ack_error("unauthorized", "not connected")
+        conn.received += 1  # before any await: the order the client sent its events in
+        EVENT_TURN.set(conn.received)
         handler = None
         if (
             isinstance(event, str)
