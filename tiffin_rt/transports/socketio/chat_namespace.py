@@ -153,14 +153,19 @@ class SupportNamespace(SecureNamespace):
     async def on_joinConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         who = self._who(sid)
         conversation, unread = await self._store.join(who, conversation_id_of(data))
-        if not await enter_if_connected(self, sid, room_for_conversation(conversation.id)):
+        room = room_for_conversation(conversation.id)
+        if not self.takes_room_turn(sid, room, joining=True):
+            return self.superseded(room)  # a leaveConversation sent after it was handled first
+        if not await enter_if_connected(self, sid, room):
             return gone()
         read_by = await self._store.read_positions(who, conversation.id)
         return ack_ok(conversation=conversation.payload(), unreadCount=unread, readBy=read_by)
 
     async def on_leaveConversation(self, sid: str, data: Any = None) -> dict[str, Any]:
         conversation_id = conversation_id_of(data)
-        await self.leave_room(sid, room_for_conversation(conversation_id))
+        room = room_for_conversation(conversation_id)
+        if self.takes_room_turn(sid, room, joining=False):
+            await self.leave_room(sid, room)
         return ack_ok(conversationId=conversation_id)
 
     async def on_closeConversation(self, sid: str, data: Any = None) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from tiffin_rt.ratelimit import RateLimits
 from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
-from tiffin_rt.transports.socketio.secure import EVENT_TURN, SecureNamespace
+from tiffin_rt.transports.socketio.secure import SecureNamespace
 from tiffin_rt.transports.sse import stream_message
 
 log = logging.getLogger(__name__)
@@ -79,16 +79,12 @@ class NotificationsNamespace(SecureNamespace):
         identity = self.identity(sid)
         if identity is None:  # it may run after waiting behind the connection's replay
             return gone()
-        turn = EVENT_TURN.get()
         try:
             room = await self._access.check(identity, room_name)
         except AccessDenied as exc:
             return ack_error(exc.code, exc.message)
-        conn = self.connection(sid)
-        if conn is None or not still_connected(self, sid):
-            return gone()
-        if not conn.takes_room_turn(room.name, turn):
-            return superseded(room.name)
+        if not self.takes_room_turn(sid, room.name, joining=True):
+            return self.superseded(room.name)  # a leaveRoom sent after it was handled first
         if not await enter_if_connected(self, sid, room.name):
             return gone()
         if room.kind != "order":
@@ -98,16 +94,16 @@ class NotificationsNamespace(SecureNamespace):
         try:
             snapshot = await self._access.current(room.key)
         except AccessDenied as exc:
-            if conn.last_room_turn(room.name, turn):
+            if self.last_room_turn(sid, room.name):
                 await self.leave_room(sid, room.name)
             return ack_error(exc.code, exc.message)
         if not still_connected(self, sid):
             return gone()  # the disconnect took it out of every room
-        if not conn.last_room_turn(room.name, turn):
-            return superseded(room.name)  # left (or joined again) while the order was read
+        if not self.still_wanted(sid, room.name):
+            return self.superseded(room.name)  # left while the order was read
         try:
             parties = snapshot.parties if snapshot else None
-            self._access.admit(conn.identity, room, parties)
+            self._access.admit(self._connections[sid].identity, room, parties)
         except AccessDenied as exc:
             await self.leave_room(sid, room.name)  # the order changed hands since the check
             return ack_error(exc.code, exc.message)
@@ -122,16 +118,9 @@ class NotificationsNamespace(SecureNamespace):
             return ack_error(exc.code, exc.message)
         if room.name == room_for_user(identity.user_id):
             return ack_error("forbidden", "a connection always stays in its own user room")
-        if self._connections[sid].takes_room_turn(room.name, EVENT_TURN.get()):
+        if self.takes_room_turn(sid, room.name, joining=False):
             await self.leave_room(sid, room.name)
         return ack_ok(room=room.name)
-
-
-def superseded(room: str) -> dict[str, Any]:
-    """The answer to a join overtaken by a leave (or join) of the same room sent after it."""
-    return ack_error(
-        "superseded", f"a later leaveRoom or joinRoom of {room} was handled first; it stands"
-    )
 
 
 class InvalidNotification(ValueError):

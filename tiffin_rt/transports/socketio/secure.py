@@ -110,34 +110,40 @@ class Connection:
         self.warned = False
         # Client events received so far (each handler's EVENT_TURN).
         self.received = 0
-        # Each room's last applied join or leave, by the turn the client sent it in.
-        self.room_turns: dict[str, int] | None = None
+        # Each room's last applied change: (the turn the client sent it in, a join?).
+        self.room_turns: dict[str, tuple[int, bool]] | None = None
 
-    def takes_room_turn(self, room: str, turn: int) -> bool:
-        """May a join or leave of `room` the client sent as event `turn` apply now?
+    def takes_room_turn(self, room: str, turn: int, joining: bool) -> bool:
+        """May a join (or leave) of `room` the client sent as event `turn` apply now?
 
         Handlers run concurrently, so a join that reads the database is still running when the
-        leave sent right after it is done. The change the client sent last wins: False when a
-        later one of the same room has applied already; otherwise this one is noted as applied.
+        leave sent right after it is done. The change the client sent last wins: a leave it
+        sent later has applied, so this join does not (nor does a leave after a later join);
+        otherwise this change is noted as the room's last.
         """
         if turn <= 0:
             return True
         turns = self.room_turns
         if turns is None:
             turns = self.room_turns = {}
-        last = turns.pop(room, 0)
-        if last > turn:
+        last = turns.pop(room, None)
+        if last is not None and last[0] > turn:
             turns[room] = last
-            return False
-        turns[room] = turn
+            return joining and last[1]  # a later join stands either way
+        turns[room] = (turn, joining)
         if len(turns) > MAX_ROOM_TURNS:
             del turns[next(iter(turns))]
         return True
 
+    def still_wanted(self, room: str, turn: int) -> bool:
+        """Does the join sent as event `turn` still stand (no later leave of `room` applied)?"""
+        last = self.room_turns.get(room) if self.room_turns is not None else None
+        return turn <= 0 or last is None or last[0] <= turn or last[1]
+
     def last_room_turn(self, room: str, turn: int) -> bool:
         """Is event `turn` still the last change of `room` that applied?"""
-        turns = self.room_turns
-        return turn <= 0 or turns is None or turns.get(room, 0) == turn
+        last = self.room_turns.get(room) if self.room_turns is not None else None
+        return turn <= 0 or last is None or last[0] == turn
 
 
 class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -184,6 +190,28 @@ class SecureNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def identity(self, sid: str) -> Identity | None:
         conn = self._connections.get(sid)
         return conn.identity if conn is not None else None
+
+    def takes_room_turn(self, sid: str, room: str, *, joining: bool) -> bool:
+        """May the join or leave of `room` this client event asks for apply now? False when
+        a leave of it the client sent later has applied (Connection.takes_room_turn)."""
+        conn = self._connections.get(sid)
+        return conn is None or conn.takes_room_turn(room, EVENT_TURN.get(), joining)
+
+    def still_wanted(self, sid: str, room: str) -> bool:
+        """Does the join this client event asks for still stand (no later leave applied)?"""
+        conn = self._connections.get(sid)
+        return conn is None or conn.still_wanted(room, EVENT_TURN.get())
+
+    def last_room_turn(self, sid: str, room: str) -> bool:
+        """Is this client event still the last change of `room` that applied?"""
+        conn = self._connections.get(sid)
+        return conn is None or conn.last_room_turn(room, EVENT_TURN.get())
+
+    @staticmethod
+    def superseded(room: str) -> dict[str, Any]:
+        """The answer to a join overtaken by a leave of the same room the client sent after
+        it: the later request stands."""
+        return ack_error("superseded", f"a later leave of {room} was handled first")
 
     async def close(self) -> None:
         """Stop the expiry timers (at application shutdown)."""
