@@ -130,3 +130,43 @@ def test_a_removed_key_is_ignored_with_one_warning(
         f"{path}: database.listen_channel is ignored: "
         "the listener's channel is fixed (tiffin_rt_events); remove it"
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        ("TIFFIN_RT__PAYMENTS__WEBHOOK_SECRET", "abcdefghijklmnop #x"),  # YAML: a comment
+        ("TIFFIN_RT__PAYMENTS__WEBHOOK_SECRET", "0123456789012345"),  # YAML: an integer
+        ("TIFFIN_RT__PAYMENTS__WEBHOOK_SECRET", "'quoted-secret-value'"),  # YAML: unquoted
+        ("TIFFIN_RT__AUTH__JWT_SECRET", "1" * 32),
+        ("TIFFIN_RT__AUTH__JWT_SECRET", "s" * 32 + ": x"),  # YAML: a mapping
+        ("TIFFIN_RT__METRICS__TOKEN", "1234567890123456789"),  # YAML: an integer
+        ("TIFFIN_RT__DATABASE__DSN", "postgresql://u:p#1@db/x"),
+    ],
+)
+def test_a_text_setting_from_the_environment_is_taken_as_written(
+    tmp_path: Path, variable: str, text: str
+) -> None:
+    path = write(tmp_path, f"auth: {{jwt_secret: {'s' * 32}}}\n")
+    settings = load_settings(path, environ={variable: text})
+    section, key = variable.removeprefix("TIFFIN_RT__").lower().split("__")
+    value = getattr(getattr(settings, section), key)
+    assert (value.get_secret_value() if hasattr(value, "get_secret_value") else value) == text
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        ("TIFFIN_RT__SERVER__PORT", "abc", "server.port: Input should be a valid integer"),
+        ("TIFFIN_RT__PAYMENTS__WEBHOOK_SECRET", "short", "payments.webhook_secret: at least 16"),
+        ("TIFFIN_RT__SERVER__CORS_ORIGINS", "{a: 1}", "server.cors_origins"),
+    ],
+)
+def test_an_invalid_value_from_the_environment_names_the_variable_not_the_file(
+    tmp_path: Path, variable: str, text: str, message: str
+) -> None:
+    path = write(tmp_path, f"auth: {{jwt_secret: {'s' * 32}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={variable: text})
+    assert str(caught.value).startswith(f"environment {variable}: {message}")
+    assert str(path) not in str(caught.value)

@@ -8,7 +8,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -572,8 +573,36 @@ def auth_key_problem(auth: AuthSettings) -> str | None:
     return None
 
 
-def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Apply TIFFIN_RT__SECTION__KEY=value; values are parsed as YAML scalars or lists."""
+def _field_at(path: list[str]) -> Any:
+    """The annotation of the settings field at `path`, or None where there is none."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = annotation
+    return annotation
+
+
+def _takes_text(path: list[str]) -> bool:
+    """A string setting takes the variable's text as it is: a secret such as `abc #x` or
+    `0123456789012345` is not cut at '#' or turned into a number by YAML."""
+    annotation = _field_at(path)
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return annotation in (str, SecretStr) or (
+        bool(options) and all(a in (str, SecretStr, type(None)) for a in options)
+    )
+
+
+def _env_overrides(
+    raw: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Apply TIFFIN_RT__SECTION__KEY=value. A string setting takes the text as it is; any
+    other value is parsed as a YAML scalar or list. Returns the settings and, per key set from
+    the environment, the variable's name (errors name it, not the file)."""
+    sources: dict[tuple[str, ...], str] = {}
     for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
@@ -586,17 +615,28 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str,
             if not isinstance(child, dict):
                 raise ConfigError(f"environment {name}: {'.'.join(path)}: not a section")
             node = child
+        sources[tuple(path)] = name
+        if _takes_text(path):
+            node[path[-1]] = text
+            continue
         try:
             value = yaml.safe_load(text) if text else ""
         except yaml.YAMLError:
             value = text
         node[path[-1]] = "" if value is None and text == "" else value
-    return raw
+    return raw, sources
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _describe(
+    error: ValidationError, source: str, sources: Mapping[tuple[str, ...], str] | None = None
+) -> str:
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = tuple(str(p) for p in first["loc"])
+    for end in range(len(loc), 0, -1):  # a value from the environment: name the variable
+        if sources and loc[:end] in sources:
+            source = f"environment {sources[loc[:end]]}"
+            break
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key"
@@ -634,12 +674,12 @@ def load_settings(path: Path | str | None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"{source}: not valid YAML{where}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    raw = _env_overrides(raw, environ)
+    raw, sources = _env_overrides(raw, environ)
     _drop_removed_keys(raw, source)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, source, sources)) from None
     if not settings.auth.jwt_secret and not settings.auth.jwt_public_key:
         raise ConfigError(f"{source}: auth.jwt_secret: set a secret or auth.jwt_public_key")
     problem = auth_key_problem(settings.auth)
