@@ -9,11 +9,11 @@ import binascii
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
+from yarl import URL
 
 from tiffin_rt.core.push import b64url_decode
 
@@ -77,9 +77,11 @@ def generate_keys() -> KeyPair:
 
 
 def audience(endpoint: str) -> str:
-    """The push service's origin, the `aud` claim (RFC 8292 section 2)."""
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}"
+    """The push service's origin, the `aud` claim (RFC 8292 section 2), in its one serialised
+    form (RFC 6454): scheme and host in lower case, IDNA, no default port, no user info. A push
+    service compares `aud` with its own origin, so `https://FCM.googleapis.com:443` was refused
+    403 on every push."""
+    return str(URL(endpoint).origin())
 
 
 class VapidSigner:
