@@ -398,8 +398,8 @@ async def test_payments_config_errors_name_the_key() -> None:
         if "SECRET" in key:
             assert value not in str(caught.value)
     with pytest.raises(ConfigError, match=r"payments\.webhook_secret") as caught:
-        load_settings(None, base | {"TIFFIN_RT__PAYMENTS__WEBHOOK_SECRET": "[12345678901234567]"})
-    assert "12345678901234567" not in str(caught.value)
+        load_settings(None, base | {"TIFFIN_RT__PAYMENTS__WEBHOOK_SECRET": "[1234567]"})
+    assert "1234567" not in str(caught.value)
     settings = load_settings(None, base | {"TIFFIN_RT__PAYMENTS__WEBHOOK_SECRET": "s" * 32})
     assert "s" * 32 not in repr(settings)
     assert "s" * 32 not in str(settings.model_dump())
