@@ -24,6 +24,7 @@ from tests.payments_helpers import (
     post_webhook,
     stripe_event,
 )
+from tests.replay_helpers import delivered_live
 from tiffin_rt.keys import SETTINGS
 
 T = 1764617301  # an event's `created`: Stripe's unix seconds
@@ -182,6 +183,8 @@ async def test_stripe_statuses_reach_the_customer_in_the_contracts_words(
 ) -> None:
     server, url = served
     await add_payment(db, 1, Decimal("8.00"), "EUR", reference="pi_2")
+    # Its own 'pending' is read by the server first: a client connected before would get it live.
+    await delivered_live(server.app, await db.fetchval("SELECT max(id) FROM tiffin_rt.events"))
     client, received = await sio_client(
         url, token(server.app[SETTINGS], "alice"), events=("paymentStatusUpdate", "notification")
     )
