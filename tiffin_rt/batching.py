@@ -163,7 +163,8 @@ async def _batching(app: web.Application) -> AsyncIterator[None]:
     batching = app[SETTINGS].batching
     decider = HoldDecider(app[POOL], batching)
     app[HOLD_DECIDER] = decider
-    app[ROUTER].add_sink(decider, first=True)
+    if batching.enabled:  # off, nothing new is recorded: no query before each live batch
+        app[ROUTER].add_sink(decider, first=True)
     flusher = DigestFlusher(app[POOL], batching)
     app[DIGEST_FLUSHER] = flusher
     app[ROUTER].add_sink(flusher, kinds=log_kinds(batching.kinds))
