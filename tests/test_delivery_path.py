@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import asyncpg
@@ -168,3 +169,43 @@ async def test_support_messages_take_the_same_path(
             assert router.deferred == deferred
         finally:
             await polling.close()
+
+
+# Characters JSON must escape (quote, backslash, a control character), text beyond ASCII and
+# beyond the BMP, and U+2028, which JSON allows unescaped and an SSE line still carries whole.
+AWKWARD_STATUS = 'plated "fresh" \\ \x01 é 寿司 🍱 \u2028 end'
+
+
+async def test_one_update_carries_the_same_payload_on_every_transport(
+    server: TestServer, url: str, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """The payload is serialised once and framed for each transport: an SSE stream, a
+    WebSocket, a long-polling and an upgraded connection all decode the same update."""
+    alice = token(settings, "alice")
+    websocket, on_websocket = await sio_client(url, alice)
+    polling, on_polling = await _stock_client(url, alice, ["polling"])
+    upgraded, on_upgraded = await _stock_client(url, alice, ["polling", "websocket"])
+    clients = (websocket, polling, upgraded)
+    try:
+        await eventually(lambda: upgraded.transport() == "websocket")
+        for client in clients:
+            assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                url + "/api/notifications/orders/1/status",
+                headers={"Authorization": f"Bearer {alice}"},
+            ) as response,
+        ):
+            stream = sse_events(response)
+            await asyncio.wait_for(anext(stream), 5)  # the current status
+            [awkward, marker] = await set_statuses(db, 1, [AWKWARD_STATUS, "ready"])
+            on_sse = [json.loads((await asyncio.wait_for(anext(stream), 5)).data) for _ in "ab"]
+        assert [u["eventId"] for u in on_sse] == [awkward, marker]
+        assert on_sse[0]["status"] == AWKWARD_STATUS
+        assert on_sse[1]["previousStatus"] == AWKWARD_STATUS
+        for received in (on_websocket, on_polling, on_upgraded):
+            assert await received.wait_for("orderStatusUpdate", 2) == on_sse
+    finally:
+        for client in clients:
+            await client.disconnect()

@@ -18,10 +18,9 @@ from tiffin_rt.core.events import (
     ORDER_STATUS,
     Event,
     current_status_message,
-    order_status_message,
 )
 from tiffin_rt.core.hub import EVICTED, SSE, TOKEN_EXPIRED, EndReason, Message
-from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
+from tiffin_rt.core.payments import PAYMENT_STATUS
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import (
@@ -54,6 +53,10 @@ ORDER_STATUS_UPDATE = "orderStatusUpdate"
 SSE_DEPARTURES = web.AppKey("sse_departures", Departures)
 
 
+# An SSE event as written: its bytes, the same as one HTTP chunk, and whether it ends the stream.
+StreamParts = tuple[bytes, bytes, bool]
+
+
 def sse_event(data: bytes, event_id: int, name: bytes = b"") -> bytes:
     """One event as aiohttp-sse writes it (`id:` only for events in the log; `event:` only
     for named events, which `EventSource.onmessage` does not receive)."""
@@ -68,23 +71,18 @@ def http_chunk(body: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(body), body)
 
 
-def stream_message(event: Event, terminal: frozenset[str]) -> Message | None:
-    """An order event as its SSE streams get it, encoded once (the event, and the event as an
-    HTTP chunk); None for an event no order stream carries."""
+def stream_parts(event: Event, body: bytes, terminal: frozenset[str]) -> StreamParts | None:
+    """An order event as its SSE streams get it, from its payload's JSON (`body`, serialised
+    once for every transport): the SSE event, the same as an HTTP chunk, and whether it ends
+    the stream (a terminal status); None for an event no order stream carries."""
     if event.kind == PAYMENT_STATUS:
-        body = sse_event(orjson.dumps(payment_status_message(event)), event.id, PAYMENT)
-        return Message(event.id, body, chunk=http_chunk(body), name=PAYMENT.decode())
+        data = sse_event(body, event.id, PAYMENT)
+        return data, http_chunk(data), False
     if event.kind != ORDER_STATUS:
         return None
-    message = order_status_message(event)
-    body = sse_event(orjson.dumps(message), event.id)
-    return Message(
-        event.id,
-        body,
-        final=message["status"] in terminal,
-        chunk=http_chunk(body),
-        name=ORDER_STATUS_UPDATE,
-    )
+    data = sse_event(body, event.id)
+    status = event.payload.get("status")
+    return data, http_chunk(data), isinstance(status, str) and status in terminal
 
 
 class SseClient:

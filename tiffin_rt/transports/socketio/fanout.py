@@ -27,6 +27,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from tiffin_rt.core import jsonwire
 from tiffin_rt.core.hub import BACKLOG_RETRY_SECONDS, Hub, Message, RoomName
 from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.stock import StockSocket
@@ -193,6 +194,17 @@ class RoomFanout(socketio.AsyncManager):  # type: ignore[misc]
         """An emit of `event` with `data` as the hub writes it: the WebSocket frame and the
         Engine.IO packet, encoded once (None when it has binary attachments: `publish` it)."""
         return self._encode(event, [data], namespace)
+
+    @staticmethod
+    def json_frames(event: str, body: bytes, namespace: str) -> tuple[bytes, eio_packet.Packet]:
+        """An emit of `event` whose one argument is already JSON (`body`, the same bytes the
+        SSE event of that payload carries), as the WebSocket frame and the Engine.IO packet:
+        built around `body`, so a payload is serialised once for every transport. The text
+        python-socketio's `Packet.encode` writes (compact JSON, the namespace unless "/");
+        JSON holds no binary attachment, so nothing is searched for one."""
+        head = b"2[" if namespace == "/" else b"2%s,[" % namespace.encode()
+        text = b"%s%s,%s]" % (head, jsonwire.dumps(event), body)
+        return ws_frame(b"4" + text), eio_packet.Packet(eio_packet.MESSAGE, text.decode())
 
     def _encode(self, event: str, args: list[Any], namespace: str) -> Message | None:
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -13,6 +12,7 @@ from aiohttp import web
 
 from tiffin_rt.access import AccessDenied, RoomAccess
 from tiffin_rt.auth import Identity, TokenVerifier
+from tiffin_rt.core import jsonwire
 from tiffin_rt.core.digest import NOTIFICATION_DIGEST, digest_message, held_rooms
 from tiffin_rt.core.errors import ack_error, ack_ok
 from tiffin_rt.core.events import (
@@ -23,7 +23,7 @@ from tiffin_rt.core.events import (
     notification_message,
     order_status_message,
 )
-from tiffin_rt.core.hub import SSE
+from tiffin_rt.core.hub import SSE, Message
 from tiffin_rt.core.inbox import NOTIFICATION_READ, read_message
 from tiffin_rt.core.parse import OrderIdFormat
 from tiffin_rt.core.payments import PAYMENT_STATUS, payment_status_message
@@ -42,7 +42,7 @@ from tiffin_rt.transports.socketio.client import SocketClient
 from tiffin_rt.transports.socketio.fanout import RoomFanout
 from tiffin_rt.transports.socketio.membership import enter_if_connected, gone, still_connected
 from tiffin_rt.transports.socketio.secure import SecureNamespace
-from tiffin_rt.transports.sse import stream_message
+from tiffin_rt.transports.sse import stream_parts
 
 log = logging.getLogger(__name__)
 
@@ -308,16 +308,23 @@ class DeliverySink:
         stream_room = room_for_order(event.order_id) if event.order_id is not None else None
         if stream_room is not None and not self._hub.has_room(SSE, stream_room):
             stream_room = None
-        stream = stream_message(event, self._terminal) if stream_room is not None else None
-        sio = self._fanout.encode(name, payload, NAMESPACE) if rooms else None
-        if sio is None and rooms:  # binary attachments: python-socketio's own emit
-            later = self._fanout.publish(name, payload, NAMESPACE, rooms, skip)
-            if stream is not None and stream_room is not None:
-                self._hub.publish(SSE, stream_room, stream)
-            return later
-        if stream is None:
-            return self._hub.publish(NAMESPACE, rooms, sio, skip) if sio is not None else None
-        message = replace(stream, frame=sio.frame, packet=sio.packet) if sio is not None else stream
-        assert stream_room is not None
-        self._hub.publish(SSE, stream_room, message)
-        return self._hub.publish(NAMESPACE, rooms, message, skip) if sio is not None else None
+        if stream_room is None and not rooms:
+            return None
+        # The payload serialised once: the SSE event and the Socket.IO packet are built around
+        # the same JSON bytes (a log event's payload is JSON: no binary attachment to split).
+        body = jsonwire.dumps(payload)
+        data = chunk = frame = b""
+        final = False
+        packet = None
+        if stream_room is not None:
+            parts = stream_parts(event, body, self._terminal)
+            if parts is None:
+                stream_room = None
+            else:
+                data, chunk, final = parts
+        if rooms:
+            frame, packet = self._fanout.json_frames(name, body, NAMESPACE)
+        message = Message(event.id, data, final, chunk, name, frame, packet)
+        if stream_room is not None:
+            self._hub.publish(SSE, stream_room, message)
+        return self._hub.publish(NAMESPACE, rooms, message, skip) if rooms else None

@@ -27,6 +27,7 @@ from socketio import packet as sio_packet
 from tiffin_rt import metrics
 from tiffin_rt.background import BackgroundTasks
 from tiffin_rt.config import Settings
+from tiffin_rt.core import jsonwire
 from tiffin_rt.core.hub import Hub
 from tiffin_rt.logs import client_fault
 from tiffin_rt.transports.departures import Departures
@@ -356,10 +357,7 @@ class _OrjsonCodec:
 
     @staticmethod
     def dumps(obj: Any, **_kwargs: Any) -> str:
-        try:
-            return orjson.dumps(obj).decode()
-        except TypeError:  # a lone surrogate, which orjson cannot write and JSON can
-            return json.dumps(obj, separators=(",", ":"))
+        return jsonwire.dumps(obj).decode()
 
     @staticmethod
     def loads(text: str | bytes, **_kwargs: Any) -> Any:
