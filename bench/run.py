@@ -640,6 +640,9 @@ async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
     hits = [0] * count
     latencies: list[float] = []
     by_transport: dict[str, list[float]] = {"sio": [], "sse": []}
+    # From the moment a bare LISTEN in this process heard the NOTIFY to the client's receipt:
+    # the server's own share of the latency, the database's taken out.
+    beyond_floor: list[float] = []
     for report in reports:
         for status, received_at, transport in report["samples"]:
             if not status.startswith("s"):
@@ -650,7 +653,10 @@ async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
                 latency = (received_at - sent[seq]) * 1000
                 latencies.append(latency)
                 by_transport[transport].append(latency)
+                if notified[seq]:
+                    beyond_floor.append((received_at - notified[seq]) * 1000)
     latencies.sort()
+    beyond_floor.sort()
     for values in by_transport.values():
         values.sort()
     floor = sorted((at - sent[seq]) * 1000 for seq, at in enumerate(notified) if at)
@@ -676,6 +682,8 @@ async def end_to_end(server: Server, dsn: str, opts: Options) -> dict[str, Any]:
         "notify_p50_ms": percentile(floor, 50),
         "notify_p99_ms": percentile(floor, 99),
         "notify_heard": len(floor),
+        "server_p50_ms": percentile(beyond_floor, 50),
+        "server_p99_ms": percentile(beyond_floor, 99),
         "commit_p99_ms": percentile(commits, 99),
         "commit_max_ms": commits[-1] if commits else float("nan"),
         "cpu_s": cpu1 - cpu0,
@@ -771,6 +779,17 @@ def delivered_cell(r: dict[str, Any]) -> str:
     cell = f"{r['delivered']:,} / {r['expected']:,}"
     dropped = r["connected"] - r["open_at_end"]
     return cell + (f" ({dropped:,} clients dropped)" if dropped else "")
+
+
+def rounds_cell(r: dict[str, Any]) -> str:
+    """Each round's p99, with tiffin_rt's against Node's of the same round."""
+    p99s = r.get("round_p99_ms")
+    if p99s is None:
+        return "one round"
+    ratios = r.get("round_p99_ratio", [float("nan")] * len(p99s))
+    return ", ".join(
+        f"{p:.2f}" + (f" ({q:.2f}x)" if q == q else "") for p, q in zip(p99s, ratios, strict=False)
+    )
 
 
 def _us(key: str) -> Callable[[dict[str, Any]], str]:
@@ -876,6 +895,13 @@ ROWS = [
     Row("e2e", "end-to-end: p99 (ms)", lambda r: r["p99_ms"], _us("p99_ms"), limit=1.0),
     Row(
         "e2e",
+        "end-to-end: p99 in each round (ms; tiffin_rt: and to Node's in that round)",
+        lambda r: r["p99_ms"],
+        rounds_cell,
+        numeric=False,
+    ),
+    Row(
+        "e2e",
         "end-to-end: p50 / p99, Socket.IO clients (ms; ratio of p99)",
         lambda r: r["sio_p99_ms"],
         lambda r: f"{r['sio_p50_ms']:.2f} / {r['sio_p99_ms']:.2f}",
@@ -901,6 +927,16 @@ ROWS = [
         lambda r: r["notify_p99_ms"],
         lambda r: f"{r['notify_p50_ms']:.2f} / {r['notify_p99_ms']:.2f}",
         numeric=False,
+    ),
+    Row(
+        "e2e",
+        "end-to-end: the server's share, NOTIFY heard by the bare LISTEN to client, p50 / p99"
+        " (ms; ratio of p99)",
+        lambda r: r.get("server_p99_ms", float("nan")),
+        lambda r: (
+            f"{r.get('server_p50_ms', float('nan')):.2f} / "
+            f"{r.get('server_p99_ms', float('nan')):.2f}"
+        ),
     ),
     Row(
         "e2e",
@@ -966,6 +1002,12 @@ def render(results: dict[str, dict[str, dict[str, Any]]], servers: Sequence[str]
             notes.append(note)
         cells += [target, met]
         lines.append("| " + " | ".join(cells) + " |")
+    rounds = max((r.get("rounds", 1) for r in results.get("e2e", {}).values()), default=1)
+    if rounds > 1:
+        notes.append(
+            f"end-to-end: each figure is the median of {rounds} rounds per server (servers"
+            " alternating from round to round; lost and duplicated are summed over the rounds)."
+        )
     return "\n".join([*lines, "", *notes] if notes else lines)
 
 
@@ -1038,31 +1080,20 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 continue
             results[scenario] = {}
-            for kind in servers:
-                if scenario not in RUNS.get(kind, SCENARIOS):
-                    continue
-                # A name of this run's own: another bench on the same PostgreSQL (another
-                # checkout) must not drop the database under this one's server.
-                dbname = f"tiffin_rt_bench_{kind}_{os.getpid()}"
-                dsn = await database.fresh(
-                    dbname,
-                    peer=kind != "tiffin",
-                    orders=opts.e2e_sio + opts.e2e_sse,
-                )
-                log(f"{scenario}: starting {LABELS[kind]}")
-                server = await start_server(kind, dsn, opts.ping_interval, results_dir)
-                try:
-                    result = await asyncio.wait_for(
-                        SCENARIOS[scenario](server, dsn, opts), args.scenario_timeout
-                    )
-                except Exception as exc:
-                    log(f"{scenario} on {kind} failed: {type(exc).__name__}: {exc}")
-                    result = {"error": f"{type(exc).__name__}: {exc}"}
-                finally:
-                    stop_server(server)
-                    await database.drop(dbname)
-                log(f"  {json.dumps(result)}")
-                results[scenario][kind] = result
+            rounds = args.e2e_rounds if scenario == "e2e" else 1
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for number in range(rounds):
+                # Servers alternate their order from round to round, so a machine that gets
+                # busier or quieter during the run does not favour one of them.
+                order = servers if number % 2 == 0 else servers[::-1]
+                for kind in order:
+                    if scenario not in RUNS.get(kind, SCENARIOS):
+                        continue
+                    if rounds > 1:
+                        log(f"{scenario}: round {number + 1} of {rounds}")
+                    result = await one_run(scenario, kind, database, opts, args)
+                    runs.setdefault(kind, []).append(result)
+            results[scenario] = combine_rounds(runs)
     finally:
         await asyncio.to_thread(database.stop)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -1086,6 +1117,62 @@ async def run(args: argparse.Namespace) -> int:
         f"ping interval {opts.ping_interval:g} s; clients in {opts.client_processes} processes"
     )
     return 0
+
+
+async def one_run(
+    scenario: str, kind: str, database: Database, opts: Options, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One server through one scenario, on a database of its own, stopped afterwards."""
+    # A name of this run's own: another bench on the same PostgreSQL (another checkout) must
+    # not drop the database under this one's server.
+    dbname = f"tiffin_rt_bench_{kind}_{os.getpid()}"
+    dsn = await database.fresh(dbname, peer=kind != "tiffin", orders=opts.e2e_sio + opts.e2e_sse)
+    log(f"{scenario}: starting {LABELS[kind]}")
+    server = await start_server(kind, dsn, opts.ping_interval, opts.workdir)
+    try:
+        result: dict[str, Any] = await asyncio.wait_for(
+            SCENARIOS[scenario](server, dsn, opts), args.scenario_timeout
+        )
+    except Exception as exc:
+        log(f"{scenario} on {kind} failed: {type(exc).__name__}: {exc}")
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        stop_server(server)
+        await database.drop(dbname)
+    log(f"  {json.dumps(result)}")
+    return result
+
+
+# Summed over rounds, not their median: one lost event in any round is a lost event.
+SUMMED = ("lost", "duplicated")
+
+
+def combine_rounds(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each server's rounds as one result: every figure the median of its rounds (lost and
+    duplicated events summed), each round's p99 kept, and for tiffin_rt each round's p99
+    against Node's of the same round."""
+    combined: dict[str, dict[str, Any]] = {}
+    for kind, results in runs.items():
+        failed = [r for r in results if "error" in r]
+        if len(results) == 1 or failed:
+            combined[kind] = failed[0] if failed else results[0]
+            continue
+        merged: dict[str, Any] = dict(results[0])
+        for key, first in results[0].items():
+            if isinstance(first, bool) or not isinstance(first, int | float):
+                continue
+            values = [r[key] for r in results]
+            merged[key] = sum(values) if key in SUMMED else statistics.median(values)
+        merged["rounds"] = len(results)
+        merged["round_p99_ms"] = [r.get("p99_ms") for r in results]
+        combined[kind] = merged
+    mine, node = combined.get("tiffin"), combined.get("node")
+    if mine is not None and node is not None and "round_p99_ms" in mine and "round_p99_ms" in node:
+        mine["round_p99_ratio"] = [
+            a / b if a and b else float("nan")
+            for a, b in zip(mine["round_p99_ms"], node["round_p99_ms"], strict=False)
+        ]
+    return combined
 
 
 def cpu_model() -> str:
@@ -1149,6 +1236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="status UPDATEs per second (end-to-end); issue 3 asks for 200",
     )
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--e2e-rounds",
+        type=int,
+        default=3,
+        help="end-to-end: rounds per server, servers alternating; figures are the rounds'"
+        " medians (a p99 on a shared machine moves from run to run)",
+    )
     parser.add_argument(
         "--cluster-nodes",
         type=lambda text: [int(n) for n in text.split(",")],
