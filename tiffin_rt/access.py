@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import asyncpg
@@ -81,9 +82,12 @@ class RoomAccess:
         self._cache: dict[str, tuple[float, OrderParties | None]] = {}
         self._order_ids = orders.id_format
         self._transports: list[RoomMembers] = []
-        # The parties each order's room was last checked against, to evict only on a change
-        # (a join is checked on its own, against what it read).
-        self._enforced: dict[str, OrderParties] = {}
+        # The newest parties known of each order and the log position they are as of (the id
+        # of the event that said so, or of the newest such event when a join read the row):
+        # what its room was last checked against, so an event or a read that says no more
+        # than that is not acted on (an event older than a join's read, delivered late by a
+        # listener that lags, must not evict whom that read admitted).
+        self._known: dict[str, tuple[int, OrderParties]] = {}
 
     def add_transport(self, members: RoomMembers) -> None:
         """Connections outside the hub, evicted when the policy stops admitting them."""
@@ -121,17 +125,34 @@ class RoomAccess:
         except DB_ERRORS:
             # a refused or timed-out query (database.command_timeout): the client may retry
             raise AccessDenied("unavailable", "the database is unavailable; try again") from None
-        parties = snapshot.parties if snapshot is not None else None
-        self.remember(order_id, parties)
-        return parties
+        snapshot = self._read(order_id, snapshot)
+        return snapshot.parties if snapshot is not None else None
 
     async def current(self, order_id: str) -> OrderSnapshot | None:
-        """The order as it is now (its status for a joiner), read past the cache and kept in it."""
+        """The order as it is now (its status for a joiner), read past the cache and kept in it;
+        its parties are the newest known (an event delivered while the row was being read is
+        newer than the row)."""
         try:
             snapshot = await self._orders.fetch(self._pool, order_id)
         except DB_ERRORS:
             raise AccessDenied("unavailable", "the order could not be read; try again") from None
-        self.remember(order_id, snapshot.parties if snapshot is not None else None)
+        return self._read(order_id, snapshot)
+
+    def _read(self, order_id: str, snapshot: OrderSnapshot | None) -> OrderSnapshot | None:
+        """A row just read, against what the order's events said meanwhile: an older read
+        takes the newer parties; a newer one is now what the room is checked against, and
+        whom it no longer admits leaves (the events saying so may still be on their way)."""
+        if snapshot is None:
+            self.remember(order_id, None)
+            return None
+        position = snapshot.parties_event_id or 0
+        known = self._known.get(order_id)
+        if known is not None and known[0] > position:
+            parties = known[1]
+            snapshot = replace(snapshot, parties=parties)
+        elif known is None or known[1] != snapshot.parties or known[0] < position:
+            self._know(order_id, position, snapshot.parties, evict=True)
+        self.remember(order_id, snapshot.parties)
         return snapshot
 
     def admit(self, who: Identity, room: Room, order: OrderParties | None) -> None:
@@ -157,17 +178,30 @@ class RoomAccess:
             parties = parties_of(event)
             if parties is None:
                 continue
+            known = self._known.get(event.order_id)
+            if known is not None and event.id and event.id <= known[0]:
+                # A join read the order after this event: what it read is newer, and its room
+                # was checked against that; the late event changes nothing.
+                continue
             self.remember(event.order_id, parties)
-            if self._enforced.get(event.order_id) == parties:
-                continue  # the room was last checked against these parties: nobody to evict
-            if len(self._enforced) >= self.MAX_CACHED_ORDERS:
-                del self._enforced[next(iter(self._enforced))]
-            self._enforced[event.order_id] = parties
-            room = Room("order", event.order_id)
-            admits = _admits(room, parties)
-            self._hub.evict(room.name, admits)
-            for members in self._transports:
-                members.evict(room, admits)
+            position = event.id or (known[0] if known is not None else 0)
+            self._know(event.order_id, position, parties, evict=True)
+
+    def _know(self, order_id: str, position: int, parties: OrderParties, *, evict: bool) -> None:
+        """The order's parties as of `position`; with `evict`, whom they no longer admit leaves
+        the order's room on every transport (not when its room was already checked against
+        these very parties)."""
+        known = self._known.pop(order_id, None)
+        if len(self._known) >= self.MAX_CACHED_ORDERS:
+            del self._known[next(iter(self._known))]
+        self._known[order_id] = (position, parties)
+        if not evict or (known is not None and known[1] == parties):
+            return
+        room = Room("order", order_id)
+        admits = _admits(room, parties)
+        self._hub.evict(room.name, admits)
+        for members in self._transports:
+            members.evict(room, admits)
 
 
 def _admits(room: Room, parties: OrderParties) -> Admits:

@@ -22,6 +22,10 @@ class OrderSnapshot:
     changed_at: datetime | None
     # the status before the latest event, when that event is what set the current status
     previous_status: str | None = None
+    # The newest event in the log that names the order's parties (a status change or a
+    # change of hands), read in the same snapshot as the row: the parties are as of it. A
+    # change to the row takes the row's lock, so the order's events commit in id order.
+    parties_event_id: int | None = None
 
 
 class OrderQueries:
@@ -38,7 +42,10 @@ class OrderQueries:
             f" o.{q(orders.vendor_column)}::text AS vendor_id,"
             f" o.{q(orders.rider_column)}::text AS rider_id,"
             " last.id AS last_event_id, last.created_at AS changed_at,"
-            " last.status AS event_status, last.previous_status"
+            " last.status AS event_status, last.previous_status,"
+            " (SELECT max(p.id) FROM tiffin_rt.events p"
+            f"   WHERE p.order_id = o.{q(orders.id_column)}::text"
+            "   AND p.kind IN ('order_status', 'order_parties')) AS parties_event_id"
             f" FROM {qualified_table(orders)} o LEFT JOIN LATERAL ("
             "   SELECT e.id, e.created_at, e.payload->>'status' AS status,"
             "   e.payload->>'previousStatus' AS previous_status FROM tiffin_rt.events e"
@@ -80,6 +87,7 @@ class OrderQueries:
             previous_status=(
                 row["previous_status"] if row["event_status"] == row["status"] else None
             ),
+            parties_event_id=row["parties_event_id"],
         )
 
     async def set_status(

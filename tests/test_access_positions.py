@@ -1,0 +1,90 @@
+"""The authorizer acts on an order's newest known parties: an order event the listener delivers
+late (it waited behind a transaction still running) that is older than what a join read from
+the order's row must not evict whom that read admitted, on any transport.
+
+Demo orders: 1 = alice / spice-garden / rider rita.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.conftest import StartServer
+from tests.helpers import eventually, make_settings, marker_arrived, sse_events, token
+from tests.test_hub_departures import TRANSPORTS, agrees, client_on, gone
+from tiffin_rt.core.hub import SSE
+from tiffin_rt.keys import HUB, LISTENER
+
+NS = "/notifications"
+
+
+async def order_event_ids(db: asyncpg.Connection) -> list[int]:
+    rows = await db.fetch(
+        "SELECT id FROM tiffin_rt.events WHERE order_id = '1' AND kind = 'order_parties'"
+        " ORDER BY id"
+    )
+    return [r["id"] for r in rows]
+
+
+@pytest.mark.parametrize("gap_ends", ["commit", "rollback"])
+async def test_a_late_event_older_than_the_join_evicts_nobody_it_read_as_admitted(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection, gap_ends: str
+) -> None:
+    """The order goes to ravi and back to rita while a transaction holds an earlier id open, so
+    the listener holds both events back; rita joins on every transport, admitted by the row as
+    it is now. When the listener delivers the two events, the first (ravi's) is older than
+    rita's read: she stays in the room and gets the next update everywhere."""
+    settings = make_settings(dsn, database={"gap_timeout": 30.0})
+    server = await start_server(settings)
+    hub = server.app[HUB]
+    url = str(server.make_url("")).rstrip("/")
+    rita_tok = token(settings, "rita", "rider")
+    holder = await asyncpg.connect(dsn)
+    hold = holder.transaction()
+    await hold.start()
+    held = True
+    riders = []
+    try:
+        # An id taken and not yet committed: every later event waits behind it.
+        held_id = await holder.fetchval("SELECT tiffin_rt.notify_user('nobody', 't', 'x', '')")
+        await db.execute("UPDATE orders SET rider_id = 'ravi' WHERE id = 1")
+        await db.execute("UPDATE orders SET rider_id = 'rita' WHERE id = 1")
+        away, back = (await order_event_ids(db))[-2:]
+        assert held_id < away < back
+        assert (server.app[LISTENER].cursor or 0) < held_id  # held back
+
+        riders = [await client_on(url, rita_tok, path) for path in TRANSPORTS]
+        for client, _ in riders:
+            assert (await client.call("joinRoom", "order-1", namespace=NS))["ok"] is True
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {rita_tok}"}) as http,
+            http.get(f"{url}/api/notifications/orders/1/status") as response,
+        ):
+            assert response.status == 200
+            stream = sse_events(response)
+            assert (await asyncio.wait_for(anext(stream), 5)).json()["status"] == "pending"
+            assert len(hub.members(SSE, "order-1")) == 1
+
+            # The listener goes on: ravi's event, then rita's, reach the authorizer now.
+            await (hold.commit() if gap_ends == "commit" else hold.rollback())
+            held = False
+            await eventually(lambda: (server.app[LISTENER].cursor or 0) >= back, timeout=10)
+            assert agrees(server, NS, "order-1") == {c.get_sid(NS) for c, _ in riders}
+            assert len(hub.members(SSE, "order-1")) == 1
+
+            await db.execute("UPDATE orders SET status = 'ready' WHERE id = 1")
+            update = await asyncio.wait_for(anext(stream), 5)  # not an `end`
+            assert (update.event, update.json()["status"]) == (None, "ready")
+        await marker_arrived(db, "rita", *(r for _, r in riders))
+        for _, received in riders:
+            assert [u["status"] for u in received.of("orderStatusUpdate")] == ["ready"]
+    finally:
+        if held:
+            await hold.rollback()
+        await holder.close()
+        for client, _ in riders:
+            await gone(client)
