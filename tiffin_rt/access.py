@@ -1,14 +1,13 @@
 """The one authorizer: the policy in core.policy applied to orders read from the database,
 on every join (Socket.IO joinRoom, an SSE stream opening) and, when an order event changes the
 order's parties, to every connection of every transport already in its room (the hub's
-clients, and rider location streams)."""
+clients: Socket.IO connections, SSE status and rider location streams)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
 
 import asyncpg
 
@@ -28,13 +27,6 @@ class AccessDenied(ClientError):
 
 # Does the policy still admit this connection to the room being checked?
 Admits = Callable[[Principal], bool]
-
-
-class RoomMembers(Protocol):
-    """Connections kept outside the hub, in rooms (rider location streams of an order)."""
-
-    def evict(self, room: Room, admits: Admits) -> None:
-        """Take every connection in `room` that `admits` refuses out of it, now."""
 
 
 # A log event names all three, read from the order's row by the trigger (null: nobody).
@@ -66,8 +58,8 @@ class RoomAccess:
     An order's parties are cached for `cache_ttl` seconds; the order's own events replace the
     cached entry and, as a sink added before the delivering ones, take every connection the
     policy no longer admits out of the order's room (`Hub.evict`, every client of every
-    transport, and the streams added with `add_transport`) before the event is delivered: a
-    rider taken off the order leaves its Socket.IO room and its SSE streams end.
+    transport) before the event is delivered: a rider taken off the order leaves its Socket.IO
+    room and its SSE streams (order status and location) end.
     """
 
     MAX_CACHED_ORDERS = 10_000
@@ -81,17 +73,12 @@ class RoomAccess:
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, OrderParties | None]] = {}
         self._order_ids = orders.id_format
-        self._transports: list[RoomMembers] = []
         # The newest parties known of each order and the log position they are as of (the id
         # of the event that said so, or of the newest such event when a join read the row):
         # what its room was last checked against, so an event or a read that says no more
         # than that is not acted on (an event older than a join's read, delivered late by a
         # listener that lags, must not evict whom that read admitted).
         self._known: dict[str, tuple[int, OrderParties]] = {}
-
-    def add_transport(self, members: RoomMembers) -> None:
-        """Connections outside the hub, evicted when the policy stops admitting them."""
-        self._transports.append(members)
 
     def parse(self, room_name: object) -> Room:
         """The room a client named, its order id as the database prints it, or AccessDenied."""
@@ -198,10 +185,7 @@ class RoomAccess:
         if not evict or (known is not None and known[1] == parties):
             return
         room = Room("order", order_id)
-        admits = _admits(room, parties)
-        self._hub.evict(room.name, admits)
-        for members in self._transports:
-            members.evict(room, admits)
+        self._hub.evict(room.name, _admits(room, parties))
 
 
 def _admits(room: Room, parties: OrderParties) -> Admits:

@@ -31,7 +31,7 @@ from aiohttp import web
 from tiffin_rt.core.hub import SSE
 from tiffin_rt.keys import HUB, SETTINGS, SOCKETIO
 from tiffin_rt.transports.socketio.engine_guard import end_session
-from tiffin_rt.transports.sse_location import LOCATION_STREAMS
+from tiffin_rt.transports.sse_location import LOCATION
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,13 @@ async def drain_connections(app: web.Application) -> None:
     sio: Any = app[SOCKETIO]
     sockets = list(sio.eio.sockets.values())
     log.info(
-        "draining: ending %d SSE streams and %d Socket.IO sessions", hub.count(SSE), len(sockets)
+        "draining: ending %d SSE streams, %d rider location streams and %d Socket.IO sessions",
+        hub.count(SSE),
+        hub.count(LOCATION),
+        len(sockets),
     )
     hub.close_all(SSE)
-    if LOCATION_STREAMS in app:
-        app[LOCATION_STREAMS].close_all()  # rider positions: a reconnect starts from the newest
+    hub.close_all(LOCATION)  # rider positions: a reconnect starts from the newest
     if sockets:
         # Bounded: a socket whose reader died on a bad packet may never finish closing.
         with contextlib.suppress(TimeoutError):

@@ -13,7 +13,7 @@ from aiohttp import web
 from tiffin_rt.background import cancel_and_wait
 from tiffin_rt.cluster import CLUSTER_BUS
 from tiffin_rt.db.rider_positions import PositionQueries
-from tiffin_rt.keys import ORDER_QUERIES, POOL, ROOM_ACCESS, ROUTER, SETTINGS, SOCKETIO
+from tiffin_rt.keys import ORDER_QUERIES, POOL, ROUTER, SETTINGS, SOCKETIO
 from tiffin_rt.tracking.service import RiderTracking
 from tiffin_rt.tracking.store import PositionWriter, prune_forever
 from tiffin_rt.transports.socketio.locations import SocketLocations
@@ -49,9 +49,7 @@ async def _tracking(app: web.Application) -> AsyncIterator[None]:
     sio: socketio.AsyncServer = app[SOCKETIO]
     locations = SocketLocations(sio, retry_seconds=tracking_settings.slow_client_retry_ms / 1000)
     tracking.add_watchers(locations)
-    streams = app[LOCATION_STREAMS]
-    tracking.add_watchers(streams)
-    app[ROOM_ACCESS].add_transport(streams)
+    tracking.add_watchers(app[LOCATION_STREAMS])  # hub clients: the authorizer evicts them too
     app[ROUTER].add_sink(tracking)
     app[RIDER_TRACKING] = tracking
     app[SOCKET_LOCATIONS] = locations

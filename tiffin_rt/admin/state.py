@@ -15,6 +15,7 @@ from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import HUB, LISTENER, POOL, ROUTER, SOCKETIO
 from tiffin_rt.logs import CLIENT_FAULTS
 from tiffin_rt.metrics.collector import LISTENER_LAG, socket_transport, socketio_connections
+from tiffin_rt.transports.sse_location import LOCATION
 
 # The page lists at most this many rooms (the fullest first) and members per room.
 MAX_ROOMS = 200
@@ -31,7 +32,13 @@ def _connections(app: web.Application) -> dict[str, Any]:
         for (transport, namespace), count in socketio_connections(sio).items():
             by_namespace.setdefault(namespace, {})[transport] = count
     sessions = sum(1 for s in sio.eio.sockets.values() if not s.closed) if sio is not None else 0
-    return {"socketio": by_namespace, "engineio": sessions, "sse": app[HUB].count(SSE)}
+    hub = app[HUB]
+    return {
+        "socketio": by_namespace,
+        "engineio": sessions,
+        "sse": hub.count(SSE),
+        "sseLocation": hub.count(LOCATION),
+    }
 
 
 def _member(who: Any, transport: str, namespace: str) -> dict[str, Any]:
@@ -44,7 +51,8 @@ def _member(who: Any, transport: str, namespace: str) -> dict[str, Any]:
 
 
 def _rooms(app: web.Application) -> list[dict[str, Any]]:
-    """Every room with members on any transport: Socket.IO rooms and SSE streams' orders."""
+    """Every room with members on any transport: Socket.IO rooms, and the orders of SSE status
+    and rider location streams."""
     rooms: dict[str, list[dict[str, Any]]] = {}
     sio: Any = app.get(SOCKETIO)
     if sio is not None:
@@ -60,9 +68,10 @@ def _rooms(app: web.Application) -> list[dict[str, Any]]:
                     rooms.setdefault(room, []).append(
                         _member(client.who, socket_transport(socket), namespace)
                     )
-    for room, clients in app[HUB].rooms(SSE):
-        for client in clients:
-            rooms.setdefault(str(room), []).append(_member(client.who, "sse", "sse"))
+    for namespace in (SSE, LOCATION):
+        for room, clients in app[HUB].rooms(namespace):
+            for client in clients:
+                rooms.setdefault(str(room), []).append(_member(client.who, "sse", namespace))
     fullest = sorted(rooms.items(), key=lambda item: (-len(item[1]), item[0]))[:MAX_ROOMS]
     return [
         {"room": room, "count": len(members), "members": members[:MAX_MEMBERS]}
