@@ -3,7 +3,8 @@
 Shaped after centrifuge's Hub and Client: a transport turns a request into a client (an object
 with a writer) and registers it in its rooms. A room is named within a namespace: each
 Socket.IO namespace has its own (`/notifications` and `/support` both have `user-<id>` rooms,
-with different events), and SSE streams are in a namespace of their own (`SSE`).
+with different events), SSE order-status streams are in a namespace of their own (`SSE`),
+and rider location streams in theirs (`transports.sse_location.LOCATION`).
 
 `publish` takes a message encoded once per wire format (an SSE event and its HTTP chunk, a
 WebSocket frame, an Engine.IO packet) and writes it to every client in the rooms named, in the
