@@ -22,9 +22,11 @@ class OrderSnapshot:
     changed_at: datetime | None
     # the status before the latest event, when that event is what set the current status
     previous_status: str | None = None
-    # The newest event in the log that names the order's parties (a status change or a
-    # change of hands), read in the same snapshot as the row: the parties are as of it. A
-    # change to the row takes the row's lock, so the order's events commit in id order.
+    # The newest event in the log that names the order's parties (the orders triggers' status
+    # change or change of hands), read in the same snapshot as the row: the parties are as of
+    # it. A change to the row takes the row's lock, so those events commit in id order; an
+    # order event that names no parties (the gateway's, a hand-written row) takes no lock and
+    # may commit before a change of hands with an older id, so it says nothing here.
     parties_event_id: int | None = None
 
 
@@ -45,7 +47,8 @@ class OrderQueries:
             " last.status AS event_status, last.previous_status,"
             " (SELECT max(p.id) FROM tiffin_rt.events p"
             f"   WHERE p.order_id = o.{q(orders.id_column)}::text"
-            "   AND p.kind IN ('order_status', 'order_parties')) AS parties_event_id"
+            "   AND p.kind IN ('order_status', 'order_parties')"
+            "   AND p.payload ?& array['customerId', 'vendorId', 'riderId']) AS parties_event_id"
             f" FROM {qualified_table(orders)} o LEFT JOIN LATERAL ("
             "   SELECT e.id, e.created_at, e.payload->>'status' AS status,"
             "   e.payload->>'previousStatus' AS previous_status FROM tiffin_rt.events e"
