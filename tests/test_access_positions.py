@@ -18,6 +18,7 @@ from tests.helpers import eventually, make_settings, marker_arrived, sse_events,
 from tests.test_hub_departures import TRANSPORTS, agrees, client_on, gone
 from tiffin_rt.core.hub import SSE
 from tiffin_rt.keys import HUB, LISTENER
+from tiffin_rt.transports.sse_location import LOCATION
 
 NS = "/notifications"
 
@@ -88,3 +89,53 @@ async def test_a_late_event_older_than_the_join_evicts_nobody_it_read_as_admitte
         await holder.close()
         for client, _ in riders:
             await gone(client)
+
+
+@pytest.mark.parametrize("path", ["status", "location"])
+async def test_an_sse_stream_alone_is_not_evicted_by_a_late_event_older_than_its_read(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection, path: str
+) -> None:
+    """As above with only an SSE stream (no Socket.IO join reads the order first): the stream's
+    own read of the row is what the late events are older than, so it stays open."""
+    settings = make_settings(dsn, database={"gap_timeout": 30.0})
+    server = await start_server(settings)
+    hub = server.app[HUB]
+    namespace = SSE if path == "status" else LOCATION
+    url = str(server.make_url("")).rstrip("/")
+    rita_tok = token(settings, "rita", "rider")
+    holder = await asyncpg.connect(dsn)
+    hold = holder.transaction()
+    await hold.start()
+    held = True
+    try:
+        held_id = await holder.fetchval("SELECT tiffin_rt.notify_user('nobody', 't', 'x', '')")
+        await db.execute("UPDATE orders SET rider_id = 'ravi' WHERE id = 1")
+        await db.execute("UPDATE orders SET rider_id = 'rita' WHERE id = 1")
+        back = (await order_event_ids(db))[-1]
+        assert (server.app[LISTENER].cursor or 0) < held_id  # held back
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {rita_tok}"}) as http,
+            http.get(f"{url}/api/notifications/orders/1/{path}") as response,
+        ):
+            assert response.status == 200
+            stream = sse_events(response)
+            if path == "status":
+                assert (await asyncio.wait_for(anext(stream), 5)).json()["status"] == "pending"
+            await eventually(lambda: len(hub.members(namespace, "order-1")) == 1)
+
+            await hold.commit()
+            held = False
+            await eventually(lambda: (server.app[LISTENER].cursor or 0) >= back, timeout=10)
+            assert len(hub.members(namespace, "order-1")) == 1
+
+            # The next event of the order is what the stream gets, not an `end` `forbidden`.
+            await db.execute("UPDATE orders SET status = 'cancelled' WHERE id = 1")
+            after = await asyncio.wait_for(anext(stream), 5)
+            if path == "status":
+                assert (after.event, after.json()["status"]) == (None, "cancelled")
+            else:
+                assert (after.event, after.json()["code"]) == ("end", "order_closed")
+    finally:
+        if held:
+            await hold.rollback()
+        await holder.close()

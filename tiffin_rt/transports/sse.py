@@ -22,10 +22,8 @@ from tiffin_rt.core.events import (
 from tiffin_rt.core.hub import EVICTED, SSE, TOKEN_EXPIRED, EndReason, Message
 from tiffin_rt.core.payments import PAYMENT_STATUS
 from tiffin_rt.core.replay import InvalidEventId
-from tiffin_rt.db.errors import DB_ERRORS
 from tiffin_rt.keys import (
     HUB,
-    ORDER_QUERIES,
     POOL,
     ROOM_ACCESS,
     SETTINGS,
@@ -204,7 +202,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     who = request_identity(request)
-    queries, pool = app[ORDER_QUERIES], app[POOL]
+    pool = app[POOL]
     terminal = set(settings.notifications.terminal_statuses)
     try:
         room = app[ROOM_ACCESS].order_room(request.match_info["id"])
@@ -238,10 +236,12 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         ending(client),
     ):
         # Subscribed first, then read: anything committed in between is kept or in the read.
+        # Read through the authorizer, so an order event older than this read (delivered late
+        # by a listener waiting behind a running transaction) does not end the stream.
         try:
-            snapshot = await queries.fetch(pool, order_id)
-        except DB_ERRORS as exc:
-            log.warning("SSE order %s: database unavailable: %s", order_id, type(exc).__name__)
+            snapshot = await app[ROOM_ACCESS].current(order_id)
+        except AccessDenied:
+            log.warning("SSE order %s: database unavailable", order_id)
             return json_error(503, "unavailable", "the database is unavailable; try again")
         if client_gone(request):
             return _left(order_id)
