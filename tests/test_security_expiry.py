@@ -10,7 +10,9 @@ import jwt
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartServer
-from tests.helpers import TEST_SECRET, make_settings, sio_client, sse_events, token
+from tests.helpers import TEST_SECRET, eventually, make_settings, sio_client, sse_events, token
+from tiffin_rt.keys import HUB
+from tiffin_rt.transports.sse_location import LOCATION
 
 NS = "/notifications"
 EVENTS = ("tokenExpiring", "error", "orderStatusUpdate")
@@ -88,3 +90,20 @@ async def test_sse_stream_ends_when_its_token_expires(start_server: StartServer,
         assert end.event == "end"
         assert end.json()["code"] == "token_expired"
         assert [e async for e in events] == []
+
+
+async def test_a_location_stream_ends_when_its_token_expires(
+    start_server: StartServer, dsn: str
+) -> None:
+    server, url = await short_lived_server(start_server, dsn)
+    query = {"access_token": token(make_settings(dsn), "alice", ttl=2)}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/api/notifications/orders/1/location", params=query) as response,
+    ):
+        assert response.status == 200
+        events = sse_events(response)
+        end = await asyncio.wait_for(anext(events), 4)
+        assert (end.event, end.json()["code"]) == ("end", "token_expired")
+        assert [e async for e in events] == []
+    await eventually(lambda: server.app[HUB].count(LOCATION) == 0)
