@@ -115,12 +115,14 @@ class RoomAccess:
         snapshot = self._read(order_id, snapshot)
         return snapshot.parties if snapshot is not None else None
 
-    async def current(self, order_id: str) -> OrderSnapshot | None:
+    async def current(
+        self, order_id: str, *, seen_after: int | None = None
+    ) -> OrderSnapshot | None:
         """The order as it is now (its status for a joiner), read past the cache and kept in it;
         its parties are the newest known (an event delivered while the row was being read is
-        newer than the row)."""
+        newer than the row). `seen_after`: see OrderQueries.fetch."""
         try:
-            snapshot = await self._orders.fetch(self._pool, order_id)
+            snapshot = await self._orders.fetch(self._pool, order_id, seen_after=seen_after)
         except DB_ERRORS:
             raise AccessDenied("unavailable", "the order could not be read; try again") from None
         return self._read(order_id, snapshot)

@@ -132,6 +132,14 @@ class EventListener:
         return self._cursor
 
     @property
+    def floor(self) -> int | None:
+        """Every event delivered from now on has a larger id (late ones included); None before
+        the first connect."""
+        if self._cursor is None:
+            return None
+        return min(self._cursor, min(self._late) - 1) if self._late else self._cursor
+
+    @property
     def waiting_for(self) -> int | None:
         """The missing event id that later events are held back for (None when none is)."""
         return self._gap.first_missing if self._gap is not None else None

@@ -28,6 +28,9 @@ class OrderSnapshot:
     # order event that names no parties (the gateway's, a hand-written row) takes no lock and
     # may commit before a change of hands with an older id, so it says nothing here.
     parties_event_id: int | None = None
+    # With `fetch(seen_after=...)`: the ids above it of the order's status and payment events
+    # committed in this snapshot (an SSE stream's first event covers those, and only those).
+    seen: frozenset[int] | None = None
 
 
 class OrderQueries:
@@ -37,7 +40,7 @@ class OrderQueries:
         self.id_format = OrderIdFormat(id_type)
         q = quote_ident
         key = f"{q(orders.id_column)} = $1::text::{id_type}"
-        self._select = (
+        columns = (
             f"SELECT o.{q(orders.id_column)}::text AS id,"
             f" o.{q(orders.status_column)}::text AS status,"
             f" o.{q(orders.customer_column)}::text AS customer_id,"
@@ -49,12 +52,20 @@ class OrderQueries:
             f"   WHERE p.order_id = o.{q(orders.id_column)}::text"
             "   AND p.kind IN ('order_status', 'order_parties')"
             "   AND p.payload ?& array['customerId', 'vendorId', 'riderId']) AS parties_event_id"
+        )
+        rest = (
             f" FROM {qualified_table(orders)} o LEFT JOIN LATERAL ("
             "   SELECT e.id, e.created_at, e.payload->>'status' AS status,"
             "   e.payload->>'previousStatus' AS previous_status FROM tiffin_rt.events e"
             f"   WHERE e.order_id = o.{q(orders.id_column)}::text AND e.kind = 'order_status'"
             "   ORDER BY e.id DESC LIMIT 1) last ON true"
             f" WHERE o.{key}"
+        )
+        self._select = columns + rest
+        self._select_seen = (
+            columns + ", ARRAY(SELECT s.id FROM tiffin_rt.events s"
+            f" WHERE s.order_id = o.{q(orders.id_column)}::text"
+            " AND s.kind IN ('order_status', 'payment_status') AND s.id > $2) AS seen" + rest
         )
         self._update_status = (
             f"UPDATE {qualified_table(orders)} SET {q(orders.status_column)} = $2 WHERE {key}"
@@ -73,10 +84,19 @@ class OrderQueries:
         return cls(orders, id_type or "text")
 
     async def fetch(
-        self, conn: asyncpg.Pool | asyncpg.Connection, order_id: str
+        self,
+        conn: asyncpg.Pool | asyncpg.Connection,
+        order_id: str,
+        *,
+        seen_after: int | None = None,
     ) -> OrderSnapshot | None:
+        """The order's row; with `seen_after`, also which of its status and payment events
+        above that id the row's snapshot holds (OrderSnapshot.seen)."""
         try:
-            row = await conn.fetchrow(self._select, order_id)
+            if seen_after is None:
+                row = await conn.fetchrow(self._select, order_id)
+            else:
+                row = await conn.fetchrow(self._select_seen, order_id, seen_after)
         except (asyncpg.DataError, asyncpg.InvalidTextRepresentationError):
             return None  # not a valid id for the column's type, so no such order
         if row is None or row["id"] != order_id:
@@ -91,6 +111,7 @@ class OrderQueries:
                 row["previous_status"] if row["event_status"] == row["status"] else None
             ),
             parties_event_id=row["parties_event_id"],
+            seen=frozenset(row["seen"]) if seen_after is not None else None,
         )
 
     async def set_status(

@@ -24,6 +24,7 @@ from tiffin_rt.core.payments import PAYMENT_STATUS
 from tiffin_rt.core.replay import InvalidEventId
 from tiffin_rt.keys import (
     HUB,
+    LISTENER,
     POOL,
     ROOM_ACCESS,
     SETTINGS,
@@ -109,6 +110,10 @@ class SseClient:
         self._transport: asyncio.Transport | None = None
         self._chunked = True
         self._last_sent = 0
+        # Events at or below `_last_sent` the handler's read or replay did not cover: ids above
+        # `_floor` outside `_covered` (committed after the read, with a lower id) still go out.
+        self._floor: int | None = None
+        self._covered: frozenset[int] = frozenset()
         self._ended: asyncio.Future[EndReason | None] = asyncio.get_running_loop().create_future()
         self._expiry: asyncio.TimerHandle | None = None
 
@@ -132,9 +137,17 @@ class SseClient:
             return
         self._write(message)
 
-    def go_live(self, last_sent: int) -> None:
-        """The handler has sent everything up to `last_sent`: from now on the hub writes."""
+    def go_live(
+        self, last_sent: int, *, floor: int | None = None, covered: frozenset[int] = frozenset()
+    ) -> None:
+        """The handler has sent everything up to `last_sent`: from now on the hub writes. An
+        event at or below it is still written when its id is above `floor` and not in
+        `covered` (what the handler's read or replay held): it committed after them, out of id
+        order (a payment or a gateway update committed before an order change with a lower
+        id). Without `floor`, nothing at or below `last_sent` is written."""
         self._last_sent = last_sent
+        self._floor = floor
+        self._covered = covered
         # Not isinstance(asyncio.Transport): uvloop's transports (`tiffin-rt serve`) are not.
         self._transport = self._request.transport
         self._chunked = self._request.version >= HttpVersion11
@@ -145,10 +158,12 @@ class SseClient:
             self._write(message)
 
     def _write(self, message: Message) -> None:
-        if message.event_id:
-            if message.event_id <= self._last_sent:
+        event_id = message.event_id
+        if event_id:
+            if event_id > self._last_sent:
+                self._last_sent = event_id
+            elif self._floor is None or event_id <= self._floor or event_id in self._covered:
                 return  # the replay or the first event already had it
-            self._last_sent = message.event_id
         transport = self._transport
         if transport is None or transport.is_closing():
             self.end()
@@ -230,16 +245,19 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
         max_buffered=settings.delivery.max_buffered_kib * 1024,
         on_overflow=fell_behind,
     )
+    listener = app.get(LISTENER)
     with (
         hub.subscribed(SSE, room.name, client),
         app[SSE_DEPARTURES].watch(request, client.end),
         ending(client),
     ):
+        # Taken as it subscribed: every event the stream gets has a larger id.
+        floor = listener.floor if listener is not None else None
         # Subscribed first, then read: anything committed in between is kept or in the read.
         # Read through the authorizer, so an order event older than this read (delivered late
         # by a listener waiting behind a running transaction) does not end the stream.
         try:
-            snapshot = await app[ROOM_ACCESS].current(order_id)
+            snapshot = await app[ROOM_ACCESS].current(order_id, seen_after=floor)
         except AccessDenied:
             log.warning("SSE order %s: database unavailable", order_id)
             return json_error(503, "unavailable", "the database is unavailable; try again")
@@ -277,7 +295,9 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                     last_sent = replayed.last_sent
                     if replayed.finished:
                         return stream
+                    floor, covered = resume_from, replayed.covered
                 else:
+                    covered = snapshot.seen or frozenset()
                     first = current_status_message(snapshot)
                     last_sent = first["eventId"]
                     await stream.send(
@@ -289,7 +309,7 @@ async def order_status_stream(request: web.Request) -> web.StreamResponse:
                     if snapshot.status in terminal:
                         return stream
                 await stream.write(b"")  # the head, if nothing was sent yet: the hub writes bodies
-                client.go_live(last_sent)
+                client.go_live(last_sent, floor=floor, covered=covered)
                 reason = await client.ended()
                 if reason is not None and not client_gone(request):
                     await end_stream(stream, *reason)

@@ -46,6 +46,8 @@ def nothing_left(snapshot: OrderSnapshot, after: int, terminal: Collection[str])
 class Replayed:
     last_sent: int
     finished: bool
+    # the ids the replay read (what the stream has at or below last_sent, above the resume id)
+    covered: frozenset[int] = frozenset()
 
 
 async def send_missed(
@@ -95,4 +97,4 @@ async def send_missed(
         metrics.delivered("orderStatusUpdate", "sse", 1)
         if data["status"] in terminal:
             return Replayed(last_sent, finished=True)
-    return Replayed(last_sent, finished=False)
+    return Replayed(last_sent, finished=False, covered=frozenset(e.id for e in events))
