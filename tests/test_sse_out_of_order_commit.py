@@ -16,6 +16,7 @@ import asyncpg
 
 from tests.conftest import StartServer
 from tests.helpers import make_settings, sse_events, token
+from tests.payments_helpers import add_payment, create_payments_table, payments_section
 from tiffin_rt.transports.socketio.notifications import NOTIFICATION_GATEWAY
 
 
@@ -94,4 +95,42 @@ async def test_a_resumed_stream_gets_an_update_committed_after_its_replay_with_a
     finally:
         if open_change:
             await change.rollback()
+        await backend.close()
+
+
+async def test_a_payment_committed_after_the_stream_opened_with_a_lower_id_reaches_it(
+    start_server: StartServer, dsn: str, db: asyncpg.Connection
+) -> None:
+    """A payment's status, logged by the payments table's trigger, takes no lock on the order:
+    its transaction can commit after an order change with a later id and after the stream read
+    the order; the payment still reaches the stream."""
+    await create_payments_table(db)
+    settings = make_settings(dsn, database={"gap_timeout": 30.0}, payments=payments_section())
+    server = await start_server(settings)
+    url = str(server.make_url("")).rstrip("/")
+    alice = token(settings, "alice")
+    backend = await asyncpg.connect(dsn)
+    payment = backend.transaction()
+    await payment.start()
+    open_payment = True
+    try:
+        await add_payment(backend, 1, "14.50")
+        await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {alice}"}) as http,
+            http.get(f"{url}/api/notifications/orders/1/status") as response,
+        ):
+            stream = sse_events(response)
+            assert (await asyncio.wait_for(anext(stream), 5)).json()["status"] == "confirmed"
+            await payment.commit()
+            open_payment = False
+            await db.execute("UPDATE orders SET status = 'preparing' WHERE id = 1")
+            got: list[tuple[str | None, str]] = []
+            while not got or got[-1] != (None, "preparing"):
+                event = await asyncio.wait_for(anext(stream), 5)
+                got.append((event.event, event.json()["status"]))
+            assert got == [("paymentStatusUpdate", "pending"), (None, "preparing")]
+    finally:
+        if open_payment:
+            await payment.rollback()
         await backend.close()
