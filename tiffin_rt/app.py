@@ -28,7 +28,7 @@ from tiffin_rt.db import migrate
 from tiffin_rt.db.embedded import EmbeddedPostgres
 from tiffin_rt.db.listener import EventListener, ListenerOptions
 from tiffin_rt.db.orders import OrderQueries
-from tiffin_rt.db.pool import create_pool
+from tiffin_rt.db.pool import close_pool, create_pool
 from tiffin_rt.db.pruner import prune_forever
 from tiffin_rt.drain import DRAIN, Drain, drain_connections
 from tiffin_rt.keys import (
@@ -125,7 +125,7 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
         )
         yield
     finally:
-        await pool.close()
+        await close_pool(pool, settings.server.shutdown_timeout)
 
 
 def _listener_cursor(app: web.Application) -> int | None:

@@ -51,6 +51,11 @@ async def drain_connections(app: web.Application) -> None:
     drain = app[DRAIN]
     first = not drain.started
     drain.started = True
+    timeout = app[SETTINGS].server.shutdown_timeout
+    if first:
+        # This drain, then aiohttp's wait for open handlers, are each bounded by the timeout;
+        # past both (and a margin), say what the process is still waiting for.
+        asyncio.get_running_loop().call_later(2 * timeout + STUCK_MARGIN, report_stuck, timeout)
     hub = app[HUB]
     sio: Any = app[SOCKETIO]
     sockets = list(sio.eio.sockets.values())
@@ -67,7 +72,34 @@ async def drain_connections(app: web.Application) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(*(end_session(socket, abort=True) for socket in sockets)),
-                app[SETTINGS].server.shutdown_timeout,
+                timeout,
             )
-    if first:  # python-engineio's shutdown runs once
-        await sio.shutdown()
+    if first:  # python-engineio's shutdown runs once; it waits for its service task
+        try:
+            await asyncio.wait_for(sio.shutdown(), timeout)
+        except TimeoutError:
+            log.warning("shutdown: python-engineio's service task did not stop in %.1f s", timeout)
+
+
+# Seconds past the two bounded waits of a shutdown before what is still running is logged.
+STUCK_MARGIN = 2.0
+
+
+def report_stuck(timeout: float) -> None:
+    """One WARNING naming every task still running, where it waits: a shutdown past its
+    bounds (an orchestrator's SIGKILL follows) leaves a trace of why."""
+    tasks = [t for t in asyncio.all_tasks() if not t.done()]
+    where = []
+    for task in tasks:
+        frames = task.get_stack(limit=3)
+        at = " < ".join(
+            f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno})"
+            for f in reversed(frames)
+        )
+        where.append(f"{task.get_name()}: {at or 'not started'}")
+    log.warning(
+        "shutdown still running %.1f s after it began; %d task(s) left: %s",
+        2 * timeout + STUCK_MARGIN,
+        len(tasks),
+        "; ".join(where) or "none",
+    )
