@@ -12,7 +12,7 @@ from tests.conftest import StartServer
 from tests.helpers import make_settings
 from tiffin_rt.app import create_app
 from tiffin_rt.config import Settings
-from tiffin_rt.drain import report_stuck
+from tiffin_rt.drain import DRAIN, report_stuck
 from tiffin_rt.keys import POOL
 
 LONG_LIVED = {
@@ -36,6 +36,7 @@ async def test_long_lived_tasks_and_the_pool_end_with_the_app(server: TestServer
     await asyncio.wait_for(server.close(), 10)
     assert not LONG_LIVED & _running()
     assert pool.is_closing()
+    assert server.app[DRAIN].watchdog is None  # a finished shutdown reports nothing later
 
 
 def test_the_only_shutdown_signal_closes_connections_before_aiohttp_waits(
@@ -46,6 +47,8 @@ def test_the_only_shutdown_signal_closes_connections_before_aiohttp_waits(
     there (an SSE stream or a Socket.IO session would otherwise hold the shutdown up)."""
     app = create_app(settings)
     assert [h.__name__ for h in app.on_shutdown] == ["drain_connections"]
+    # after the cleanup contexts: the shutdown's watchdog is stopped once everything closed
+    assert [getattr(h, "__name__", "") for h in app.on_cleanup][1:] == ["shutdown_done"]
     assert len(app.on_startup) == 1  # the cleanup contexts' own start
 
 

@@ -30,7 +30,7 @@ from tiffin_rt.db.listener import EventListener, ListenerOptions
 from tiffin_rt.db.orders import OrderQueries
 from tiffin_rt.db.pool import close_pool, create_pool
 from tiffin_rt.db.pruner import prune_forever
-from tiffin_rt.drain import DRAIN, Drain, drain_connections
+from tiffin_rt.drain import DRAIN, Drain, drain_connections, shutdown_done
 from tiffin_rt.keys import (
     DSN,
     HUB,
@@ -271,5 +271,6 @@ def create_app(settings: Settings) -> web.Application:
     setup_payment_webhook(app)
     app[DRAIN] = Drain()
     app.on_shutdown.append(drain_connections)
+    app.on_cleanup.append(shutdown_done)  # after every cleanup context (aiohttp runs them first)
     setup_cors(app, origins)  # last: every REST and SSE route exists
     return app

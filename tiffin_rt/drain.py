@@ -41,6 +41,8 @@ class Drain:
 
     def __init__(self) -> None:
         self.started = False
+        # Logs what is still running should the shutdown outlast its bounds (report_stuck).
+        self.watchdog: asyncio.TimerHandle | None = None
 
 
 DRAIN = web.AppKey("drain", Drain)
@@ -55,7 +57,9 @@ async def drain_connections(app: web.Application) -> None:
     if first:
         # This drain, then aiohttp's wait for open handlers, are each bounded by the timeout;
         # past both (and a margin), say what the process is still waiting for.
-        asyncio.get_running_loop().call_later(2 * timeout + STUCK_MARGIN, report_stuck, timeout)
+        drain.watchdog = asyncio.get_running_loop().call_later(
+            2 * timeout + STUCK_MARGIN, report_stuck, timeout
+        )
     hub = app[HUB]
     sio: Any = app[SOCKETIO]
     sockets = list(sio.eio.sockets.values())
@@ -79,6 +83,13 @@ async def drain_connections(app: web.Application) -> None:
             await asyncio.wait_for(sio.shutdown(), timeout)
         except TimeoutError:
             log.warning("shutdown: python-engineio's service task did not stop in %.1f s", timeout)
+
+
+async def shutdown_done(app: web.Application) -> None:
+    """The app's last cleanup: the shutdown finished, nothing to report."""
+    watchdog, app[DRAIN].watchdog = app[DRAIN].watchdog, None
+    if watchdog is not None:
+        watchdog.cancel()
 
 
 # Seconds past the two bounded waits of a shutdown before what is still running is logged.
