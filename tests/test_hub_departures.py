@@ -338,7 +338,7 @@ async def test_clients_joining_leaving_and_vanishing_while_events_flow_leave_the
             if done.is_set():
                 return
 
-    async def sse_reader() -> list[str]:
+    async def sse_reader(opened: asyncio.Event) -> list[str]:
         statuses: list[str] = []
         async with (
             aiohttp.ClientSession(headers=headers) as http,
@@ -346,13 +346,17 @@ async def test_clients_joining_leaving_and_vanishing_while_events_flow_leave_the
         ):
             async for event in sse_events(stream):
                 statuses.append(event.json()["status"])
+                opened.set()
                 if statuses[-1] == "delivered":
                     return statuses
         return statuses
 
     done = asyncio.Event()
-    readers = [asyncio.create_task(sse_reader()) for _ in range(2)]
-    await eventually(lambda: len(hub.members(SSE, "order-1")) == 2)
+    opened = [asyncio.Event() for _ in range(2)]
+    readers = [asyncio.create_task(sse_reader(o)) for o in opened]
+    # Each stream's first event is the order as its read found it: changes start after it.
+    await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 10)
+    assert len(hub.members(SSE, "order-1")) == 2
     churners = [asyncio.create_task(churner(i)) for i in range(12)]
     try:
         for n in range(count):
