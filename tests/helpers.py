@@ -287,3 +287,40 @@ async def marker_arrived(
             await db.execute("DELETE FROM tiffin_rt.inbox WHERE event_id = $1", event_id)
     for recorder in recorders:
         await recorder.wait_for_marker(key, timeout)
+
+
+class RunningTransaction:
+    """A transaction a backend keeps open on its own connection (`conn`): what it wrote waits,
+    uncommitted, and the ids it took hold the server's listener back, until `end`."""
+
+    def __init__(self, conn: asyncpg.Connection, transaction: Any) -> None:
+        self.conn = conn
+        self._transaction = transaction
+        self.open = True
+
+    async def end(self, *, commit: bool = True) -> None:
+        self.open = False
+        await (self._transaction.commit() if commit else self._transaction.rollback())
+
+
+@asynccontextmanager
+async def running_transaction(dsn: str) -> AsyncIterator[RunningTransaction]:
+    """A transaction open until `end` (rolled back on the way out if still open)."""
+    conn = await asyncpg.connect(dsn)
+    transaction = conn.transaction()
+    await transaction.start()
+    running = RunningTransaction(conn, transaction)
+    try:
+        yield running
+    finally:
+        if running.open:
+            await transaction.rollback()
+        await conn.close()
+
+
+async def statuses_until(events: AsyncIterator[SseEvent], last: str) -> list[str]:
+    """The statuses an SSE stream sends up to and including `last`."""
+    got: list[str] = []
+    while not got or got[-1] != last:
+        got.append((await asyncio.wait_for(anext(events), 5)).json()["status"])
+    return got

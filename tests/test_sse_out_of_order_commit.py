@@ -15,7 +15,13 @@ import aiohttp
 import asyncpg
 
 from tests.conftest import StartServer
-from tests.helpers import make_settings, sse_events, token
+from tests.helpers import (
+    make_settings,
+    running_transaction,
+    sse_events,
+    statuses_until,
+    token,
+)
 from tests.payments_helpers import add_payment, create_payments_table, payments_section
 from tiffin_rt.transports.socketio.notifications import NOTIFICATION_GATEWAY
 
@@ -27,13 +33,9 @@ async def test_a_status_change_committed_after_the_stream_opened_reaches_it(
     server = await start_server(settings)
     url = str(server.make_url("")).rstrip("/")
     alice = token(settings, "alice")
-    backend = await asyncpg.connect(dsn)
-    change = backend.transaction()
-    await change.start()
-    open_change = True
-    try:
+    async with running_transaction(dsn) as change:
         # The kitchen confirms the order in a transaction still running ...
-        await backend.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
+        await change.conn.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
         # ... while the gateway logs a status for it: a later id, committed first.
         gateway = server.app[NOTIFICATION_GATEWAY]
         gateway_event = await gateway.send_order_status_update("1", "pending")
@@ -44,17 +46,9 @@ async def test_a_status_change_committed_after_the_stream_opened_reaches_it(
             stream = sse_events(response)
             first = (await asyncio.wait_for(anext(stream), 5)).json()
             assert (first["status"], first["eventId"]) == ("pending", gateway_event)
-            await change.commit()
-            open_change = False
+            await change.end()
             await db.execute("UPDATE orders SET status = 'preparing' WHERE id = 1")
-            got: list[str] = []
-            while not got or got[-1] != "preparing":
-                got.append((await asyncio.wait_for(anext(stream), 5)).json()["status"])
-            assert got == ["confirmed", "preparing"]
-    finally:
-        if open_change:
-            await change.rollback()
-        await backend.close()
+            assert await statuses_until(stream, "preparing") == ["confirmed", "preparing"]
 
 
 async def test_a_resumed_stream_gets_an_update_committed_after_its_replay_with_a_lower_id(
@@ -68,12 +62,8 @@ async def test_a_resumed_stream_gets_an_update_committed_after_its_replay_with_a
     alice = token(settings, "alice")
     # where the client resumes from: an event of the log (of no order)
     resume_from = await db.fetchval("SELECT tiffin_rt.notify_user('nobody', 't', 'x', '')")
-    backend = await asyncpg.connect(dsn)
-    change = backend.transaction()
-    await change.start()
-    open_change = True
-    try:
-        await backend.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
+    async with running_transaction(dsn) as change:
+        await change.conn.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
         gateway = server.app[NOTIFICATION_GATEWAY]
         gateway_event = await gateway.send_order_status_update("1", "pending")
         headers = {"Authorization": f"Bearer {alice}", "Last-Event-ID": str(resume_from)}
@@ -85,17 +75,9 @@ async def test_a_resumed_stream_gets_an_update_committed_after_its_replay_with_a
             stream = sse_events(response)
             replayed = await asyncio.wait_for(anext(stream), 5)
             assert (replayed.id, replayed.json()["status"]) == (str(gateway_event), "pending")
-            await change.commit()
-            open_change = False
+            await change.end()
             await db.execute("UPDATE orders SET status = 'preparing' WHERE id = 1")
-            got: list[str] = []
-            while not got or got[-1] != "preparing":
-                got.append((await asyncio.wait_for(anext(stream), 5)).json()["status"])
-            assert got == ["confirmed", "preparing"]
-    finally:
-        if open_change:
-            await change.rollback()
-        await backend.close()
+            assert await statuses_until(stream, "preparing") == ["confirmed", "preparing"]
 
 
 async def test_a_payment_committed_after_the_stream_opened_with_a_lower_id_reaches_it(
@@ -109,12 +91,8 @@ async def test_a_payment_committed_after_the_stream_opened_with_a_lower_id_reach
     server = await start_server(settings)
     url = str(server.make_url("")).rstrip("/")
     alice = token(settings, "alice")
-    backend = await asyncpg.connect(dsn)
-    payment = backend.transaction()
-    await payment.start()
-    open_payment = True
-    try:
-        await add_payment(backend, 1, "14.50")
+    async with running_transaction(dsn) as payment:
+        await add_payment(payment.conn, 1, "14.50")
         await db.execute("UPDATE orders SET status = 'confirmed' WHERE id = 1")
         async with (
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {alice}"}) as http,
@@ -122,15 +100,10 @@ async def test_a_payment_committed_after_the_stream_opened_with_a_lower_id_reach
         ):
             stream = sse_events(response)
             assert (await asyncio.wait_for(anext(stream), 5)).json()["status"] == "confirmed"
-            await payment.commit()
-            open_payment = False
+            await payment.end()
             await db.execute("UPDATE orders SET status = 'preparing' WHERE id = 1")
             got: list[tuple[str | None, str]] = []
             while not got or got[-1] != (None, "preparing"):
                 event = await asyncio.wait_for(anext(stream), 5)
                 got.append((event.event, event.json()["status"]))
             assert got == [("paymentStatusUpdate", "pending"), (None, "preparing")]
-    finally:
-        if open_payment:
-            await payment.rollback()
-        await backend.close()
