@@ -140,7 +140,7 @@ class RoomAccess:
             parties = known[1]
             snapshot = replace(snapshot, parties=parties)
         elif known is None or known[1] != snapshot.parties or known[0] < position:
-            self._know(order_id, position, snapshot.parties, evict=True)
+            self._know(order_id, position, snapshot.parties)
         self.remember(order_id, snapshot.parties)
         return snapshot
 
@@ -174,17 +174,16 @@ class RoomAccess:
                 continue
             self.remember(event.order_id, parties)
             position = event.id or (known[0] if known is not None else 0)
-            self._know(event.order_id, position, parties, evict=True)
+            self._know(event.order_id, position, parties)
 
-    def _know(self, order_id: str, position: int, parties: OrderParties, *, evict: bool) -> None:
-        """The order's parties as of `position`; with `evict`, whom they no longer admit leaves
-        the order's room on every transport (not when its room was already checked against
-        these very parties)."""
+    def _know(self, order_id: str, position: int, parties: OrderParties) -> None:
+        """The order's parties as of `position`: whom they no longer admit leaves the order's
+        room on every transport (unless its room was already checked against these parties)."""
         known = self._known.pop(order_id, None)
         if len(self._known) >= self.MAX_CACHED_ORDERS:
             del self._known[next(iter(self._known))]
         self._known[order_id] = (position, parties)
-        if not evict or (known is not None and known[1] == parties):
+        if known is not None and known[1] == parties:
             return
         room = Room("order", order_id)
         self._hub.evict(room.name, _admits(room, parties))
